@@ -1,0 +1,53 @@
+// bias_add: x viewed as [outer, c, inner] (NCHW: outer = n, inner = h*w; a matrix [m, c]:
+// inner = 1), plus one bias per channel.
+//
+//   forward:       y[o, ch, i] = x[o, ch, i] + b[ch]
+//   backward_bias: grad_b[ch] = sum_{o, i} grad_y[o, ch, i]      (grad_x = grad_y, no kernel)
+//
+// Threads: forward, one invocation per element (flat index = gid.x + gid.y * nwg.x * WG);
+// backward_bias, one workgroup of RED invocations per channel: each strides over the
+// channel's outer*inner elements, then a tree reduction in workgroup memory.
+// Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
+
+struct Params { outer: u32, c: u32, inner: u32, _pad0: u32 }
+
+override WG: u32 = 256u;
+const RED: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// ---- bias_add_forward: inputs (x, b), outputs (y)
+@group(0) @binding(1) var<storage, read> fwd_x: array<f32>;
+@group(0) @binding(2) var<storage, read> fwd_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fwd_y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn bias_add_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.outer * p.c * p.inner) { return; }
+    fwd_y[i] = fwd_x[i] + fwd_b[(i / p.inner) % p.c];
+}
+
+// ---- bias_add_backward_bias: inputs (grad_y), outputs (grad_b)
+@group(0) @binding(1) var<storage, read> bwd_grad_y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bwd_grad_b: array<f32>;
+
+var<workgroup> partial: array<f32, RED>;
+
+@compute @workgroup_size(RED)
+fn bias_add_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    var acc = 0.0;
+    for (var t = lid; t < p.outer * p.inner; t += RED) {
+        let o = t / p.inner;
+        let i = t % p.inner;
+        acc += bwd_grad_y[(o * p.c + ch) * p.inner + i];
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var stride = RED / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) { partial[lid] += partial[lid + stride]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u && ch < p.c) { bwd_grad_b[ch] = partial[0]; }
+}

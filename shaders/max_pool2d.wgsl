@@ -1,0 +1,77 @@
+// max_pool2d: NCHW, f32, square k×k window, stride, implicit -inf padding (floor mode).
+//
+//   forward:  y[o] = max over the window of x;  argmax[o] = flat index into x of that maximum
+//             (the first one, in row-major window order, on ties)
+//   backward: grad_x[idx] = sum of grad_y[o] over the outputs o whose argmax[o] == idx
+//
+// Threads: one invocation per output element (forward) or per input element (backward: a
+// gather, since WGSL has no f32 atomics and windows overlap when stride < k).
+// Flat index = gid.x + gid.y * nwg.x * WG.
+// Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
+
+struct Params { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, stride: u32, pad: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// ---- max_pool2d_forward: inputs (x), outputs (y, argmax)
+@group(0) @binding(1) var<storage, read> fwd_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> fwd_y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fwd_argmax: array<u32>;
+
+@compute @workgroup_size(WG)
+fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = gid.x + gid.y * nwg.x * WG;
+    if (o >= p.n * p.c * p.oh * p.ow) { return; }
+    let ox = o % p.ow;
+    let oy = (o / p.ow) % p.oh;
+    let nc = o / (p.oh * p.ow);
+    let iy0 = i32(oy * p.stride) - i32(p.pad);
+    let ix0 = i32(ox * p.stride) - i32(p.pad);
+    var best = -3.4028235e38;
+    var best_idx = 0xffffffffu;
+    for (var a = 0u; a < p.k; a++) {
+        let iy = iy0 + i32(a);
+        if (iy < 0 || iy >= i32(p.h)) { continue; }
+        for (var b = 0u; b < p.k; b++) {
+            let ix = ix0 + i32(b);
+            if (ix < 0 || ix >= i32(p.w)) { continue; }
+            let idx = (nc * p.h + u32(iy)) * p.w + u32(ix);
+            let v = fwd_x[idx];
+            if (best_idx == 0xffffffffu || v > best) {
+                best = v;
+                best_idx = idx;
+            }
+        }
+    }
+    fwd_y[o] = best;
+    fwd_argmax[o] = best_idx;
+}
+
+// ---- max_pool2d_backward: inputs (grad_y, argmax), outputs (grad_x)
+@group(0) @binding(1) var<storage, read> bwd_grad_y: array<f32>;
+@group(0) @binding(2) var<storage, read> bwd_argmax: array<u32>;
+@group(0) @binding(3) var<storage, read_write> bwd_grad_x: array<f32>;
+
+@compute @workgroup_size(WG)
+fn max_pool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    if (idx >= p.n * p.c * p.h * p.w) { return; }
+    let col = idx % p.w + p.pad;
+    let row = (idx / p.w) % p.h + p.pad;
+    let nc = idx / (p.h * p.w);
+    // Window i covers padded row r iff i*stride <= r < i*stride + k.
+    let i_lo = select(0u, (row + 1u - p.k + p.stride - 1u) / p.stride, row + 1u >= p.k);
+    let j_lo = select(0u, (col + 1u - p.k + p.stride - 1u) / p.stride, col + 1u >= p.k);
+    let i_hi = min(row / p.stride, p.oh - 1u);
+    let j_hi = min(col / p.stride, p.ow - 1u);
+    var acc = 0.0;
+    for (var i = i_lo; i <= i_hi; i++) {
+        for (var j = j_lo; j <= j_hi; j++) {
+            let o = (nc * p.oh + i) * p.ow + j;
+            if (bwd_argmax[o] == idx) { acc += bwd_grad_y[o]; }
+        }
+    }
+    bwd_grad_x[idx] = acc;
+}

@@ -1,0 +1,67 @@
+// Optimizer updates, in place, with PyTorch's semantics (torch.optim.SGD and Adam, L2 weight
+// decay added to the gradient).
+//
+//   sgd_update:  g = grad + wd*param;  if momentum > 0: v = momentum*v + g, g = v;  param -= lr*g
+//   adam_update: g = grad + wd*param;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+//                param -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//   optimizer_step_count: t += 1   (runs once per step, before the updates that read t)
+// The step count lives on the GPU so a training step uploads nothing but the batch.
+//
+// Threads: one invocation per parameter element; flat index = gid.x + gid.y * nwg.x * WG.
+// Bindings, per entry point: 0 = params, then inputs in OpDef order (mutated inputs are
+// read_write).
+
+struct Params { numel: u32, lr: f32, momentum: f32, weight_decay: f32, beta1: f32, beta2: f32, eps: f32, _pad0: u32 }
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// ---- sgd_update: inputs (param [mutated], grad, velocity [mutated])
+@group(0) @binding(1) var<storage, read_write> sgd_param: array<f32>;
+@group(0) @binding(2) var<storage, read> sgd_grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sgd_velocity: array<f32>;
+
+@compute @workgroup_size(WG)
+fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.numel) { return; }
+    var g = sgd_grad[i] + p.weight_decay * sgd_param[i];
+    if (p.momentum > 0.0) {
+        let v = p.momentum * sgd_velocity[i] + g;
+        sgd_velocity[i] = v;
+        g = v;
+    }
+    sgd_param[i] -= p.lr * g;
+}
+
+// ---- adam_update: inputs (param [mutated], grad, m [mutated], v [mutated], t)
+@group(0) @binding(1) var<storage, read_write> adam_param: array<f32>;
+@group(0) @binding(2) var<storage, read> adam_grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> adam_m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> adam_v: array<f32>;
+@group(0) @binding(5) var<storage, read> adam_t: array<u32>;
+
+@compute @workgroup_size(WG)
+fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.numel) { return; }
+    let t = f32(adam_t[0]);
+    let g = adam_grad[i] + p.weight_decay * adam_param[i];
+    let m = p.beta1 * adam_m[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * adam_v[i] + (1.0 - p.beta2) * g * g;
+    adam_m[i] = m;
+    adam_v[i] = v;
+    let m_hat = m / (1.0 - pow(p.beta1, t));
+    let v_hat = v / (1.0 - pow(p.beta2, t));
+    adam_param[i] -= p.lr * m_hat / (sqrt(v_hat) + p.eps);
+}
+
+// ---- optimizer_step_count: inputs (t [mutated])
+@group(0) @binding(1) var<storage, read_write> count_t: array<u32>;
+
+@compute @workgroup_size(1)
+fn optimizer_step_count() {
+    if (p.numel == 0u) { return; }
+    count_t[0] += 1u;
+}

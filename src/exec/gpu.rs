@@ -1,0 +1,247 @@
+//! The executable: bakes schedules into wgpu objects once (pipelines, buffers, bind groups,
+//! uniforms) and replays them. `run` records every dispatch of one program into one compute
+//! pass and one submission, and creates nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::graph::memory::{self, MemoryPlan};
+use crate::graph::schedule::{self, Schedule};
+use crate::graph::{Graph, NodeId, TensorId, TensorKind};
+use crate::gpu::GpuContext;
+use crate::ops::CpuTensor;
+use crate::shape::Shape;
+use crate::{Error, Result};
+
+/// What one program (e.g. `train` or `eval`) must produce.
+#[derive(Clone, Debug)]
+pub struct ProgramSpec {
+    /// Name, for labels and errors.
+    pub name: String,
+    /// Tensors readable after the run.
+    pub outputs: Vec<TensorId>,
+    /// Nodes run for their in-place updates (optimizers, metrics).
+    pub effects: Vec<NodeId>,
+}
+
+/// Index of a program in its executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramId(pub usize);
+
+/// A graph baked for one device: run its programs, write inputs, read tensors.
+pub struct Executable {
+    gpu: GpuContext,
+    shapes: Vec<Shape>,
+    names: Vec<String>,
+    persistent: HashMap<TensorId, wgpu::Buffer>,
+    programs: Vec<Program>,
+    /// Preallocated staging buffer for small reads (metrics), so reading them creates nothing.
+    small_staging: wgpu::Buffer,
+}
+
+struct Program {
+    name: String,
+    schedule: Schedule,
+    plan: MemoryPlan,
+    slots: Vec<wgpu::Buffer>,
+    dispatches: Vec<BakedDispatch>,
+    /// Kept alive for the bind groups that point into it.
+    _uniforms: wgpu::Buffer,
+}
+
+struct BakedDispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+const SMALL_READ_BYTES: u64 = 256;
+const STORAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
+
+impl Executable {
+    /// Schedules, plans and bakes every program; uploads initial values of parameters, state
+    /// and constants. All GPU objects the executable will ever use are created here.
+    pub fn build(gpu: &GpuContext, g: &Graph, specs: &[ProgramSpec]) -> Result<Self> {
+        let mut persistent = HashMap::new();
+        for t in g.tensor_ids() {
+            let info = g.tensor(t);
+            if !info.is_persistent() {
+                continue;
+            }
+            let buffer = gpu.create_buffer(&info.name, info.shape.bytes(), STORAGE);
+            if let TensorKind::Param(v) | TensorKind::State(v) | TensorKind::Const(v) = &info.kind {
+                gpu.write_buffer(&buffer, 0, v.bytes());
+            }
+            persistent.insert(t, buffer);
+        }
+        let mut exe = Executable {
+            gpu: gpu.clone(),
+            shapes: g.tensor_ids().map(|t| g.shape(t).clone()).collect(),
+            names: g.tensor_ids().map(|t| g.tensor(t).name.clone()).collect(),
+            persistent,
+            programs: Vec::new(),
+            small_staging: gpu.create_buffer("small readback", SMALL_READ_BYTES, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+        };
+        for spec in specs {
+            let program = exe.bake(g, spec)?;
+            exe.programs.push(program);
+        }
+        Ok(exe)
+    }
+
+    fn bake(&self, g: &Graph, spec: &ProgramSpec) -> Result<Program> {
+        let gpu = &self.gpu;
+        let schedule = schedule::schedule(g, &spec.outputs, &spec.effects);
+        let plan = memory::plan(&schedule);
+        let slots: Vec<wgpu::Buffer> =
+            plan.slot_bytes.iter().enumerate().map(|(i, &bytes)| gpu.create_buffer(&format!("{}:slot{i}", spec.name), bytes, STORAGE)).collect();
+
+        let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment);
+        let mut calls = Vec::new();
+        for (step_idx, step) in schedule.steps.iter().enumerate().filter(|(_, s)| s.dispatch) {
+            let node = g.node(step.node);
+            let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
+            let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
+            calls.push((step_idx, node, node.op.kernel(&inputs, &outputs)));
+        }
+        // Each dispatch's Params sit at a multiple of the device's uniform offset alignment.
+        let max_params = calls.iter().map(|(_, _, c)| c.params.len() as u64).max().unwrap_or(4);
+        let stride = max_params.div_ceil(align) * align;
+        let uniform_bytes = (calls.len() as u64 * stride).max(stride);
+        let uniforms = gpu.create_buffer(&format!("{}:params", spec.name), uniform_bytes, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let mut uniform_data = vec![0u8; uniform_bytes as usize];
+
+        let mut dispatches = Vec::new();
+        for (call_idx, (step_idx, node, call)) in calls.iter().enumerate() {
+            let label = format!("{}:{step_idx}:{}:{}", spec.name, node.name, node.op.name());
+            let pipeline = gpu.pipeline(call).map_err(|e| match e {
+                Error::Shader { name, message } => Error::Shader { name: format!("{name} ({label})"), message },
+                other => other,
+            })?;
+            let offset = call_idx as u64 * stride;
+            uniform_data[offset as usize..offset as usize + call.params.len()].copy_from_slice(&call.params);
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset,
+                    size: wgpu::BufferSize::new(call.params.len() as u64),
+                }),
+            }];
+            for (i, &t) in node.inputs.iter().chain(&node.outputs).enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: self.buffer_in(&schedule, &plan, &slots, t),
+                        offset: 0,
+                        size: wgpu::BufferSize::new(self.shapes[t.0 as usize].bytes().max(4)),
+                    }),
+                });
+            }
+            let bind_group = gpu.create_bind_group(&label, &pipeline.get_bind_group_layout(0), &entries);
+            dispatches.push(BakedDispatch { pipeline, bind_group, workgroups: call.workgroups });
+        }
+        gpu.write_buffer(&uniforms, 0, &uniform_data);
+        Ok(Program { name: spec.name.clone(), schedule, plan, slots, dispatches, _uniforms: uniforms })
+    }
+
+    fn buffer_in<'a>(&'a self, schedule: &Schedule, plan: &MemoryPlan, slots: &'a [wgpu::Buffer], t: TensorId) -> &'a wgpu::Buffer {
+        let root = schedule.storage[t.0 as usize];
+        match self.persistent.get(&root) {
+            Some(b) => b,
+            None => &slots[plan.slot_of[&root]],
+        }
+    }
+
+    /// The program named `name`.
+    pub fn program(&self, name: &str) -> Result<ProgramId> {
+        self.programs
+            .iter()
+            .position(|p| p.name == name)
+            .map(ProgramId)
+            .ok_or_else(|| Error::InvalidArgument(format!("no program named {name:?}")))
+    }
+
+    /// Records every dispatch of a program into one compute pass and submits it. Creates no
+    /// GPU object and reads nothing back.
+    pub fn run(&self, program: ProgramId) {
+        let p = &self.programs[program.0];
+        let mut encoder = self.gpu.encoder(&p.name);
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&p.name), timestamp_writes: None });
+            for d in &p.dispatches {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                let [x, y, z] = d.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        self.gpu.submit(encoder);
+    }
+
+    /// Writes a persistent tensor (an input batch, or a parameter) from host memory.
+    pub fn write(&self, t: TensorId, bytes: &[u8]) -> Result<()> {
+        let buffer = self.persistent_buffer(t)?;
+        let want = self.shapes[t.0 as usize].bytes();
+        if bytes.len() as u64 != want {
+            return Err(Error::InvalidArgument(format!("{}: got {} bytes, shape {} needs {want}", self.names[t.0 as usize], bytes.len(), self.shapes[t.0 as usize])));
+        }
+        self.gpu.write_buffer(buffer, 0, bytes);
+        Ok(())
+    }
+
+    /// Reads a tensor back, after `program` ran (transient tensors live in its slots).
+    /// Creates a staging buffer: for tests, checkpoints and inspection, not per step.
+    pub fn read(&self, program: ProgramId, t: TensorId) -> Result<CpuTensor> {
+        let p = &self.programs[program.0];
+        let root = p.schedule.storage[t.0 as usize];
+        if !self.persistent.contains_key(&root) && !p.plan.slot_of.contains_key(&root) {
+            return Err(Error::InvalidArgument(format!("{} is not computed by program {}", self.names[t.0 as usize], p.name)));
+        }
+        let shape = &self.shapes[t.0 as usize];
+        let bytes = self.gpu.read_buffer(self.buffer_in(&p.schedule, &p.plan, &p.slots, t), shape.bytes())?;
+        Ok(CpuTensor::from_bytes(shape, &bytes))
+    }
+
+    /// Reads a small persistent tensor (at most 256 bytes, e.g. metrics) through the
+    /// preallocated staging buffer, then zeroes it on the GPU. Creates nothing; downloads
+    /// exactly the tensor's bytes.
+    pub fn take_small(&self, t: TensorId) -> Result<CpuTensor> {
+        let buffer = self.persistent_buffer(t)?;
+        let shape = &self.shapes[t.0 as usize];
+        if shape.bytes() > SMALL_READ_BYTES {
+            return Err(Error::InvalidArgument(format!("{} is {} bytes; take_small reads at most {SMALL_READ_BYTES}", self.names[t.0 as usize], shape.bytes())));
+        }
+        let mut encoder = self.gpu.encoder("take_small");
+        encoder.copy_buffer_to_buffer(buffer, 0, &self.small_staging, 0, shape.bytes());
+        encoder.clear_buffer(buffer, 0, None);
+        self.gpu.submit(encoder);
+        let bytes = self.gpu.read_mapped(&self.small_staging, shape.bytes())?;
+        Ok(CpuTensor::from_bytes(shape, &bytes))
+    }
+
+    /// Bytes of transient memory each program's plan uses, and what it would use unplanned.
+    pub fn memory_report(&self) -> Vec<(String, u64, u64)> {
+        self.programs
+            .iter()
+            .map(|p| (p.name.clone(), p.plan.total_bytes(), p.schedule.live.values().map(|r| r.bytes).sum()))
+            .collect()
+    }
+
+    /// Number of dispatches a run of `program` records.
+    pub fn n_dispatches(&self, program: ProgramId) -> usize {
+        self.programs[program.0].dispatches.len()
+    }
+
+    /// The context this executable runs on.
+    pub fn gpu(&self) -> &GpuContext {
+        &self.gpu
+    }
+
+    fn persistent_buffer(&self, t: TensorId) -> Result<&wgpu::Buffer> {
+        self.persistent
+            .get(&t)
+            .ok_or_else(|| Error::InvalidArgument(format!("{} is not a persistent tensor (input, parameter or state)", self.names[t.0 as usize])))
+    }
+}

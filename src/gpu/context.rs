@@ -1,0 +1,283 @@
+//! Instance, adapter and device: picks the best adapter (or the one the user names), requests
+//! the adapter's own limits, and wraps every object-creating or data-moving call so the
+//! counters stay true.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use crate::gpu::counters::{CounterCells, Counters};
+use crate::ops::{KernelCall, Shader};
+use crate::{Error, Result};
+
+/// Which adapter to use: a backend, a name substring, or the best one available.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// A discrete or integrated GPU over a software one; native APIs over GL.
+    #[default]
+    Best,
+    /// The best adapter of one backend.
+    Backend(wgpu::Backend),
+    /// The best adapter whose name contains this (case-insensitive).
+    Name(String),
+}
+
+impl FromStr for AdapterChoice {
+    type Err = std::convert::Infallible;
+
+    /// `vulkan`, `metal`, `dx12`, `gl`, `auto`, or any other text as a name substring.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "" | "auto" | "best" => AdapterChoice::Best,
+            "vulkan" | "vk" => AdapterChoice::Backend(wgpu::Backend::Vulkan),
+            "metal" => AdapterChoice::Backend(wgpu::Backend::Metal),
+            "dx12" | "d3d12" => AdapterChoice::Backend(wgpu::Backend::Dx12),
+            "gl" | "opengl" | "gles" => AdapterChoice::Backend(wgpu::Backend::Gl),
+            _ => AdapterChoice::Name(s.to_string()),
+        })
+    }
+}
+
+impl AdapterChoice {
+    /// The choice in `STRIATE_ADAPTER`, or `Best`.
+    pub fn from_env() -> Self {
+        std::env::var("STRIATE_ADAPTER").map(|s| s.parse().expect("parsing is infallible")).unwrap_or_default()
+    }
+}
+
+/// The device, its queue, the pipeline cache and the counters. Cheap to clone.
+#[derive(Clone)]
+pub struct GpuContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    counters: CounterCells,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GpuContext({})", self.describe())
+    }
+}
+
+/// Higher is better: real GPUs before software ones, native APIs before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    };
+    let backend = u8::from(info.backend != wgpu::Backend::Gl);
+    (device, backend)
+}
+
+const NO_ADAPTER_HINT: &str = "install a GPU driver, or mesa-vulkan-drivers for a software Vulkan adapter (lavapipe): apt-get install mesa-vulkan-drivers libvulkan1";
+
+impl GpuContext {
+    /// Opens the adapter `choice` selects. Fails (never panics) when none is usable, naming the fix.
+    pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        pollster::block_on(Self::new_async(choice))
+    }
+
+    /// Opens the adapter chosen by `STRIATE_ADAPTER` (default: the best one).
+    pub fn from_env() -> Result<Self> {
+        Self::new(&AdapterChoice::from_env())
+    }
+
+    async fn new_async(choice: &AdapterChoice) -> Result<Self> {
+        // Native APIs first; GL only when asked for or when no native adapter exists (probing
+        // GL without a display also prints EGL noise).
+        let mut adapters = Vec::new();
+        let tries = match choice {
+            AdapterChoice::Backend(b) => vec![wgpu::Backends::from(*b)],
+            _ => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
+        };
+        for backends in tries {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends, ..wgpu::InstanceDescriptor::new_without_display_handle() });
+            adapters = instance.enumerate_adapters(backends).await;
+            if !adapters.is_empty() {
+                break;
+            }
+        }
+        let names: Vec<String> = adapters.iter().map(|a| describe_info(&a.get_info())).collect();
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| match choice {
+                AdapterChoice::Name(needle) => a.get_info().name.to_lowercase().contains(&needle.to_lowercase()),
+                _ => true,
+            })
+            .collect();
+        candidates.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
+        let Some(adapter) = candidates.into_iter().next() else {
+            return Err(Error::NoAdapter(match (choice, names.is_empty()) {
+                (_, true) => format!("no GPU adapter found; {NO_ADAPTER_HINT}"),
+                (AdapterChoice::Name(n), false) => format!("no adapter name contains {n:?}; available: {}", names.join("; ")),
+                (AdapterChoice::Backend(b), false) => format!("no {b:?} adapter; available: {}", names.join("; ")),
+                (AdapterChoice::Best, false) => unreachable!("an unfiltered non-empty list has a best adapter"),
+            }));
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("striate"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(format!("{}: {e}", describe_info(&info))))?;
+        Ok(GpuContext {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                counters: CounterCells::default(),
+                modules: Mutex::default(),
+                pipelines: Mutex::default(),
+            }),
+        })
+    }
+
+    /// "name (backend, device type)", e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
+    pub fn describe(&self) -> String {
+        describe_info(&self.inner.info)
+    }
+
+    /// The adapter's details.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The device limits in force (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The wgpu device, for code that needs raw access.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The current counter values.
+    pub fn counters(&self) -> Counters {
+        self.inner.counters.snapshot()
+    }
+
+    /// Creates a buffer (counted).
+    pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        CounterCells::bump(&self.inner.counters.buffers_created, 1);
+        // wgpu rejects zero-sized bindings; 4 bytes is the smallest tensor.
+        self.inner.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(4), usage, mapped_at_creation: false })
+    }
+
+    /// Creates a bind group (counted).
+    pub fn create_bind_group(&self, label: &str, layout: &wgpu::BindGroupLayout, entries: &[wgpu::BindGroupEntry<'_>]) -> wgpu::BindGroup {
+        CounterCells::bump(&self.inner.counters.bind_groups_created, 1);
+        self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries })
+    }
+
+    /// Writes bytes into a buffer through the queue (counted as upload).
+    pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        CounterCells::bump(&self.inner.counters.bytes_uploaded, bytes.len() as u64);
+        self.inner.queue.write_buffer(buffer, offset, bytes);
+    }
+
+    /// A new command encoder.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Submits one command buffer (counted).
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+        CounterCells::bump(&self.inner.counters.submissions, 1);
+        self.inner.queue.submit([encoder.finish()]);
+    }
+
+    /// Blocks until all submitted work is done (counted).
+    pub fn wait(&self) -> Result<()> {
+        CounterCells::bump(&self.inner.counters.blocking_waits, 1);
+        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Device(e.to_string()))
+    }
+
+    /// Maps a `MAP_READ` buffer, waits, and copies out `size` bytes (counted as download).
+    pub fn read_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, ..size, move |res| {
+            let _ = tx.send(res);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Readback("map callback never ran".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let bytes = staging.get_mapped_range(..size).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        staging.unmap();
+        CounterCells::bump(&self.inner.counters.bytes_downloaded, size);
+        Ok(bytes)
+    }
+
+    /// Copies `size` bytes of `buffer` to the host through a temporary staging buffer. For
+    /// tests, checkpoints and inspection; training steps use a preallocated one.
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let staging = self.create_buffer("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let mut encoder = self.encoder("readback");
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.submit(encoder);
+        self.read_mapped(&staging, size)
+    }
+
+    /// The pipeline for a kernel call, created on first use and cached by
+    /// (shader, entry, overrides). Validation errors become `Error::Shader`.
+    pub fn pipeline(&self, call: &KernelCall) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = format!("{}:{}:{:?}", call.shader.name, call.entry, call.overrides);
+        if let Some(p) = self.inner.pipelines.lock().expect("pipeline cache lock").get(&key) {
+            return Ok(p.clone());
+        }
+        let device = &self.inner.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.module(call.shader);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(call.entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &call.overrides, ..Default::default() },
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader { name: format!("{}:{}", call.shader.name, call.entry), message: err.to_string() });
+        }
+        CounterCells::bump(&self.inner.counters.pipelines_created, 1);
+        let pipeline = Arc::new(pipeline);
+        self.inner.pipelines.lock().expect("pipeline cache lock").insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
+        let mut modules = self.inner.modules.lock().expect("module cache lock");
+        modules
+            .entry(shader.name)
+            .or_insert_with(|| {
+                self.inner.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+            })
+            .clone()
+    }
+}
+
+fn describe_info(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}

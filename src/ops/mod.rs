@@ -1,0 +1,301 @@
+//! The op contract and the catalogue of ops.
+//!
+//! An op is a shape rule, a backward rule (which appends more ops), a GPU kernel call and a
+//! plain CPU reference. This module holds no wgpu types: a `KernelCall` is plain data that
+//! `exec::gpu` turns into a dispatch.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+pub use crate::graph::BackwardCtx;
+use crate::shape::{DType, Shape};
+use crate::Result;
+
+pub mod activation;
+pub mod add;
+pub mod avg_pool2d;
+pub mod bias_add;
+pub mod conv2d;
+pub mod matmul;
+pub mod max_pool2d;
+pub mod optim;
+pub mod reshape;
+pub mod softmax_cross_entropy;
+
+/// Workgroup size of one-invocation-per-element kernels (the `WG` override in WGSL).
+pub const WG: u32 = 256;
+/// The most workgroups one dispatch dimension may have (WebGPU's default limit).
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// A WGSL source file from `shaders/`.
+#[derive(Debug)]
+pub struct Shader {
+    /// File stem, e.g. `conv2d`.
+    pub name: &'static str,
+    /// WGSL text.
+    pub source: &'static str,
+    /// `size_of` the Rust twin of the file's `struct Params` (checked against naga's layout).
+    pub params_size: usize,
+}
+
+impl Shader {
+    /// A shader; use with `include_str!` and `size_of::<Params>()`.
+    pub const fn new(name: &'static str, source: &'static str, params_size: usize) -> Self {
+        Shader { name, source, params_size }
+    }
+}
+
+/// Every shader file, for validation in tests.
+pub fn shaders() -> Vec<&'static Shader> {
+    vec![
+        &activation::SHADER,
+        &avg_pool2d::SHADER,
+        &bias_add::SHADER,
+        &conv2d::SHADER,
+        &matmul::SHADER,
+        &max_pool2d::SHADER,
+        &optim::SHADER,
+        &softmax_cross_entropy::SHADER,
+    ]
+}
+
+/// One dispatch, as plain data: which entry point, its `Params` bytes and its grid.
+///
+/// Bindings follow the house convention: 0 is the `Params` uniform, then the op's inputs in
+/// order, then its outputs.
+#[derive(Clone, Debug)]
+pub struct KernelCall {
+    /// The shader file.
+    pub shader: &'static Shader,
+    /// The WGSL entry point.
+    pub entry: &'static str,
+    /// The `Params` struct as bytes.
+    pub params: Vec<u8>,
+    /// Workgroups in x, y, z.
+    pub workgroups: [u32; 3],
+    /// Values for the shader's `override` constants.
+    pub overrides: Vec<(&'static str, f64)>,
+}
+
+impl KernelCall {
+    /// One invocation per element of `n_elements`, in workgroups of [`WG`]. Grids larger
+    /// than 65,535 workgroups fold into `y`; shaders rebuild the index as
+    /// `gid.x + gid.y * nwg.x * WG`.
+    pub fn per_element<P: Pod>(shader: &'static Shader, entry: &'static str, params: &P, n_elements: usize) -> Self {
+        Self::per_element_wg(shader, entry, params, n_elements, WG)
+    }
+
+    /// [`KernelCall::per_element`] with workgroups of `wg` invocations (the `WG` override).
+    pub fn per_element_wg<P: Pod>(shader: &'static Shader, entry: &'static str, params: &P, n_elements: usize, wg: u32) -> Self {
+        let n_groups = (n_elements as u32).div_ceil(wg).max(1);
+        let x = n_groups.min(MAX_WORKGROUPS_PER_DIM);
+        Self::grid(shader, entry, params, [x, n_groups.div_ceil(x), 1]).with_overrides(&[("WG", f64::from(wg))])
+    }
+
+    /// An explicit grid.
+    pub fn grid<P: Pod>(shader: &'static Shader, entry: &'static str, params: &P, workgroups: [u32; 3]) -> Self {
+        KernelCall {
+            shader,
+            entry,
+            params: bytemuck::bytes_of(params).to_vec(),
+            workgroups,
+            overrides: vec![("WG", f64::from(WG))],
+        }
+    }
+
+    /// Replaces the override constants.
+    pub fn with_overrides(mut self, overrides: &[(&'static str, f64)]) -> Self {
+        self.overrides = overrides.to_vec();
+        self
+    }
+}
+
+/// A tensor in host memory: the CPU interpreter's value and the GPU's upload/readback unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    /// Shape and dtype.
+    pub shape: Shape,
+    /// Elements, row-major.
+    pub data: TensorData,
+}
+
+/// The elements of a [`CpuTensor`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// u32 elements.
+    U32(Vec<u32>),
+}
+
+impl CpuTensor {
+    /// Zeros of `shape`.
+    pub fn zeros(shape: &Shape) -> Self {
+        let data = match shape.dtype {
+            DType::F32 => TensorData::F32(vec![0.0; shape.numel()]),
+            DType::U32 => TensorData::U32(vec![0; shape.numel()]),
+        };
+        CpuTensor { shape: shape.clone(), data }
+    }
+
+    /// An f32 tensor; `data.len()` must equal the product of `dims`.
+    pub fn from_f32(dims: impl Into<Vec<usize>>, data: Vec<f32>) -> Self {
+        let shape = Shape::f32(dims);
+        assert_eq!(shape.numel(), data.len(), "data length does not match shape {shape}");
+        CpuTensor { shape, data: TensorData::F32(data) }
+    }
+
+    /// A u32 tensor; `data.len()` must equal the product of `dims`.
+    pub fn from_u32(dims: impl Into<Vec<usize>>, data: Vec<u32>) -> Self {
+        let shape = Shape::u32(dims);
+        assert_eq!(shape.numel(), data.len(), "data length does not match shape {shape}");
+        CpuTensor { shape, data: TensorData::U32(data) }
+    }
+
+    /// The f32 elements. Panics on a u32 tensor: dtypes are checked when the graph is built.
+    pub fn f32(&self) -> &[f32] {
+        match &self.data {
+            TensorData::F32(v) => v,
+            TensorData::U32(_) => panic!("expected an f32 tensor, got {}", self.shape),
+        }
+    }
+
+    /// The f32 elements, mutable.
+    pub fn f32_mut(&mut self) -> &mut [f32] {
+        match &mut self.data {
+            TensorData::F32(v) => v,
+            TensorData::U32(_) => panic!("expected an f32 tensor"),
+        }
+    }
+
+    /// The u32 elements.
+    pub fn u32(&self) -> &[u32] {
+        match &self.data {
+            TensorData::U32(v) => v,
+            TensorData::F32(_) => panic!("expected a u32 tensor, got {}", self.shape),
+        }
+    }
+
+    /// The u32 elements, mutable.
+    pub fn u32_mut(&mut self) -> &mut [u32] {
+        match &mut self.data {
+            TensorData::U32(v) => v,
+            TensorData::F32(_) => panic!("expected a u32 tensor"),
+        }
+    }
+
+    /// The raw bytes, as uploaded to the GPU.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::U32(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// A tensor of `shape` from raw bytes, as read back from the GPU.
+    pub fn from_bytes(shape: &Shape, bytes: &[u8]) -> Self {
+        let data = match shape.dtype {
+            DType::F32 => TensorData::F32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::U32 => TensorData::U32(bytemuck::pod_collect_to_vec(bytes)),
+        };
+        CpuTensor { shape: shape.clone(), data }
+    }
+}
+
+/// The contract every op fulfils.
+///
+/// Ops that update state in place (optimizers, metric accumulators) list the updated inputs in
+/// [`OpDef::mutates`]; the scheduler keeps them for their effect, and their `reference`
+/// receives the current values of those inputs in `outputs` and updates them there.
+pub trait OpDef: fmt::Debug + Send + Sync {
+    /// PyTorch-style name; also the WGSL entry prefix and the wgpu label.
+    fn name(&self) -> &'static str;
+
+    /// Shape rule, run once in `Graph::push`.
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>>;
+
+    /// Appends the gradient nodes. Default: not differentiable.
+    fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
+        let _ = cx;
+        Err(crate::Error::NotDifferentiable(self.name()))
+    }
+
+    /// The GPU dispatch for these shapes.
+    fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall;
+
+    /// Plain loops computing the same result on the CPU: the spec the kernel is checked against.
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]);
+
+    /// Inputs this op updates in place (bound read-write).
+    fn mutates(&self) -> &'static [usize] {
+        &[]
+    }
+
+    /// True when output 0 is a view of input 0 (same buffer, new shape): no kernel runs.
+    fn is_view(&self) -> bool {
+        false
+    }
+}
+
+/// An op with input shapes that exercise it: used by gradcheck and the GPU-vs-reference tests.
+pub struct CatalogEntry {
+    /// The op.
+    pub op: Arc<dyn OpDef>,
+    /// Input shapes (awkward sizes, not multiples of any tile).
+    pub inputs: Vec<Shape>,
+    /// u32 inputs are drawn from `0..u32_bound`.
+    pub u32_bound: u32,
+    /// Turns random inputs into valid ones where the op needs structure (an argmax that
+    /// points into its window).
+    pub prepare: Option<Box<dyn Fn(&mut [CpuTensor])>>,
+}
+
+impl fmt::Debug for CatalogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} on {:?}", self.op, self.inputs.iter().map(ToString::to_string).collect::<Vec<_>>())
+    }
+}
+
+impl CatalogEntry {
+    fn new(op: impl OpDef + 'static, inputs: Vec<Shape>) -> Self {
+        CatalogEntry { op: Arc::new(op), inputs, u32_bound: 1, prepare: None }
+    }
+}
+
+/// Every op with test shapes, forward and backward kernels alike.
+pub fn catalog() -> Vec<CatalogEntry> {
+    let mut res = Vec::new();
+    res.extend(activation::catalog());
+    res.extend(add::catalog());
+    res.extend(avg_pool2d::catalog());
+    res.extend(bias_add::catalog());
+    res.extend(conv2d::catalog());
+    res.extend(matmul::catalog());
+    res.extend(max_pool2d::catalog());
+    res.extend(optim::catalog());
+    res.extend(reshape::catalog());
+    res.extend(softmax_cross_entropy::catalog());
+    res
+}
+
+/// Checks that every input has the dtype the op expects.
+pub(crate) fn expect_dtype(op: &'static str, what: &str, shape: &Shape, dtype: DType) -> Result<()> {
+    if shape.dtype == dtype {
+        Ok(())
+    } else {
+        Err(crate::Error::shape(op, format!("{what} must be {dtype:?}, got {shape}")))
+    }
+}
+
+/// Checks the number of inputs.
+pub(crate) fn expect_arity(op: &'static str, inputs: &[&Shape], n: usize) -> Result<()> {
+    if inputs.len() == n {
+        Ok(())
+    } else {
+        Err(crate::Error::shape(op, format!("expects {n} inputs, got {}", inputs.len())))
+    }
+}
+
+pub mod testing;

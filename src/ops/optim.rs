@@ -1,0 +1,200 @@
+//! Optimizer updates as in-place kernels: SGD (momentum, weight decay) and Adam, with
+//! PyTorch's update rules. The step count that Adam's bias correction needs lives on the GPU
+//! and is bumped by its own tiny kernel, so a step uploads nothing but the batch.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::ops::{expect_arity, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::shape::{DType, Shape};
+use crate::{Error, Result};
+
+/// `shaders/optim.wgsl`.
+pub static SHADER: Shader = Shader::new("optim", include_str!("../../shaders/optim.wgsl"), size_of::<Params>());
+
+/// Mirrors `struct Params` in `shaders/optim.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    numel: u32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// `param −= lr · g`, with `g = grad + wd·param` passed through momentum when `momentum > 0`.
+/// Inputs `(param, grad, velocity)`; updates `param` and `velocity`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdUpdate {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum factor (0 disables it).
+    pub momentum: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+}
+
+/// Adam (PyTorch's `torch.optim.Adam`). Inputs `(param, grad, m, v, t)`; updates `param`, `m`, `v`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamUpdate {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator guard.
+    pub eps: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+}
+
+/// `t += 1` on a `[1]` u32 state tensor; runs once per step before the updates that read `t`.
+#[derive(Clone, Copy, Debug)]
+pub struct OptimizerStepCount;
+
+fn check_same(op: &'static str, inputs: &[&Shape], what: &[&str]) -> Result<()> {
+    for (s, name) in inputs.iter().zip(what).skip(1) {
+        if s != &inputs[0] {
+            return Err(Error::shape(op, format!("{name} {s} must match param {}", inputs[0])));
+        }
+    }
+    Ok(())
+}
+
+impl OpDef for SgdUpdate {
+    fn name(&self) -> &'static str {
+        "sgd_update"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 3)?;
+        check_same(self.name(), inputs, &["param", "grad", "velocity"])?;
+        Ok(vec![])
+    }
+
+    fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        let numel = inputs[0].numel();
+        let p = Params { numel: numel as u32, lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay, ..Default::default() };
+        KernelCall::per_element(&SHADER, "sgd_update", &p, numel)
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let grad = inputs[1].f32();
+        let [param, velocity] = outputs else { unreachable!("mutates() lists two inputs") };
+        let (param, velocity) = (param.f32_mut(), velocity.f32_mut());
+        for i in 0..param.len() {
+            let mut g = grad[i] + self.weight_decay * param[i];
+            if self.momentum > 0.0 {
+                velocity[i] = self.momentum * velocity[i] + g;
+                g = velocity[i];
+            }
+            param[i] -= self.lr * g;
+        }
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[0, 2]
+    }
+}
+
+impl OpDef for AdamUpdate {
+    fn name(&self) -> &'static str {
+        "adam_update"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 5)?;
+        check_same(self.name(), &inputs[..4], &["param", "grad", "m", "v"])?;
+        if inputs[4] != &Shape::u32([1]) {
+            return Err(Error::shape(self.name(), format!("step count must be [1] u32, got {}", inputs[4])));
+        }
+        Ok(vec![])
+    }
+
+    fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        let numel = inputs[0].numel();
+        let p = Params {
+            numel: numel as u32,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            ..Default::default()
+        };
+        KernelCall::per_element(&SHADER, "adam_update", &p, numel)
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let (grad, t) = (inputs[1].f32(), inputs[4].u32()[0] as i32);
+        let [param, m, v] = outputs else { unreachable!("mutates() lists three inputs") };
+        let (param, m, v) = (param.f32_mut(), m.f32_mut(), v.f32_mut());
+        let (b1, b2) = (f64::from(self.beta1), f64::from(self.beta2));
+        for i in 0..param.len() {
+            let g = f64::from(grad[i]) + f64::from(self.weight_decay) * f64::from(param[i]);
+            let mi = b1 * f64::from(m[i]) + (1.0 - b1) * g;
+            let vi = b2 * f64::from(v[i]) + (1.0 - b2) * g * g;
+            m[i] = mi as f32;
+            v[i] = vi as f32;
+            let m_hat = mi / (1.0 - b1.powi(t));
+            let v_hat = vi / (1.0 - b2.powi(t));
+            param[i] = (f64::from(param[i]) - f64::from(self.lr) * m_hat / (v_hat.sqrt() + f64::from(self.eps))) as f32;
+        }
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[0, 2, 3]
+    }
+}
+
+impl OpDef for OptimizerStepCount {
+    fn name(&self) -> &'static str {
+        "optimizer_step_count"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 1)?;
+        if inputs[0].dims != [1] || inputs[0].dtype != DType::U32 {
+            return Err(Error::shape(self.name(), format!("step count must be [1] u32, got {}", inputs[0])));
+        }
+        Ok(vec![])
+    }
+
+    fn kernel(&self, _inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        KernelCall::grid(&SHADER, "optimizer_step_count", &Params { numel: 1, ..Default::default() }, [1, 1, 1])
+    }
+
+    fn reference(&self, _inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        outputs[0].u32_mut()[0] += 1;
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[0]
+    }
+}
+
+pub(crate) fn catalog() -> Vec<CatalogEntry> {
+    let p = Shape::f32([5, 7, 3]);
+    let mut adam = CatalogEntry::new(
+        AdamUpdate { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+        vec![p.clone(), p.clone(), p.clone(), p.clone(), Shape::u32([1])],
+    );
+    adam.u32_bound = 5;
+    // Adam's v is a running mean of squares: never negative.
+    adam.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
+        inputs[3].f32_mut().iter_mut().for_each(|v| *v = v.abs());
+        inputs[4].u32_mut()[0] += 1;
+    }));
+    let mut count = CatalogEntry::new(OptimizerStepCount, vec![Shape::u32([1])]);
+    count.u32_bound = 100;
+    vec![
+        CatalogEntry::new(SgdUpdate { lr: 0.1, momentum: 0.9, weight_decay: 0.01 }, vec![p.clone(), p.clone(), p.clone()]),
+        CatalogEntry::new(SgdUpdate { lr: 0.1, momentum: 0.0, weight_decay: 0.0 }, vec![Shape::f32([1031]), Shape::f32([1031]), Shape::f32([1031])]),
+        adam,
+        count,
+    ]
+}

@@ -1,0 +1,48 @@
+//! Shared test helpers: the GPU (which fails loudly when absent) and single-op runners.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::OnceLock;
+
+use striate::exec::gpu::{Executable, ProgramSpec};
+use striate::ops::{CatalogEntry, CpuTensor};
+use striate::{GpuContext, Graph, NodeId};
+
+/// The test GPU. With no adapter this fails with the fix named; it never skips silently.
+/// `STRIATE_SKIP_GPU_TESTS=1` turns GPU tests into printed skips (CI never sets it).
+pub fn gpu() -> Option<GpuContext> {
+    static GPU: OnceLock<Result<GpuContext, String>> = OnceLock::new();
+    if std::env::var("STRIATE_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: STRIATE_SKIP_GPU_TESTS=1");
+        return None;
+    }
+    match GPU.get_or_init(|| GpuContext::from_env().map_err(|e| e.to_string())) {
+        Ok(gpu) => Some(gpu.clone()),
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    }
+}
+
+/// Runs one catalogue op on the GPU with `inputs`; returns its outputs (for in-place ops, the
+/// updated values of the inputs it mutates), in the same form as `run_reference`.
+pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> Vec<CpuTensor> {
+    let mut g = Graph::new();
+    let mutates = entry.op.mutates();
+    let ids: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if mutates.contains(&i) { g.state(&format!("in{i}"), t.clone()) } else { g.input(&format!("in{i}"), t.shape.clone()) })
+        .collect();
+    let outputs = g.push_arc(entry.op.clone(), &ids).expect("catalogue shapes are valid");
+    let node = NodeId(g.nodes().len() as u32 - 1);
+    let effects = if mutates.is_empty() { vec![] } else { vec![node] };
+    let spec = ProgramSpec { name: "op".into(), outputs: outputs.clone(), effects };
+    let exe = Executable::build(gpu, &g, &[spec]).expect("build");
+    for (i, t) in inputs.iter().enumerate() {
+        if !mutates.contains(&i) {
+            exe.write(ids[i], t.bytes()).expect("write input");
+        }
+    }
+    let program = exe.program("op").expect("program");
+    exe.run(program);
+    let targets: Vec<_> = if mutates.is_empty() { outputs } else { mutates.iter().map(|&i| ids[i]).collect() };
+    targets.iter().map(|&t| exe.read(program, t).expect("read")).collect()
+}
