@@ -1,1 +1,171 @@
-fn main(){}
+//! `train-gpu`: train a CNN on the GPU and report loss, accuracy and speed per epoch.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use striate::data::{self, DataSplit};
+use striate::nn::Model;
+use striate::train::{Optimizer, TrainConfig, Trainer};
+use striate::{AdapterChoice, GpuContext};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Train a CNN on the GPU with striate (WGSL compute shaders on wgpu)", long_about = None)]
+struct Args {
+    /// Model to train: lenet5 (W1) or convnet-s (W2).
+    #[arg(long, default_value = "lenet5")]
+    model: Model,
+    /// Directory with the Fashion-MNIST (or MNIST) IDX files, gzipped or raw. Default: $STRIATE_DATA,
+    /// ./data/fashion-mnist, /usr/share/datasets/fashion-mnist, else a built-in synthetic dataset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Train on the built-in synthetic dataset even if Fashion-MNIST is installed.
+    #[arg(long, conflicts_with = "data")]
+    synthetic: bool,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Images per training step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Seed for weights and shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Write the trained parameters here (safetensors, PyTorch names).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// GPU to use: vulkan, metal, dx12, gl, or part of the adapter's name. Default:
+    /// $STRIATE_ADAPTER, else the best adapter (a real GPU over a software one).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Print one JSON object per epoch on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Read the running loss for the progress bar every N steps.
+    #[arg(long, default_value_t = 50)]
+    log_every: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OptimizerArg {
+    Sgd,
+    Adam,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
+    anyhow::ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be a positive number, got {}", args.lr);
+    let choice = args.adapter.as_deref().map(|a| a.parse().expect("infallible")).unwrap_or_else(AdapterChoice::from_env);
+    let gpu = GpuContext::new(&choice)?;
+    let split = load_data(&args)?;
+    let log = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    log(format!("adapter: {}", gpu.describe()));
+    log(format!("data:    {}", split.description));
+
+    let optimizer = match args.optimizer {
+        OptimizerArg::Adam => Optimizer::Adam { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: args.weight_decay },
+        OptimizerArg::Sgd => Optimizer::Sgd { lr: args.lr, momentum: args.momentum, weight_decay: args.weight_decay },
+    };
+    let config = TrainConfig { model: args.model, batch_size: args.batch_size, optimizer, seed: args.seed };
+    let build_start = Instant::now();
+    let trainer = Trainer::new(&gpu, &config)?;
+    let n_params: usize = trainer.graph().tensor_ids().filter(|&t| matches!(trainer.graph().tensor(t).kind, striate::graph::TensorKind::Param(_))).map(|t| trainer.graph().shape(t).numel()).sum();
+    log(format!(
+        "model:   {} ({n_params} parameters), {:?}, batch {}; {} dispatches per step, built in {:.2}s",
+        args.model,
+        args.optimizer,
+        args.batch_size,
+        trainer.n_dispatches(),
+        build_start.elapsed().as_secs_f64()
+    ));
+
+    let train = Arc::new(split.train);
+    let steps_per_epoch = train.len() / args.batch_size;
+    anyhow::ensure!(steps_per_epoch > 0, "{} training images is less than one batch of {}", train.len(), args.batch_size);
+    if !args.json {
+        println!("{:>5}  {:>10}  {:>9}  {:>9}  {:>8}  {:>7}  {:>9}", "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s");
+    }
+    for epoch in 1..=args.epochs {
+        let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(steps_per_epoch as u64) };
+        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+        bar.set_prefix(format!("epoch {epoch}"));
+        let before = gpu.counters();
+        let start = Instant::now();
+        let shuffle_seed = args.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0u64);
+        for (step, batch) in data::batches(train.clone(), args.batch_size, Some(shuffle_seed), true).into_iter().enumerate() {
+            trainer.train_step(&batch.images, &batch.labels)?;
+            if (step + 1) % args.log_every.max(1) == 0 || step + 1 == steps_per_epoch {
+                let m = trainer.take_metrics()?;
+                loss_sum += m.loss * m.count as f64;
+                correct += m.accuracy * m.count as f64;
+                seen += m.count;
+                let rate = ((step + 1) * args.batch_size) as f64 / start.elapsed().as_secs_f64();
+                bar.set_message(format!("loss {:.4}  {rate:.0} img/s", m.loss));
+            }
+            bar.inc(1);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let during = gpu.counters() - before;
+        bar.finish_and_clear();
+        let images_per_sec = (steps_per_epoch * args.batch_size) as f64 / seconds;
+        let test = trainer.evaluate(&split.test)?;
+        let (train_loss, train_acc) = (loss_sum / seen.max(1) as f64, correct / seen.max(1) as f64);
+        anyhow::ensure!(train_loss.is_finite(), "training diverged in epoch {epoch}: the loss is {train_loss}; try a smaller --lr");
+        if args.json {
+            let line = serde_json::json!({
+                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test.loss, "test_acc": test.accuracy,
+                "test_images": test.count, "seconds": seconds, "images_per_sec": images_per_sec, "steps": steps_per_epoch,
+                "gpu_objects_created": during.gpu_objects_created(), "bytes_uploaded": during.bytes_uploaded,
+                "bytes_downloaded": during.bytes_downloaded, "submissions": during.submissions, "blocking_waits": during.blocking_waits,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{epoch:>5}  {train_loss:>10.4}  {:>8.2}%  {:>9.4}  {:>7.2}%  {seconds:>7.1}  {images_per_sec:>9.0}",
+                100.0 * train_acc,
+                test.loss,
+                100.0 * test.accuracy
+            );
+        }
+    }
+    if let Some(path) = &args.save {
+        trainer.save(path)?;
+        log(format!("saved:   {}", path.display()));
+    }
+    Ok(())
+}
+
+fn load_data(args: &Args) -> Result<DataSplit> {
+    let split = if args.synthetic {
+        None
+    } else {
+        data::load_fashion_mnist(args.data.as_deref()).context("loading the dataset")?
+    };
+    let mut split = split.unwrap_or_else(|| data::synthetic(12_000, 2_000, 0));
+    if let Some(n) = args.train_limit {
+        split.train = split.train.truncate(n);
+    }
+    Ok(split)
+}

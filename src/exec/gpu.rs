@@ -50,6 +50,7 @@ struct Program {
 }
 
 struct BakedDispatch {
+    label: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
@@ -140,7 +141,7 @@ impl Executable {
                 });
             }
             let bind_group = gpu.create_bind_group(&label, &pipeline.get_bind_group_layout(0), &entries);
-            dispatches.push(BakedDispatch { pipeline, bind_group, workgroups: call.workgroups });
+            dispatches.push(BakedDispatch { label, pipeline, bind_group, workgroups: call.workgroups });
         }
         gpu.write_buffer(&uniforms, 0, &uniform_data);
         Ok(Program { name: spec.name.clone(), schedule, plan, slots, dispatches, _uniforms: uniforms })
@@ -178,6 +179,30 @@ impl Executable {
             }
         }
         self.gpu.submit(encoder);
+    }
+
+    /// Runs `program` once dispatch by dispatch, waiting after each, and returns each
+    /// dispatch's label and wall time in seconds. A measured profile for adapters without
+    /// timestamp queries; it has the effect of one normal run.
+    pub fn profile(&self, program: ProgramId) -> Result<Vec<(String, f64)>> {
+        let p = &self.programs[program.0];
+        self.gpu.wait()?;
+        let mut res = Vec::new();
+        for d in &p.dispatches {
+            let start = std::time::Instant::now();
+            let mut encoder = self.gpu.encoder(&d.label);
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&d.label), timestamp_writes: None });
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                let [x, y, z] = d.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+            self.gpu.submit(encoder);
+            self.gpu.wait()?;
+            res.push((d.label.clone(), start.elapsed().as_secs_f64()));
+        }
+        Ok(res)
     }
 
     /// Writes a persistent tensor (an input batch, or a parameter) from host memory.

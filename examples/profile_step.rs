@@ -1,0 +1,20 @@
+//! Prints the time of every dispatch of one training step (a development aid).
+#![allow(clippy::print_stdout, missing_docs)]
+use striate::nn::Model;
+use striate::train::{Optimizer, TrainConfig, Trainer};
+
+fn main() -> anyhow::Result<()> {
+    let model: Model = std::env::args().nth(1).unwrap_or("lenet5".into()).parse()?;
+    let batch: usize = std::env::args().nth(2).map_or(Ok(64), |s| s.parse())?;
+    let gpu = striate::GpuContext::from_env()?;
+    let trainer = Trainer::new(&gpu, &TrainConfig { model, batch_size: batch, optimizer: Optimizer::adam(1e-3), seed: 0 })?;
+    let data = striate::data::synthetic(batch, 1, 0).train;
+    trainer.profile_step(&data.images, &data.labels)?;
+    let prof = trainer.profile_step(&data.images, &data.labels)?;
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    for (label, s) in &prof {
+        println!("{:8.3} ms {:5.1}%  {label}", s * 1e3, 100.0 * s / total);
+    }
+    println!("total {:.2} ms", total * 1e3);
+    Ok(())
+}

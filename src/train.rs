@@ -1,0 +1,349 @@
+//! Training on the GPU: builds the whole step (forward, loss, metrics, backward, optimizer) as
+//! one graph, bakes it into an executable with a `train` and an `eval` program, and runs it.
+//! Parameters, gradients, optimizer state and metric sums stay on the GPU; only the batch goes
+//! up and only the metrics you ask for come back.
+
+use std::path::Path;
+
+use crate::data::Dataset;
+use crate::exec::gpu::{Executable, ProgramId, ProgramSpec};
+use crate::gpu::GpuContext;
+use crate::graph::{append_backward, Graph, NodeId, TensorId};
+use crate::nn::{Model, Net};
+use crate::ops::optim::{AdamUpdate, OptimizerStepCount, SgdUpdate};
+use crate::ops::CpuTensor;
+use crate::shape::Shape;
+use crate::{Error, Result};
+
+/// The optimizer and its hyper-parameters (PyTorch's semantics).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// `torch.optim.SGD`.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum (0 disables it).
+        momentum: f32,
+        /// L2 weight decay.
+        weight_decay: f32,
+    },
+    /// `torch.optim.Adam`.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator guard.
+        eps: f32,
+        /// L2 weight decay.
+        weight_decay: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adam with PyTorch's defaults and learning rate `lr`.
+    pub fn adam(lr: f32) -> Self {
+        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+
+    /// SGD with momentum `momentum` and learning rate `lr`.
+    pub fn sgd(lr: f32, momentum: f32) -> Self {
+        Optimizer::Sgd { lr, momentum, weight_decay: 0.0 }
+    }
+}
+
+/// What to train.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainConfig {
+    /// The model.
+    pub model: Model,
+    /// Images per step.
+    pub batch_size: usize,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// Seed of the initial weights.
+    pub seed: u64,
+}
+
+/// Mean loss and accuracy over the images seen since the metrics were last taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction classified correctly.
+    pub accuracy: f64,
+    /// Images counted.
+    pub count: u64,
+}
+
+/// A model baked for training and evaluation on one GPU.
+pub struct Trainer {
+    exe: Executable,
+    graph: Graph,
+    images: TensorId,
+    labels: TensorId,
+    metrics: TensorId,
+    logits: TensorId,
+    loss: TensorId,
+    params: Vec<(String, TensorId)>,
+    grads: Vec<TensorId>,
+    train: ProgramId,
+    eval: ProgramId,
+    batch_size: usize,
+    n_classes: usize,
+    image_numel: usize,
+}
+
+impl Trainer {
+    /// Builds the training graph for 1×28×28 images and 10 classes and bakes it.
+    pub fn new(gpu: &GpuContext, config: &TrainConfig) -> Result<Self> {
+        Self::build(gpu, config, false)
+    }
+
+    /// Like [`Trainer::new`], plus a `check` program that keeps the loss and every gradient
+    /// readable after the step (see [`Trainer::check_step`]). Costs a second memory plan.
+    pub fn new_checked(gpu: &GpuContext, config: &TrainConfig) -> Result<Self> {
+        Self::build(gpu, config, true)
+    }
+
+    fn build(gpu: &GpuContext, config: &TrainConfig, with_check: bool) -> Result<Self> {
+        let (graph, parts) = training_graph(config)?;
+        let mut specs = vec![
+            ProgramSpec { name: "train".into(), outputs: vec![], effects: parts.train_effects.clone() },
+            ProgramSpec { name: "eval".into(), outputs: vec![], effects: vec![parts.metrics_node] },
+        ];
+        if with_check {
+            let outputs = std::iter::once(parts.loss).chain(parts.grads.iter().copied()).collect();
+            specs.push(ProgramSpec { name: "check".into(), outputs, effects: parts.train_effects.clone() });
+        }
+        let exe = Executable::build(gpu, &graph, &specs)?;
+        Ok(Trainer {
+            train: exe.program("train")?,
+            eval: exe.program("eval")?,
+            exe,
+            images: parts.images,
+            labels: parts.labels,
+            metrics: parts.metrics,
+            logits: parts.logits,
+            loss: parts.loss,
+            params: parts.params,
+            grads: parts.grads,
+            batch_size: config.batch_size,
+            n_classes: 10,
+            image_numel: 28 * 28,
+            graph,
+        })
+    }
+
+    /// One training step on a full batch: uploads it, runs forward, backward and the update in
+    /// one submission, and reads nothing back.
+    pub fn train_step(&self, images: &[f32], labels: &[u32]) -> Result<()> {
+        self.check_batch(images, labels, false)?;
+        self.exe.write(self.images, bytemuck::cast_slice(images))?;
+        self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
+        self.exe.run(self.train);
+        Ok(())
+    }
+
+    /// Adds one batch (at most `batch_size` images; a short one is padded and the padding is
+    /// not counted) to the metrics, without training.
+    pub fn eval_step(&self, images: &[f32], labels: &[u32]) -> Result<()> {
+        self.check_batch(images, labels, true)?;
+        if labels.len() == self.batch_size {
+            self.exe.write(self.images, bytemuck::cast_slice(images))?;
+            self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
+        } else {
+            let mut padded_images = images.to_vec();
+            padded_images.resize(self.batch_size * self.image_numel, 0.0);
+            let mut padded_labels = labels.to_vec();
+            padded_labels.resize(self.batch_size, u32::MAX); // label >= n_classes: skipped
+            self.exe.write(self.images, bytemuck::cast_slice(&padded_images))?;
+            self.exe.write(self.labels, bytemuck::cast_slice(&padded_labels))?;
+        }
+        self.exe.run(self.eval);
+        Ok(())
+    }
+
+    /// Loss and accuracy over every image of `data`, the last partial batch included. Resets
+    /// the metric sums before and after.
+    pub fn evaluate(&self, data: &Dataset) -> Result<Metrics> {
+        self.take_metrics()?;
+        let pixels = data.h * data.w;
+        for (chunk_idx, labels) in data.labels.chunks(self.batch_size).enumerate() {
+            let start = chunk_idx * self.batch_size * pixels;
+            self.eval_step(&data.images[start..start + labels.len() * pixels], labels)?;
+        }
+        self.take_metrics()
+    }
+
+    /// Reads the metric sums accumulated since the last call (12 bytes), then zeroes them.
+    pub fn take_metrics(&self) -> Result<Metrics> {
+        let m = self.exe.take_small(self.metrics)?;
+        let [loss_sum, correct, count] = [m.f32()[0], m.f32()[1], m.f32()[2]].map(f64::from);
+        let denom = count.max(1.0);
+        Ok(Metrics { loss: loss_sum / denom, accuracy: correct / denom, count: count as u64 })
+    }
+
+    /// Downloads every parameter, by PyTorch-style name.
+    pub fn parameters(&self) -> Result<Vec<(String, CpuTensor)>> {
+        self.params.iter().map(|(name, t)| Ok((name.clone(), self.exe.read(self.train, *t)?))).collect()
+    }
+
+    /// A training step that also returns its loss and every parameter's gradient, by name.
+    /// Needs [`Trainer::new_checked`]; downloads everything, so it is for tests and debugging.
+    pub fn check_step(&self, images: &[f32], labels: &[u32]) -> Result<(f32, Vec<(String, CpuTensor)>)> {
+        let check = self.exe.program("check").map_err(|_| Error::InvalidArgument("check_step needs a trainer built with Trainer::new_checked".into()))?;
+        self.check_batch(images, labels, false)?;
+        self.exe.write(self.images, bytemuck::cast_slice(images))?;
+        self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
+        self.exe.run(check);
+        let loss = self.exe.read(check, self.loss)?.f32()[0];
+        let grads = self.params.iter().zip(&self.grads).map(|((name, _), &g)| Ok((name.clone(), self.exe.read(check, g)?))).collect::<Result<_>>()?;
+        Ok((loss, grads))
+    }
+
+    /// Writes the parameters to a safetensors file (`conv1.weight` OIHW, `fc1.weight`
+    /// `[out, in]`). Writes a temporary file and renames it, so a failure never leaves a
+    /// half-written checkpoint.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let err = |message: String| Error::Checkpoint { path: path.into(), message };
+        let params = self.parameters()?;
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = params
+            .iter()
+            .map(|(name, t)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.dims.clone(), t.bytes())
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| err(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let bytes = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("safetensors.partial");
+        std::fs::write(&tmp, bytes).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Runs one training step on `images`/`labels` dispatch by dispatch and returns each
+    /// dispatch's label and seconds (see [`Executable::profile`]). The step does train.
+    pub fn profile_step(&self, images: &[f32], labels: &[u32]) -> Result<Vec<(String, f64)>> {
+        self.check_batch(images, labels, false)?;
+        self.exe.write(self.images, bytemuck::cast_slice(images))?;
+        self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
+        self.exe.profile(self.train)
+    }
+
+    /// Images per step.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The training graph (forward, backward and updates).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The baked executable.
+    pub fn executable(&self) -> &Executable {
+        &self.exe
+    }
+
+    /// Dispatches per training step.
+    pub fn n_dispatches(&self) -> usize {
+        self.exe.n_dispatches(self.train)
+    }
+
+    /// The logits tensor (for inspection).
+    pub fn logits(&self) -> TensorId {
+        self.logits
+    }
+
+    fn check_batch(&self, images: &[f32], labels: &[u32], allow_short: bool) -> Result<()> {
+        let n = labels.len();
+        if n == 0 || n > self.batch_size || (!allow_short && n != self.batch_size) {
+            let want = if allow_short { format!("1..={}", self.batch_size) } else { self.batch_size.to_string() };
+            return Err(Error::InvalidArgument(format!("batch of {n} labels; this trainer takes {want}")));
+        }
+        if images.len() != n * self.image_numel {
+            return Err(Error::InvalidArgument(format!("{} pixels for {n} labels; expected {n}x1x28x28 = {}", images.len(), n * self.image_numel)));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.n_classes) {
+            return Err(Error::InvalidArgument(format!("label {bad} out of range 0..{}", self.n_classes)));
+        }
+        if let Some(i) = images.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("pixel {i} of the batch is {}", images[i])));
+        }
+        Ok(())
+    }
+}
+
+/// Tensors and nodes of a training graph that its users need.
+pub struct TrainingParts {
+    /// Input images `[batch, 1, 28, 28]`.
+    pub images: TensorId,
+    /// Input labels `[batch]` (u32).
+    pub labels: TensorId,
+    /// Logits `[batch, 10]`.
+    pub logits: TensorId,
+    /// Mean loss `[1]`.
+    pub loss: TensorId,
+    /// Metric sums `[3]`.
+    pub metrics: TensorId,
+    /// The metrics node (the eval program's only effect).
+    pub metrics_node: NodeId,
+    /// Parameters by name.
+    pub params: Vec<(String, TensorId)>,
+    /// Gradient of each parameter.
+    pub grads: Vec<TensorId>,
+    /// Nodes the train program runs for their effect: metrics, step count, updates.
+    pub train_effects: Vec<NodeId>,
+}
+
+/// Builds forward, loss, metrics, backward and optimizer updates as one graph.
+pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
+    if config.batch_size == 0 {
+        return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+    }
+    let mut g = Graph::new();
+    let images = g.input("images", Shape::f32([config.batch_size, 1, 28, 28]));
+    let labels = g.input("labels", Shape::u32([config.batch_size]));
+    let mut net = Net::new(&mut g, config.seed);
+    let logits = config.model.build(&mut net, images)?;
+    let params = net.into_params();
+
+    g.set_scope("loss");
+    let loss = g.softmax_cross_entropy(logits, labels)?;
+    let metrics = g.state("metrics", CpuTensor::zeros(&Shape::f32([3])));
+    let metrics_node = g.classification_metrics(logits, labels, metrics)?;
+
+    let ones = g.constant("grad_loss", CpuTensor::from_f32([1], vec![1.0]));
+    let param_ids: Vec<TensorId> = params.iter().map(|(_, t)| *t).collect();
+    let grads = append_backward(&mut g, &[(loss, ones)], &param_ids)?;
+
+    let mut train_effects = vec![metrics_node];
+    g.set_scope("optimizer");
+    let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
+    if matches!(config.optimizer, Optimizer::Adam { .. }) {
+        g.push(OptimizerStepCount, &[step_count])?;
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
+    for ((name, param), &grad) in params.iter().zip(&grads) {
+        g.set_scope(format!("{name}.update"));
+        let zeros = CpuTensor::zeros(g.shape(*param));
+        match config.optimizer {
+            Optimizer::Sgd { lr, momentum, weight_decay } => {
+                let velocity = g.state(&format!("{name}.momentum"), zeros);
+                g.push(SgdUpdate { lr, momentum, weight_decay }, &[*param, grad, velocity])?;
+            }
+            Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                let m = g.state(&format!("{name}.exp_avg"), zeros.clone());
+                let v = g.state(&format!("{name}.exp_avg_sq"), zeros);
+                g.push(AdamUpdate { lr, beta1, beta2, eps, weight_decay }, &[*param, grad, m, v, step_count])?;
+            }
+        }
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
+    g.set_scope("");
+    let parts = TrainingParts { images, labels, logits, loss, metrics, metrics_node, params, grads, train_effects };
+    Ok((g, parts))
+}
