@@ -6,9 +6,16 @@
 //   backward_weight: grad_w[co,ci,ky,kx] = sum_{n,oy,ox} grad_y[n,co,oy,ox] * x[n,ci, oy*s-pad+ky*d, ox*s-pad+kx*d]
 // (grad_b is the bias_add reduction of grad_y over n, oy, ox.)
 //
-// Threads: forward, one invocation per output element; backward_input, one per input
-// element (a gather, since WGSL has no f32 atomics); backward_weight, one per weight element.
-// Flat index = gid.x + gid.y * nwg.x * WG.
+// Register blocking, so every load feeds several multiply-adds (loads, not arithmetic, bound
+// these kernels on CPUs and GPUs alike):
+// - forward: one invocation computes TC = 8 output channels x TP = 4 consecutive output
+//   columns; per tap it loads 4 inputs and 8 weights for 32 multiply-adds.
+// - backward_input: one invocation computes 8 input channels x 4 consecutive input columns
+//   (a gather over the outputs each input feeds, since WGSL has no f32 atomics).
+// - backward_weight: one workgroup of WR invocations computes an 8 (c_out) x 4 (taps) block
+//   of grad_w; each invocation sums over every WR-th row (n, oy), then one barrier and a
+//   reduction through workgroup memory.
+// Edge blocks clamp their loads and mask their stores. Flat index = gid.x + gid.y * nwg.x * WG.
 // Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
 
 struct Params {
@@ -17,7 +24,10 @@ struct Params {
     ow: u32, stride: u32, pad: u32, dilation: u32,
 }
 
-override WG: u32 = 256u;
+override WG: u32 = 64u;
+const TC: u32 = 8u;
+const TP: u32 = 4u;
+const WR: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -29,32 +39,54 @@ override WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let o = gid.x + gid.y * nwg.x * WG;
-    if (o >= p.n * p.c_out * p.oh * p.ow) { return; }
-    let ox = o % p.ow;
-    let oy = (o / p.ow) % p.oh;
-    let co = (o / (p.ow * p.oh)) % p.c_out;
-    let n = o / (p.ow * p.oh * p.c_out);
-    // Input coordinates are computed in i32: with padding they can be negative.
+    let flat = gid.x + gid.y * nwg.x * WG;
+    let n_col_blocks = (p.ow + TP - 1u) / TP;
+    let n_pix_blocks = p.n * p.oh * n_col_blocks;
+    if (flat >= n_pix_blocks * ((p.c_out + TC - 1u) / TC)) { return; }
+    // Neighbouring invocations take neighbouring pixel blocks of the same channel block.
+    let pb = flat % n_pix_blocks;
+    let co0 = (flat / n_pix_blocks) * TC;
+    let ox0 = (pb % n_col_blocks) * TP;
+    let oy = (pb / n_col_blocks) % p.oh;
+    let n = pb / (n_col_blocks * p.oh);
+
+    let khw = p.kh * p.kw;
     let iy0 = i32(oy * p.stride) - i32(p.pad);
-    let ix0 = i32(ox * p.stride) - i32(p.pad);
-    var acc = fwd_b[co];
+    let ix0 = vec4<i32>(i32(ox0 * p.stride)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride) - vec4<i32>(i32(p.pad));
+    var w_base: array<u32, 8>;
+    var acc: array<vec4<f32>, 8>;
+    for (var c = 0u; c < TC; c++) {
+        let co = min(co0 + c, p.c_out - 1u);
+        w_base[c] = co * p.c_in * khw;
+        acc[c] = vec4<f32>(fwd_b[co]);
+    }
+    let w_max = vec4<i32>(i32(p.w) - 1);
     for (var ci = 0u; ci < p.c_in; ci++) {
-        let x_base = (n * p.c_in + ci) * p.h;
-        let w_base = (co * p.c_in + ci) * p.kh;
+        let x_plane = (n * p.c_in + ci) * p.h;
         for (var ky = 0u; ky < p.kh; ky++) {
             let iy = iy0 + i32(ky * p.dilation);
             if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let x_row = (x_base + u32(iy)) * p.w;
-            let w_row = (w_base + ky) * p.kw;
+            let x_row = (x_plane + u32(iy)) * p.w;
+            let w_tap = ci * khw + ky * p.kw;
             for (var kx = 0u; kx < p.kw; kx++) {
-                let ix = ix0 + i32(kx * p.dilation);
-                if (ix < 0 || ix >= i32(p.w)) { continue; }
-                acc += fwd_x[x_row + u32(ix)] * fwd_w[w_row + kx];
+                let ix = ix0 + vec4<i32>(i32(kx * p.dilation));
+                let ok = (ix >= vec4<i32>(0)) & (ix <= w_max);
+                let col = vec4<u32>(clamp(ix, vec4<i32>(0), w_max)) + vec4<u32>(x_row);
+                let xv = select(vec4<f32>(0.0), vec4<f32>(fwd_x[col.x], fwd_x[col.y], fwd_x[col.z], fwd_x[col.w]), ok);
+                for (var c = 0u; c < TC; c++) {
+                    acc[c] += fwd_w[w_base[c] + w_tap + kx] * xv;
+                }
             }
         }
     }
-    fwd_y[o] = acc;
+    for (var c = 0u; c < TC; c++) {
+        let co = co0 + c;
+        if (co >= p.c_out) { break; }
+        let y_row = ((n * p.c_out + co) * p.oh + oy) * p.ow;
+        for (var j = 0u; j < TP; j++) {
+            if (ox0 + j < p.ow) { fwd_y[y_row + ox0 + j] = acc[c][j]; }
+        }
+    }
 }
 
 // ---- conv2d_backward_input: inputs (grad_y, w), outputs (grad_x)
@@ -64,31 +96,53 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 
 @compute @workgroup_size(WG)
 fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.n * p.c_in * p.h * p.w) { return; }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let ci = (i / (p.w * p.h)) % p.c_in;
-    let n = i / (p.w * p.h * p.c_in);
-    var acc = 0.0;
+    let flat = gid.x + gid.y * nwg.x * WG;
+    let n_col_blocks = (p.w + TP - 1u) / TP;
+    let n_pix_blocks = p.n * p.h * n_col_blocks;
+    if (flat >= n_pix_blocks * ((p.c_in + TC - 1u) / TC)) { return; }
+    let pb = flat % n_pix_blocks;
+    let ci0 = (flat / n_pix_blocks) * TC;
+    let ix0 = (pb % n_col_blocks) * TP;
+    let iy = (pb / n_col_blocks) % p.h;
+    let n = pb / (n_col_blocks * p.h);
+
+    let khw = p.kh * p.kw;
+    var w_base: array<u32, 8>;
+    var acc: array<vec4<f32>, 8>;
+    for (var c = 0u; c < TC; c++) {
+        w_base[c] = min(ci0 + c, p.c_in - 1u) * khw;
+    }
+    let s = i32(p.stride);
+    let tx0 = vec4<i32>(i32(ix0 + p.pad)) + vec4<i32>(0, 1, 2, 3);
     for (var ky = 0u; ky < p.kh; ky++) {
         // oy * stride = iy + pad - ky * dilation must be a non-negative multiple of stride.
         let ty = i32(iy + p.pad) - i32(ky * p.dilation);
-        if (ty < 0 || u32(ty) % p.stride != 0u) { continue; }
-        let oy = u32(ty) / p.stride;
-        if (oy >= p.oh) { continue; }
+        if (ty < 0 || ty % s != 0 || ty / s >= i32(p.oh)) { continue; }
+        let oy = u32(ty / s);
         for (var kx = 0u; kx < p.kw; kx++) {
-            let tx = i32(ix + p.pad) - i32(kx * p.dilation);
-            if (tx < 0 || u32(tx) % p.stride != 0u) { continue; }
-            let ox = u32(tx) / p.stride;
-            if (ox >= p.ow) { continue; }
+            let tx = tx0 - vec4<i32>(i32(kx * p.dilation));
+            let txc = max(tx, vec4<i32>(0));
+            let ok = (tx >= vec4<i32>(0)) & (txc % vec4<i32>(s) == vec4<i32>(0)) & (txc / vec4<i32>(s) < vec4<i32>(i32(p.ow)));
+            let ox = vec4<u32>(min(txc / vec4<i32>(s), vec4<i32>(i32(p.ow) - 1)));
+            let w_tap = ky * p.kw + kx;
             for (var co = 0u; co < p.c_out; co++) {
-                let g = bi_grad_y[((n * p.c_out + co) * p.oh + oy) * p.ow + ox];
-                acc += g * bi_w[((co * p.c_in + ci) * p.kh + ky) * p.kw + kx];
+                let g = vec4<u32>(((n * p.c_out + co) * p.oh + oy) * p.ow) + ox;
+                let gv = select(vec4<f32>(0.0), vec4<f32>(bi_grad_y[g.x], bi_grad_y[g.y], bi_grad_y[g.z], bi_grad_y[g.w]), ok);
+                let w_co = co * p.c_in * khw + w_tap;
+                for (var c = 0u; c < TC; c++) {
+                    acc[c] += bi_w[w_co + w_base[c]] * gv;
+                }
             }
         }
     }
-    bi_grad_x[i] = acc;
+    for (var c = 0u; c < TC; c++) {
+        let ci = ci0 + c;
+        if (ci >= p.c_in) { break; }
+        let x_row = ((n * p.c_in + ci) * p.h + iy) * p.w;
+        for (var j = 0u; j < TP; j++) {
+            if (ix0 + j < p.w) { bi_grad_x[x_row + ix0 + j] = acc[c][j]; }
+        }
+    }
 }
 
 // ---- conv2d_backward_weight: inputs (grad_y, x), outputs (grad_w)
@@ -96,29 +150,57 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
 @group(0) @binding(2) var<storage, read> bw_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bw_grad_w: array<f32>;
 
-@compute @workgroup_size(WG)
-fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.c_out * p.c_in * p.kh * p.kw) { return; }
-    let kx = i % p.kw;
-    let ky = (i / p.kw) % p.kh;
-    let ci = (i / (p.kw * p.kh)) % p.c_in;
-    let co = i / (p.kw * p.kh * p.c_in);
-    var acc = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let g_base = (n * p.c_out + co) * p.oh;
-        let x_base = (n * p.c_in + ci) * p.h;
-        for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = i32(oy * p.stride + ky * p.dilation) - i32(p.pad);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let g_row = (g_base + oy) * p.ow;
-            let x_row = (x_base + u32(iy)) * p.w;
-            for (var ox = 0u; ox < p.ow; ox++) {
-                let ix = i32(ox * p.stride + kx * p.dilation) - i32(p.pad);
-                if (ix < 0 || ix >= i32(p.w)) { continue; }
-                acc += bw_grad_y[g_row + ox] * bw_x[x_row + u32(ix)];
+var<workgroup> bw_partial: array<f32, 2048>; // WR invocations x TC x TP
+
+@compute @workgroup_size(WR)
+fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let khw = p.kh * p.kw;
+    let n_taps = p.c_in * khw;
+    let n_tap_blocks = (n_taps + TP - 1u) / TP;
+    if (wid.x >= n_tap_blocks * ((p.c_out + TC - 1u) / TC)) { return; }
+    let t0 = (wid.x % n_tap_blocks) * TP;
+    let co0 = (wid.x / n_tap_blocks) * TC;
+
+    // Each of the 4 taps (ci, ky, kx) reads x at plane ci, offset (ky*d - pad, kx*d - pad).
+    let t = min(vec4<u32>(t0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n_taps - 1u));
+    let plane = (t / vec4<u32>(khw)) * (p.h * p.w);
+    let dy = vec4<i32>(((t / vec4<u32>(p.kw)) % vec4<u32>(p.kh)) * p.dilation) - vec4<i32>(i32(p.pad));
+    let dx = vec4<i32>((t % vec4<u32>(p.kw)) * p.dilation) - vec4<i32>(i32(p.pad));
+    var g_off: array<u32, 8>;
+    for (var c = 0u; c < TC; c++) {
+        g_off[c] = min(co0 + c, p.c_out - 1u) * p.oh * p.ow;
+    }
+    let h_max = vec4<i32>(i32(p.h) - 1);
+    let w_max = vec4<i32>(i32(p.w) - 1);
+    var acc: array<vec4<f32>, 8>;
+    for (var r = lid; r < p.n * p.oh; r += WR) {
+        let n = r / p.oh;
+        let oy = r % p.oh;
+        let iy = vec4<i32>(i32(oy * p.stride)) + dy;
+        let row_ok = (iy >= vec4<i32>(0)) & (iy <= h_max);
+        let x_row = vec4<u32>(n * p.c_in * p.h * p.w) + plane + vec4<u32>(clamp(iy, vec4<i32>(0), h_max)) * p.w;
+        let g_row = n * p.c_out * p.oh * p.ow + oy * p.ow;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let ix = vec4<i32>(i32(ox * p.stride)) + dx;
+            let ok = row_ok & (ix >= vec4<i32>(0)) & (ix <= w_max);
+            let xi = x_row + vec4<u32>(clamp(ix, vec4<i32>(0), w_max));
+            let xv = select(vec4<f32>(0.0), vec4<f32>(bw_x[xi.x], bw_x[xi.y], bw_x[xi.z], bw_x[xi.w]), ok);
+            for (var c = 0u; c < TC; c++) {
+                acc[c] += bw_grad_y[g_row + g_off[c] + ox] * xv;
             }
         }
     }
-    bw_grad_w[i] = acc;
+    for (var c = 0u; c < TC; c++) {
+        for (var j = 0u; j < TP; j++) {
+            bw_partial[lid * TC * TP + c * TP + j] = acc[c][j];
+        }
+    }
+    workgroupBarrier();
+    if (lid < TC * TP) {
+        let c = lid / TP;
+        let j = lid % TP;
+        var sum = 0.0;
+        for (var i = 0u; i < WR; i++) { sum += bw_partial[i * TC * TP + lid]; }
+        if (co0 + c < p.c_out && t0 + j < n_taps) { bw_grad_w[(co0 + c) * n_taps + t0 + j] = sum; }
+    }
 }

@@ -15,6 +15,13 @@ use crate::{Error, Result};
 /// `shaders/conv2d.wgsl`.
 pub static SHADER: Shader = Shader::new("conv2d", include_str!("../../shaders/conv2d.wgsl"), size_of::<Params>());
 
+/// Register block of the kernels: `TC` channels × `TP` columns (constants in the shader).
+const TC: usize = 8;
+const TP: usize = 4;
+/// Workgroup size of the blocked forward and backward-input kernels: each invocation does a
+/// whole block, so small workgroups spread few blocks over more cores.
+const BLOCK_WG: u32 = 64;
+
 /// Mirrors `struct Params` in `shaders/conv2d.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -170,7 +177,9 @@ impl OpDef for Conv2d {
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
         let y = outputs[0];
         let params = self.0.params(dims(inputs[0]), dims(inputs[1]), dims(y));
-        KernelCall::per_element(&SHADER, "conv2d_forward", &params, y.numel())
+        let [n, c_out, oh, ow] = dims(y);
+        let n_blocks = n * oh * ow.div_ceil(TP) * c_out.div_ceil(TC);
+        KernelCall::per_element_wg(&SHADER, "conv2d_forward", &params, n_blocks, BLOCK_WG)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -205,7 +214,9 @@ impl OpDef for Conv2dBackwardInput {
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
         let x = outputs[0];
         let params = self.geometry.params(dims(x), dims(inputs[1]), dims(inputs[0]));
-        KernelCall::per_element(&SHADER, "conv2d_backward_input", &params, x.numel())
+        let [n, c_in, h, w] = dims(x);
+        let n_blocks = n * h * w.div_ceil(TP) * c_in.div_ceil(TC);
+        KernelCall::per_element_wg(&SHADER, "conv2d_backward_input", &params, n_blocks, BLOCK_WG)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -240,8 +251,10 @@ impl OpDef for Conv2dBackwardWeight {
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
         let w = outputs[0];
         let params = self.geometry.params(dims(inputs[1]), dims(w), dims(inputs[0]));
-        // Few, long-running invocations: smaller workgroups spread them over more cores.
-        KernelCall::per_element_wg(&SHADER, "conv2d_backward_weight", &params, w.numel(), 64)
+        let [c_out, c_in, kh, kw] = dims(w);
+        // One workgroup per TC x TP block of grad_w.
+        let n_blocks = (c_in * kh * kw).div_ceil(TP) * c_out.div_ceil(TC);
+        KernelCall::grid(&SHADER, "conv2d_backward_weight", &params, [n_blocks as u32, 1, 1])
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
