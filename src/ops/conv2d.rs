@@ -285,7 +285,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     // (n, c_in, h, w, c_out, kh, kw, stride, pad, dilation): odd sizes, padding, stride, dilation.
     for (n, c_in, h, w, c_out, kh, kw, stride, pad, dilation) in
-        [(2, 3, 7, 9, 5, 3, 3, 1, 1, 1), (3, 2, 11, 8, 4, 5, 3, 2, 2, 1), (1, 4, 9, 10, 3, 3, 2, 2, 0, 2)]
+        [(2, 3, 7, 9, 5, 3, 3, 1, 1, 1), (3, 2, 11, 8, 4, 5, 3, 2, 2, 1), (1, 4, 9, 10, 3, 3, 2, 2, 0, 2), (2, 10, 6, 7, 17, 3, 3, 1, 1, 1)]
     {
         let geometry = Conv2dGeometry { stride, pad, dilation };
         let (oh, ow) = geometry.out_size(h, w, kh, kw, "conv2d").expect("catalog shapes are valid");
