@@ -143,8 +143,7 @@ impl Trainer {
         self.check_batch(images, labels, false)?;
         self.exe.write(self.images, bytemuck::cast_slice(images))?;
         self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
-        self.exe.run(self.train);
-        Ok(())
+        self.exe.run(self.train)
     }
 
     /// Adds one batch (at most `batch_size` images; a short one is padded and the padding is
@@ -162,8 +161,7 @@ impl Trainer {
             self.exe.write(self.images, bytemuck::cast_slice(&padded_images))?;
             self.exe.write(self.labels, bytemuck::cast_slice(&padded_labels))?;
         }
-        self.exe.run(self.eval);
-        Ok(())
+        self.exe.run(self.eval)
     }
 
     /// Loss and accuracy over every image of `data`, the last partial batch included. Resets
@@ -198,7 +196,7 @@ impl Trainer {
         self.check_batch(images, labels, false)?;
         self.exe.write(self.images, bytemuck::cast_slice(images))?;
         self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
-        self.exe.run(check);
+        self.exe.run(check)?;
         let loss = self.exe.read(check, self.loss)?.f32()[0];
         let grads = self.params.iter().zip(&self.grads).map(|((name, _), &g)| Ok((name.clone(), self.exe.read(check, g)?))).collect::<Result<_>>()?;
         Ok((loss, grads))

@@ -106,6 +106,7 @@ fn training_steps_create_nothing_and_download_only_requested_metrics() {
     assert_eq!(steps.bytes_downloaded, 0, "{steps:?}");
     assert_eq!(steps.submissions, 100, "one submission per step: {steps:?}");
     assert_eq!(steps.blocking_waits, 0, "{steps:?}");
+    assert!(steps.backpressure_waits <= 100, "at most one wait per step, only to bound the queue: {steps:?}");
 
     let before = gpu.counters();
     let m = trainer.take_metrics().expect("metrics");

@@ -71,7 +71,23 @@ enum OptimizerArg {
     Adam,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    // Mesa's implicit device-select Vulkan layer probes for a Wayland display and prints an
+    // error on headless machines. striate picks its adapter itself, so the layer has nothing
+    // to do; turn it off unless the user set it. Runs before any other thread exists.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     let args = Args::parse();
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
@@ -139,6 +155,7 @@ fn main() -> Result<()> {
                 "test_images": test.count, "seconds": seconds, "images_per_sec": images_per_sec, "steps": steps_per_epoch,
                 "gpu_objects_created": during.gpu_objects_created(), "bytes_uploaded": during.bytes_uploaded,
                 "bytes_downloaded": during.bytes_downloaded, "submissions": during.submissions, "blocking_waits": during.blocking_waits,
+                "backpressure_waits": during.backpressure_waits,
             });
             println!("{line}");
         } else {

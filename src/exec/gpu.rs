@@ -2,8 +2,8 @@
 //! uniforms) and replays them. `run` records every dispatch of one program into one compute
 //! pass and one submission, and creates nothing.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
@@ -37,7 +37,13 @@ pub struct Executable {
     programs: Vec<Program>,
     /// Preallocated staging buffer for small reads (metrics), so reading them creates nothing.
     small_staging: wgpu::Buffer,
+    /// Runs submitted and maybe not finished, oldest first.
+    in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
 }
+
+/// Runs allowed in flight before `run` waits for the oldest: enough to keep the GPU fed
+/// while the host prepares the next batch, few enough to bound staging memory.
+const MAX_IN_FLIGHT: usize = 3;
 
 struct Program {
     name: String,
@@ -83,6 +89,7 @@ impl Executable {
             persistent,
             programs: Vec::new(),
             small_staging: gpu.create_buffer("small readback", SMALL_READ_BYTES, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+            in_flight: Mutex::default(),
         };
         for spec in specs {
             let program = exe.bake(g, spec)?;
@@ -165,8 +172,8 @@ impl Executable {
     }
 
     /// Records every dispatch of a program into one compute pass and submits it. Creates no
-    /// GPU object and reads nothing back.
-    pub fn run(&self, program: ProgramId) {
+    /// GPU object and reads nothing back; waits only when `MAX_IN_FLIGHT` runs are unfinished.
+    pub fn run(&self, program: ProgramId) -> Result<()> {
         let p = &self.programs[program.0];
         let mut encoder = self.gpu.encoder(&p.name);
         {
@@ -178,7 +185,14 @@ impl Executable {
                 pass.dispatch_workgroups(x, y, z);
             }
         }
-        self.gpu.submit(encoder);
+        let submission = self.gpu.submit(encoder);
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        in_flight.push_back(submission);
+        if in_flight.len() > MAX_IN_FLIGHT {
+            let oldest = in_flight.pop_front().expect("non-empty");
+            self.gpu.wait_for(oldest)?;
+        }
+        Ok(())
     }
 
     /// Runs `program` once dispatch by dispatch, waiting after each, and returns each
@@ -243,6 +257,7 @@ impl Executable {
         encoder.clear_buffer(buffer, 0, None);
         self.gpu.submit(encoder);
         let bytes = self.gpu.read_mapped(&self.small_staging, shape.bytes())?;
+        self.in_flight.lock().expect("in-flight lock").clear(); // The wait finished everything.
         Ok(CpuTensor::from_bytes(shape, &bytes))
     }
 

@@ -200,9 +200,19 @@ impl GpuContext {
     }
 
     /// Submits one command buffer (counted).
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
         CounterCells::bump(&self.inner.counters.submissions, 1);
-        self.inner.queue.submit([encoder.finish()]);
+        self.inner.queue.submit([encoder.finish()])
+    }
+
+    /// Blocks until one earlier submission is done (counted as backpressure, not a readback).
+    pub fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        CounterCells::bump(&self.inner.counters.backpressure_waits, 1);
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .map(|_| ())
+            .map_err(|e| Error::Device(e.to_string()))
     }
 
     /// Blocks until all submitted work is done (counted).

@@ -20,8 +20,11 @@ pub struct Counters {
     pub bytes_downloaded: u64,
     /// Queue submissions.
     pub submissions: u64,
-    /// Times the host blocked waiting for the GPU.
+    /// Times the host blocked waiting for the GPU to read something back or to sync.
     pub blocking_waits: u64,
+    /// Times a run waited for an older submission because too many were in flight (the host
+    /// running ahead of the GPU); this bounds staging memory and reads nothing.
+    pub backpressure_waits: u64,
 }
 
 impl Counters {
@@ -43,6 +46,7 @@ impl Sub for Counters {
             bytes_downloaded: self.bytes_downloaded - rhs.bytes_downloaded,
             submissions: self.submissions - rhs.submissions,
             blocking_waits: self.blocking_waits - rhs.blocking_waits,
+            backpressure_waits: self.backpressure_waits - rhs.backpressure_waits,
         }
     }
 }
@@ -57,6 +61,7 @@ pub(crate) struct CounterCells {
     pub(crate) bytes_downloaded: AtomicU64,
     pub(crate) submissions: AtomicU64,
     pub(crate) blocking_waits: AtomicU64,
+    pub(crate) backpressure_waits: AtomicU64,
 }
 
 impl CounterCells {
@@ -74,6 +79,7 @@ impl CounterCells {
             bytes_downloaded: get(&self.bytes_downloaded),
             submissions: get(&self.submissions),
             blocking_waits: get(&self.blocking_waits),
+            backpressure_waits: get(&self.backpressure_waits),
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> 
         }
     }
     let program = exe.program("op").expect("program");
-    exe.run(program);
+    exe.run(program).expect("run");
     let targets: Vec<_> = if mutates.is_empty() { outputs } else { mutates.iter().map(|&i| ids[i]).collect() };
     targets.iter().map(|&t| exe.read(program, t).expect("read")).collect()
 }
