@@ -26,7 +26,10 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
     let gpu = GpuContext::from_env()?;
     println!("adapter: {}", gpu.describe());
@@ -62,7 +65,13 @@ fn data() -> anyhow::Result<DataSplit> {
 /// Peak resident set size of this process, from /proc (Linux), in MB.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb / 1024.0)
 }
 
@@ -70,7 +79,12 @@ fn peak_rss_mb() -> Option<f64> {
 /// steps 21..=937; test accuracy on all 10,000 test images after the epoch; peak RSS.
 fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
     let split = data()?;
-    let cfg = TrainConfig { model: Model::Lenet5, batch_size: 64, optimizer: Optimizer::adam(1e-3), seed: 0 };
+    let cfg = TrainConfig {
+        model: Model::Lenet5,
+        batch_size: 64,
+        optimizer: Optimizer::adam(1e-3),
+        seed: 0,
+    };
     let trainer = Trainer::new(gpu, &cfg)?;
     let train = Arc::new(split.train);
     let mut start = Instant::now();
@@ -93,7 +107,9 @@ fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
         100.0 * test.accuracy,
         test.count
     );
-    report(serde_json::json!({"workload": "W1", "train_img_s": train_img_s, "test_acc": test.accuracy, "peak_rss_mb": peak_rss_mb()}));
+    report(
+        serde_json::json!({"workload": "W1", "train_img_s": train_img_s, "test_acc": test.accuracy, "peak_rss_mb": peak_rss_mb()}),
+    );
     Ok(())
 }
 
@@ -101,10 +117,18 @@ fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
 /// inference images/s at batch 256.
 fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
     let split = data()?;
-    let cfg = TrainConfig { model: Model::ConvnetS, batch_size: 128, optimizer: Optimizer::adam(1e-3), seed: 0 };
+    let cfg = TrainConfig {
+        model: Model::ConvnetS,
+        batch_size: 128,
+        optimizer: Optimizer::adam(1e-3),
+        seed: 0,
+    };
     let trainer = Trainer::new(gpu, &cfg)?;
     let train = Arc::new(split.train);
-    let all: Vec<_> = batches(train.clone(), 128, Some(0), true).into_iter().take(55).collect();
+    let all: Vec<_> = batches(train.clone(), 128, Some(0), true)
+        .into_iter()
+        .take(55)
+        .collect();
     let mut start = Instant::now();
     for (i, b) in all.iter().enumerate() {
         if i == 5 {
@@ -115,10 +139,23 @@ fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
     }
     let m = trainer.take_metrics()?;
     let train_img_s = (50 * 128) as f64 / start.elapsed().as_secs_f64();
-    anyhow::ensure!(m.loss.is_finite() && m.loss < 2.3, "W2 training is not learning: loss {}", m.loss);
+    anyhow::ensure!(
+        m.loss.is_finite() && m.loss < 2.3,
+        "W2 training is not learning: loss {}",
+        m.loss
+    );
 
-    let infer = Trainer::new(gpu, &TrainConfig { batch_size: 256, ..cfg })?;
-    let test: Vec<_> = batches(Arc::new(split.test), 256, None, true).into_iter().take(12).collect();
+    let infer = Trainer::new(
+        gpu,
+        &TrainConfig {
+            batch_size: 256,
+            ..cfg
+        },
+    )?;
+    let test: Vec<_> = batches(Arc::new(split.test), 256, None, true)
+        .into_iter()
+        .take(12)
+        .collect();
     infer.eval_step(&test[0].images, &test[0].labels)?;
     infer.take_metrics()?;
     let start = Instant::now();
@@ -127,9 +164,15 @@ fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
     }
     let m = infer.take_metrics()?;
     let infer_img_s = ((test.len() - 1) * 256) as f64 / start.elapsed().as_secs_f64();
-    anyhow::ensure!(m.count == ((test.len() - 1) * 256) as u64, "inference counted {} images", m.count);
+    anyhow::ensure!(
+        m.count == ((test.len() - 1) * 256) as u64,
+        "inference counted {} images",
+        m.count
+    );
     println!("W2 ConvNet-S: train {train_img_s:.1} images/s (batch 128), inference {infer_img_s:.1} images/s (batch 256)");
-    report(serde_json::json!({"workload": "W2", "train_img_s": train_img_s, "infer_img_s": infer_img_s}));
+    report(
+        serde_json::json!({"workload": "W2", "train_img_s": train_img_s, "infer_img_s": infer_img_s}),
+    );
     Ok(())
 }
 
@@ -142,24 +185,50 @@ struct OpBench {
 
 impl OpBench {
     /// `ops[i]` reads the inputs listed in `wiring[i]`; its first output is kept readable.
-    fn new(gpu: &GpuContext, ops: &[Arc<dyn OpDef>], input_shapes: &[Shape], wiring: &[&[usize]]) -> anyhow::Result<Self> {
+    fn new(
+        gpu: &GpuContext,
+        ops: &[Arc<dyn OpDef>],
+        input_shapes: &[Shape],
+        wiring: &[&[usize]],
+    ) -> anyhow::Result<Self> {
         let mut g = Graph::new();
         let mut rng = Rng::new(1);
         let inputs: Vec<CpuTensor> = input_shapes
             .iter()
-            .map(|s| CpuTensor::from_f32(s.dims.clone(), (0..s.numel()).map(|_| rng.range(-1.0, 1.0)).collect()))
+            .map(|s| {
+                CpuTensor::from_f32(
+                    s.dims.clone(),
+                    (0..s.numel()).map(|_| rng.range(-1.0, 1.0)).collect(),
+                )
+            })
             .collect();
-        let ids: Vec<TensorId> = input_shapes.iter().enumerate().map(|(i, s)| g.input(&format!("in{i}"), s.clone())).collect();
+        let ids: Vec<TensorId> = input_shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| g.input(&format!("in{i}"), s.clone()))
+            .collect();
         let mut outputs = Vec::new();
         for (op, wires) in ops.iter().zip(wiring) {
             let args: Vec<TensorId> = wires.iter().map(|&i| ids[i]).collect();
             outputs.push(g.push_arc(op.clone(), &args)?[0]);
         }
-        let exe = Executable::build(gpu, &g, &[ProgramSpec { name: "bench".into(), outputs: outputs.clone(), effects: vec![] }])?;
+        let exe = Executable::build(
+            gpu,
+            &g,
+            &[ProgramSpec {
+                name: "bench".into(),
+                outputs: outputs.clone(),
+                effects: vec![],
+            }],
+        )?;
         for (id, t) in ids.iter().zip(&inputs) {
             exe.write(*id, t.bytes())?;
         }
-        Ok(OpBench { exe, outputs, inputs })
+        Ok(OpBench {
+            exe,
+            outputs,
+            inputs,
+        })
     }
 
     fn run_synced(&self) -> anyhow::Result<Duration> {
@@ -174,7 +243,9 @@ impl OpBench {
         for _ in 0..warmup {
             self.run_synced()?;
         }
-        let mut times: Vec<f64> = (0..runs).map(|_| self.run_synced().map(|d| d.as_secs_f64())).collect::<Result<_, _>>()?;
+        let mut times: Vec<f64> = (0..runs)
+            .map(|_| self.run_synced().map(|d| d.as_secs_f64()))
+            .collect::<Result<_, _>>()?;
         times.sort_by(f64::total_cmp);
         Ok(times[runs / 2])
     }
@@ -187,17 +258,34 @@ impl OpBench {
 /// W3: SGEMM C = A·B, M = N = K = 1024: median of 20 runs after 3 warm-up.
 fn w3(gpu: &GpuContext) -> anyhow::Result<()> {
     let n = 1024;
-    let op = Matmul { trans_a: false, trans_b: false };
-    let bench = OpBench::new(gpu, &[Arc::new(op)], &[Shape::f32([n, n]), Shape::f32([n, n])], &[&[0, 1]])?;
+    let op = Matmul {
+        trans_a: false,
+        trans_b: false,
+    };
+    let bench = OpBench::new(
+        gpu,
+        &[Arc::new(op)],
+        &[Shape::f32([n, n]), Shape::f32([n, n])],
+        &[&[0, 1]],
+    )?;
     bench.run_synced()?;
     // Verify 64 rows against the reference (the full reference takes minutes on 2 cores).
     let rows = 64;
     let a_rows = CpuTensor::from_f32([rows, n], bench.inputs[0].f32()[..rows * n].to_vec());
     let want = run_reference(&op, &[a_rows, bench.inputs[1].clone()]);
-    assert_close("W3 SGEMM (first 64 rows)", &bench.output(0)?.f32()[..rows * n], want[0].f32(), 1e-3, 1e-3);
+    assert_close(
+        "W3 SGEMM (first 64 rows)",
+        &bench.output(0)?.f32()[..rows * n],
+        want[0].f32(),
+        1e-3,
+        1e-3,
+    );
     let seconds = bench.median(3, 20)?;
     let gflops = 2.0 * (n * n * n) as f64 / seconds / 1e9;
-    println!("W3 SGEMM 1024: {:.1} ms, {gflops:.2} GFLOP/s", seconds * 1e3);
+    println!(
+        "W3 SGEMM 1024: {:.1} ms, {gflops:.2} GFLOP/s",
+        seconds * 1e3
+    );
     report(serde_json::json!({"workload": "W3", "gflops": gflops}));
     Ok(())
 }
@@ -205,34 +293,76 @@ fn w3(gpu: &GpuContext) -> anyhow::Result<()> {
 /// W4: conv2d N = 64, C = K = 64, 28x28, 3x3, stride 1, pad 1: forward, and backward (input +
 /// weight gradients); median of 10 after warm-up.
 fn w4(gpu: &GpuContext) -> anyhow::Result<()> {
-    let geometry = Conv2dGeometry { stride: 1, pad: 1, dilation: 1 };
+    let geometry = Conv2dGeometry {
+        stride: 1,
+        pad: 1,
+        dilation: 1,
+    };
     let (n, c, k, hw) = (64, 64, 64, 28);
     let x = Shape::f32([n, c, hw, hw]);
     let w = Shape::f32([k, c, 3, 3]);
     let fwd_op = Conv2d(geometry);
-    let fwd = OpBench::new(gpu, &[Arc::new(fwd_op)], &[x.clone(), w.clone(), Shape::f32([k])], &[&[0, 1, 2]])?;
+    let fwd = OpBench::new(
+        gpu,
+        &[Arc::new(fwd_op)],
+        &[x.clone(), w.clone(), Shape::f32([k])],
+        &[&[0, 1, 2]],
+    )?;
     fwd.run_synced()?;
     // Verify one image against the reference.
     let x1 = CpuTensor::from_f32([1, c, hw, hw], fwd.inputs[0].f32()[..c * hw * hw].to_vec());
     let want = run_reference(&fwd_op, &[x1, fwd.inputs[1].clone(), fwd.inputs[2].clone()]);
-    assert_close("W4 forward (image 0)", &fwd.output(0)?.f32()[..k * hw * hw], want[0].f32(), 1e-3, 1e-3);
+    assert_close(
+        "W4 forward (image 0)",
+        &fwd.output(0)?.f32()[..k * hw * hw],
+        want[0].f32(),
+        1e-3,
+        1e-3,
+    );
     let fwd_s = fwd.median(2, 10)?;
 
-    let bi = Conv2dBackwardInput { geometry, h: hw, w: hw };
-    let bw = Conv2dBackwardWeight { geometry, kh: 3, kw: 3 };
+    let bi = Conv2dBackwardInput {
+        geometry,
+        h: hw,
+        w: hw,
+    };
+    let bw = Conv2dBackwardWeight {
+        geometry,
+        kh: 3,
+        kw: 3,
+    };
     let grad_y = Shape::f32([n, k, hw, hw]);
-    let bwd = OpBench::new(gpu, &[Arc::new(bi), Arc::new(bw)], &[grad_y, w, x], &[&[0, 1], &[0, 2]])?;
+    let bwd = OpBench::new(
+        gpu,
+        &[Arc::new(bi), Arc::new(bw)],
+        &[grad_y, w, x],
+        &[&[0, 1], &[0, 2]],
+    )?;
     bwd.run_synced()?;
     let g1 = CpuTensor::from_f32([1, k, hw, hw], bwd.inputs[0].f32()[..k * hw * hw].to_vec());
     let want = run_reference(&bi, &[g1, bwd.inputs[1].clone()]);
-    assert_close("W4 backward input (image 0)", &bwd.output(0)?.f32()[..c * hw * hw], want[0].f32(), 1e-3, 1e-3);
+    assert_close(
+        "W4 backward input (image 0)",
+        &bwd.output(0)?.f32()[..c * hw * hw],
+        want[0].f32(),
+        1e-3,
+        1e-3,
+    );
     let want = run_reference(&bw, &[bwd.inputs[0].clone(), bwd.inputs[2].clone()]);
-    assert_close("W4 backward weight", bwd.output(1)?.f32(), want[0].f32(), 1e-2, 1e-3);
+    assert_close(
+        "W4 backward weight",
+        bwd.output(1)?.f32(),
+        want[0].f32(),
+        1e-2,
+        1e-3,
+    );
     let bwd_s = bwd.median(2, 10)?;
 
     let flops = 2.0 * (n * k * c * hw * hw * 9) as f64;
     let (fwd_gflops, bwd_gflops) = (flops / fwd_s / 1e9, 2.0 * flops / bwd_s / 1e9);
     println!("W4 conv2d 64x64x28x28 3x3: forward {:.0} ms {fwd_gflops:.2} GFLOP/s, backward {:.0} ms {bwd_gflops:.2} GFLOP/s", fwd_s * 1e3, bwd_s * 1e3);
-    report(serde_json::json!({"workload": "W4", "fwd_gflops": fwd_gflops, "bwd_gflops": bwd_gflops}));
+    report(
+        serde_json::json!({"workload": "W4", "fwd_gflops": fwd_gflops, "bwd_gflops": bwd_gflops}),
+    );
     Ok(())
 }

@@ -7,7 +7,15 @@ fn main() -> anyhow::Result<()> {
     let model: Model = std::env::args().nth(1).unwrap_or("lenet5".into()).parse()?;
     let batch: usize = std::env::args().nth(2).map_or(Ok(64), |s| s.parse())?;
     let gpu = striate::GpuContext::from_env()?;
-    let trainer = Trainer::new(&gpu, &TrainConfig { model, batch_size: batch, optimizer: Optimizer::adam(1e-3), seed: 0 })?;
+    let trainer = Trainer::new(
+        &gpu,
+        &TrainConfig {
+            model,
+            batch_size: batch,
+            optimizer: Optimizer::adam(1e-3),
+            seed: 0,
+        },
+    )?;
     let data = striate::data::synthetic(batch, 1, 0).train;
     trainer.profile_step(&data.images, &data.labels)?;
     let prof = trainer.profile_step(&data.images, &data.labels)?;

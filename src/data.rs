@@ -20,7 +20,8 @@ pub const STD: f32 = 0.3530;
 pub const DEFAULT_DIRS: [&str; 2] = ["data/fashion-mnist", "/usr/share/datasets/fashion-mnist"];
 
 /// How to get the real data, for messages.
-pub const GET_DATA_HINT: &str = "apt-get install dataset-fashion-mnist, or pass --data DIR with the four IDX files";
+pub const GET_DATA_HINT: &str =
+    "apt-get install dataset-fashion-mnist, or pass --data DIR with the four IDX files";
 
 /// Images (normalised, NCHW with one channel) and labels.
 #[derive(Clone, Debug)]
@@ -70,16 +71,19 @@ pub struct DataSplit {
     pub synthetic: bool,
 }
 
-/// Loads Fashion-MNIST (or MNIST) from `explicit`, else the first directory of
-/// `$STRIATE_DATA`, `./data/fashion-mnist`, `/usr/share/datasets/fashion-mnist` that holds it.
-/// Returns `Ok(None)` when nothing is found and no directory was named; a named directory that
-/// does not hold valid files is an error.
+/// Loads Fashion-MNIST (or MNIST) from `explicit`, else `$STRIATE_DATA`, else the first of
+/// `./data/fashion-mnist` and `/usr/share/datasets/fashion-mnist` that holds it. Returns
+/// `Ok(None)` when nothing is found and no directory was named; a named directory that does
+/// not hold valid files is an error.
 pub fn load_fashion_mnist(explicit: Option<&Path>) -> Result<Option<DataSplit>> {
-    if let Some(dir) = explicit {
-        return load_idx_dir(dir).map(Some);
+    // A directory the user named, by flag or variable, must hold the data.
+    if let Some(dir) = explicit
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("STRIATE_DATA").map(PathBuf::from))
+    {
+        return load_idx_dir(&dir).map(Some);
     }
-    let env = std::env::var_os("STRIATE_DATA").map(PathBuf::from);
-    for dir in env.into_iter().chain(DEFAULT_DIRS.iter().map(PathBuf::from)) {
+    for dir in DEFAULT_DIRS.iter().map(PathBuf::from) {
         if find_file(&dir, "train-images-idx3-ubyte").is_some() {
             return load_idx_dir(&dir).map(Some);
         }
@@ -95,10 +99,21 @@ pub fn load_idx_dir(dir: &Path) -> Result<DataSplit> {
             message: format!("not found (with or without .gz); {GET_DATA_HINT}"),
         })
     };
-    let train = read_pair(&file("train-images-idx3-ubyte")?, &file("train-labels-idx1-ubyte")?)?;
-    let test = read_pair(&file("t10k-images-idx3-ubyte")?, &file("t10k-labels-idx1-ubyte")?)?;
+    let train = read_pair(
+        &file("train-images-idx3-ubyte")?,
+        &file("train-labels-idx1-ubyte")?,
+    )?;
+    let test = read_pair(
+        &file("t10k-images-idx3-ubyte")?,
+        &file("t10k-labels-idx1-ubyte")?,
+    )?;
     Ok(DataSplit {
-        description: format!("Fashion-MNIST from {} ({} train, {} test images)", dir.display(), train.len(), test.len()),
+        description: format!(
+            "Fashion-MNIST from {} ({} train, {} test images)",
+            dir.display(),
+            train.len(),
+            test.len()
+        ),
         train,
         test,
         synthetic: false,
@@ -106,21 +121,37 @@ pub fn load_idx_dir(dir: &Path) -> Result<DataSplit> {
 }
 
 fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [dir.join(format!("{stem}.gz")), dir.join(stem)].into_iter().find(|p| p.is_file())
+    [dir.join(format!("{stem}.gz")), dir.join(stem)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
     let (dims, pixels) = read_idx(images_path, 3)?;
     let (label_dims, label_bytes) = read_idx(labels_path, 1)?;
     if label_dims[0] != dims[0] {
-        let message = format!("{} labels for {} images in {}", label_dims[0], dims[0], images_path.display());
-        return Err(Error::Data { path: labels_path.into(), message });
+        let message = format!(
+            "{} labels for {} images in {}",
+            label_dims[0],
+            dims[0],
+            images_path.display()
+        );
+        return Err(Error::Data {
+            path: labels_path.into(),
+            message,
+        });
     }
     if let Some(bad) = label_bytes.iter().find(|&&l| l >= 10) {
-        return Err(Error::Data { path: labels_path.into(), message: format!("label {bad} out of range 0..10") });
+        return Err(Error::Data {
+            path: labels_path.into(),
+            message: format!("label {bad} out of range 0..10"),
+        });
     }
     Ok(Dataset {
-        images: pixels.iter().map(|&p| normalise(f32::from(p) / 255.0)).collect(),
+        images: pixels
+            .iter()
+            .map(|&p| normalise(f32::from(p) / 255.0))
+            .collect(),
         labels: label_bytes.iter().map(|&l| u32::from(l)).collect(),
         h: dims[1],
         w: dims[2],
@@ -135,33 +166,61 @@ fn normalise(pixel: f32) -> f32 {
 /// Reads an IDX file of unsigned bytes with `rank` dimensions (gzipped if it ends in `.gz`).
 /// Returns the dims and the data; every inconsistency is an error naming the file.
 pub fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let err = |message: String| Error::Data { path: path.into(), message };
+    let err = |message: String| Error::Data {
+        path: path.into(),
+        message,
+    };
     let raw = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| err(format!("not a valid gzip file: {e}")))?;
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| err(format!("not a valid gzip file: {e}")))?;
         out
     } else {
         raw
     };
     let header = 4 + 4 * rank;
     if bytes.len() < header {
-        return Err(err(format!("{} bytes is too short for an IDX header", bytes.len())));
+        return Err(err(format!(
+            "{} bytes is too short for an IDX header",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || usize::from(bytes[3]) != rank {
-        return Err(err(format!("not an IDX file of unsigned bytes with {rank} dims (magic {:02x?})", &bytes[..4])));
+        return Err(err(format!(
+            "not an IDX file of unsigned bytes with {rank} dims (magic {:02x?})",
+            &bytes[..4]
+        )));
     }
-    let dims: Vec<usize> = (0..rank).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
+        .collect();
     let numel: usize = dims.iter().product();
     if bytes.len() - header != numel {
-        return Err(err(format!("header says {dims:?} ({numel} bytes) but the file holds {}", bytes.len() - header)));
+        return Err(err(format!(
+            "header says {dims:?} ({numel} bytes) but the file holds {}",
+            bytes.len() - header
+        )));
     }
     Ok((dims, bytes[header..].to_vec()))
 }
 
 /// Names of the synthetic classes, in label order.
-pub const SYNTHETIC_CLASSES: [&str; 10] =
-    ["horizontal bar", "vertical bar", "square", "filled square", "disc", "ring", "plus", "diagonal", "anti-diagonal", "x"];
+pub const SYNTHETIC_CLASSES: [&str; 10] = [
+    "horizontal bar",
+    "vertical bar",
+    "square",
+    "filled square",
+    "disc",
+    "ring",
+    "plus",
+    "diagonal",
+    "anti-diagonal",
+    "x",
+];
 
 /// A deterministic stand-in for Fashion-MNIST that striate draws itself: 28×28 images of ten
 /// shape classes at random sizes and places, with stroke-width jitter and pixel noise.
@@ -175,7 +234,13 @@ pub fn synthetic(n_train: usize, n_test: usize, seed: u64) -> DataSplit {
             images.extend(draw_shape(&mut rng, label).iter().map(|&p| normalise(p)));
             labels.push(label);
         }
-        Dataset { images, labels, h: 28, w: 28, n_classes: 10 }
+        Dataset {
+            images,
+            labels,
+            h: 28,
+            w: 28,
+            n_classes: 10,
+        }
     };
     DataSplit {
         train: make(n_train, seed),
@@ -234,7 +299,12 @@ pub struct Batch {
 /// so the next batch is ready before the GPU finishes the current step. With `shuffle_seed`
 /// the order is a seeded permutation; `drop_last` drops a final partial batch (training),
 /// otherwise it is yielded short (evaluation covers every image).
-pub fn batches(data: Arc<Dataset>, batch_size: usize, shuffle_seed: Option<u64>, drop_last: bool) -> Receiver<Batch> {
+pub fn batches(
+    data: Arc<Dataset>,
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    drop_last: bool,
+) -> Receiver<Batch> {
     let (tx, rx) = sync_channel(4);
     thread::spawn(move || {
         let mut order: Vec<usize> = (0..data.len()).collect();
@@ -276,7 +346,10 @@ mod tests {
 
         std::fs::write(&path, &bytes[..20]).unwrap();
         let err = read_idx(&path, 3).unwrap_err().to_string();
-        assert!(err.contains("x-idx3-ubyte") && err.contains("holds 4"), "{err}");
+        assert!(
+            err.contains("x-idx3-ubyte") && err.contains("holds 4"),
+            "{err}"
+        );
         let err = read_idx(&path, 1).unwrap_err().to_string();
         assert!(err.contains("not an IDX file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -289,14 +362,20 @@ mod tests {
         assert_eq!(a.train.images, b.train.images);
         for class in 0..10 {
             let n = a.train.labels.iter().filter(|&&l| l == class).count();
-            assert!((25..=75).contains(&n), "class {class} has {n} of 500 images");
+            assert!(
+                (25..=75).contains(&n),
+                "class {class} has {n} of 500 images"
+            );
         }
     }
 
     #[test]
     fn batches_cover_everything_once() {
         let data = Arc::new(synthetic(103, 1, 0).train);
-        let seen: Vec<u32> = batches(data.clone(), 10, Some(1), false).into_iter().flat_map(|b| b.labels).collect();
+        let seen: Vec<u32> = batches(data.clone(), 10, Some(1), false)
+            .into_iter()
+            .flat_map(|b| b.labels)
+            .collect();
         assert_eq!(seen.len(), 103);
         let mut a = seen.clone();
         let mut b = data.labels.clone();

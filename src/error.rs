@@ -63,7 +63,11 @@ pub enum Error {
 impl Error {
     /// A shape error from an op's shape rule; `Graph::push` fills in the layer name.
     pub fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Shape { layer: String::new(), op, message: message.into() }
+        Error::Shape {
+            layer: String::new(),
+            op,
+            message: message.into(),
+        }
     }
 }
 

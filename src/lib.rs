@@ -1,9 +1,4 @@
-//! striate trains and runs convolutional neural networks on any GPU through WGSL compute
-//! shaders (wgpu: Vulkan, Metal, DX12, GL).
-//!
-//! A model is a static graph. Autodiff appends the backward pass to it, the scheduler and the
-//! memory planner lay out one training step, and the executable bakes every pipeline, buffer
-//! and bind group once, then replays the step with one submission per batch.
+#![doc = include_str!("../README.md")]
 
 pub mod data;
 pub mod error;

@@ -20,7 +20,11 @@ pub struct Net<'g> {
 impl<'g> Net<'g> {
     /// Layers go into `g`; `seed` fixes the initial weights.
     pub fn new(g: &'g mut Graph, seed: u64) -> Self {
-        Net { g, rng: Rng::new(seed), params: Vec::new() }
+        Net {
+            g,
+            rng: Rng::new(seed),
+            params: Vec::new(),
+        }
     }
 
     /// The graph, for ops that have no parameters.
@@ -46,14 +50,33 @@ impl<'g> Net<'g> {
 
     /// `Conv2d(c_in, c_out, k, stride, padding)` with bias; `x: [n, c_in, h, w]`. Parameters
     /// `{name}.weight: [c_out, c_in, k, k]` (OIHW) and `{name}.bias: [c_out]`.
-    pub fn conv2d(&mut self, name: &str, x: TensorId, c_out: usize, k: usize, stride: usize, pad: usize) -> Result<TensorId> {
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<TensorId> {
         self.g.set_scope(name);
         let shape = self.g.shape(x).clone();
-        let [_, c_in, _, _] = shape.dims4("conv2d", "input").map_err(|e| with_layer(e, name))?;
+        let [_, c_in, _, _] = shape
+            .dims4("conv2d", "input")
+            .map_err(|e| with_layer(e, name))?;
         let fan_in = c_in * k * k;
         let w = self.uniform_param(format!("{name}.weight"), vec![c_out, c_in, k, k], fan_in);
         let b = self.uniform_param(format!("{name}.bias"), vec![c_out], fan_in);
-        self.g.conv2d(x, w, b, Conv2dGeometry { stride, pad, dilation: 1 })
+        self.g.conv2d(
+            x,
+            w,
+            b,
+            Conv2dGeometry {
+                stride,
+                pad,
+                dilation: 1,
+            },
+        )
     }
 
     /// `Linear(in, out)`: `y = x·Wᵀ + b` for `x: [n, in]`. Parameters `{name}.weight: [out, in]`
@@ -61,7 +84,9 @@ impl<'g> Net<'g> {
     pub fn linear(&mut self, name: &str, x: TensorId, out: usize) -> Result<TensorId> {
         self.g.set_scope(name);
         let shape = self.g.shape(x).clone();
-        let [_, fan_in] = shape.dims2("linear", "input").map_err(|e| with_layer(e, name))?;
+        let [_, fan_in] = shape
+            .dims2("linear", "input")
+            .map_err(|e| with_layer(e, name))?;
         let w = self.uniform_param(format!("{name}.weight"), vec![out, fan_in], fan_in);
         let b = self.uniform_param(format!("{name}.bias"), vec![out], fan_in);
         let y = self.g.matmul(x, w, false, true)?;
@@ -75,7 +100,13 @@ impl<'g> Net<'g> {
     }
 
     /// `MaxPool2d(k, stride)`.
-    pub fn max_pool2d(&mut self, name: &str, x: TensorId, k: usize, stride: usize) -> Result<TensorId> {
+    pub fn max_pool2d(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+    ) -> Result<TensorId> {
         self.g.set_scope(name);
         self.g.max_pool2d(x, k, stride, 0)
     }
@@ -89,7 +120,11 @@ impl<'g> Net<'g> {
 
 fn with_layer(e: Error, layer: &str) -> Error {
     match e {
-        Error::Shape { op, message, .. } => Error::Shape { layer: layer.to_string(), op, message },
+        Error::Shape { op, message, .. } => Error::Shape {
+            layer: layer.to_string(),
+            op,
+            message,
+        },
         other => other,
     }
 }
@@ -163,6 +198,10 @@ impl FromStr for Model {
         Model::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown model {s:?}; choose one of: lenet5, convnet-s")))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown model {s:?}; choose one of: lenet5, convnet-s"
+                ))
+            })
     }
 }

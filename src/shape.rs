@@ -30,12 +30,18 @@ pub struct Shape {
 impl Shape {
     /// An f32 shape.
     pub fn f32(dims: impl Into<Vec<usize>>) -> Self {
-        Shape { dims: dims.into(), dtype: DType::F32 }
+        Shape {
+            dims: dims.into(),
+            dtype: DType::F32,
+        }
     }
 
     /// A u32 shape.
     pub fn u32(dims: impl Into<Vec<usize>>) -> Self {
-        Shape { dims: dims.into(), dtype: DType::U32 }
+        Shape {
+            dims: dims.into(),
+            dtype: DType::U32,
+        }
     }
 
     /// Number of elements.
@@ -81,9 +87,19 @@ impl fmt::Display for Shape {
 /// Output size of a sliding window: `(size + 2·pad − dilation·(k − 1) − 1) / stride + 1`.
 ///
 /// The same formula as PyTorch's `Conv2d` and `MaxPool2d` (floor mode).
-pub fn window_out(size: usize, k: usize, stride: usize, pad: usize, dilation: usize, op: &'static str) -> Result<usize> {
+pub fn window_out(
+    size: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    op: &'static str,
+) -> Result<usize> {
     if k == 0 || stride == 0 || dilation == 0 {
-        return Err(Error::shape(op, format!("kernel {k}, stride {stride} and dilation {dilation} must all be positive")));
+        return Err(Error::shape(
+            op,
+            format!("kernel {k}, stride {stride} and dilation {dilation} must all be positive"),
+        ));
     }
     let span = dilation * (k - 1) + 1;
     if size + 2 * pad < span {

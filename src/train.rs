@@ -45,12 +45,22 @@ pub enum Optimizer {
 impl Optimizer {
     /// Adam with PyTorch's defaults and learning rate `lr`.
     pub fn adam(lr: f32) -> Self {
-        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 
     /// SGD with momentum `momentum` and learning rate `lr`.
     pub fn sgd(lr: f32, momentum: f32) -> Self {
-        Optimizer::Sgd { lr, momentum, weight_decay: 0.0 }
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -111,12 +121,26 @@ impl Trainer {
     fn build(gpu: &GpuContext, config: &TrainConfig, with_check: bool) -> Result<Self> {
         let (graph, parts) = training_graph(config)?;
         let mut specs = vec![
-            ProgramSpec { name: "train".into(), outputs: vec![], effects: parts.train_effects.clone() },
-            ProgramSpec { name: "eval".into(), outputs: vec![], effects: vec![parts.metrics_node] },
+            ProgramSpec {
+                name: "train".into(),
+                outputs: vec![],
+                effects: parts.train_effects.clone(),
+            },
+            ProgramSpec {
+                name: "eval".into(),
+                outputs: vec![],
+                effects: vec![parts.metrics_node],
+            },
         ];
         if with_check {
-            let outputs = std::iter::once(parts.loss).chain(parts.grads.iter().copied()).collect();
-            specs.push(ProgramSpec { name: "check".into(), outputs, effects: parts.train_effects.clone() });
+            let outputs = std::iter::once(parts.loss)
+                .chain(parts.grads.iter().copied())
+                .collect();
+            specs.push(ProgramSpec {
+                name: "check".into(),
+                outputs,
+                effects: parts.train_effects.clone(),
+            });
         }
         let exe = Executable::build(gpu, &graph, &specs)?;
         Ok(Trainer {
@@ -158,8 +182,10 @@ impl Trainer {
             padded_images.resize(self.batch_size * self.image_numel, 0.0);
             let mut padded_labels = labels.to_vec();
             padded_labels.resize(self.batch_size, u32::MAX); // label >= n_classes: skipped
-            self.exe.write(self.images, bytemuck::cast_slice(&padded_images))?;
-            self.exe.write(self.labels, bytemuck::cast_slice(&padded_labels))?;
+            self.exe
+                .write(self.images, bytemuck::cast_slice(&padded_images))?;
+            self.exe
+                .write(self.labels, bytemuck::cast_slice(&padded_labels))?;
         }
         self.exe.run(self.eval)
     }
@@ -181,24 +207,44 @@ impl Trainer {
         let m = self.exe.take_small(self.metrics)?;
         let [loss_sum, correct, count] = [m.f32()[0], m.f32()[1], m.f32()[2]].map(f64::from);
         let denom = count.max(1.0);
-        Ok(Metrics { loss: loss_sum / denom, accuracy: correct / denom, count: count as u64 })
+        Ok(Metrics {
+            loss: loss_sum / denom,
+            accuracy: correct / denom,
+            count: count as u64,
+        })
     }
 
     /// Downloads every parameter, by PyTorch-style name.
     pub fn parameters(&self) -> Result<Vec<(String, CpuTensor)>> {
-        self.params.iter().map(|(name, t)| Ok((name.clone(), self.exe.read(self.train, *t)?))).collect()
+        self.params
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), self.exe.read(self.train, *t)?)))
+            .collect()
     }
 
     /// A training step that also returns its loss and every parameter's gradient, by name.
     /// Needs [`Trainer::new_checked`]; downloads everything, so it is for tests and debugging.
-    pub fn check_step(&self, images: &[f32], labels: &[u32]) -> Result<(f32, Vec<(String, CpuTensor)>)> {
-        let check = self.exe.program("check").map_err(|_| Error::InvalidArgument("check_step needs a trainer built with Trainer::new_checked".into()))?;
+    pub fn check_step(
+        &self,
+        images: &[f32],
+        labels: &[u32],
+    ) -> Result<(f32, Vec<(String, CpuTensor)>)> {
+        let check = self.exe.program("check").map_err(|_| {
+            Error::InvalidArgument(
+                "check_step needs a trainer built with Trainer::new_checked".into(),
+            )
+        })?;
         self.check_batch(images, labels, false)?;
         self.exe.write(self.images, bytemuck::cast_slice(images))?;
         self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
         self.exe.run(check)?;
         let loss = self.exe.read(check, self.loss)?.f32()[0];
-        let grads = self.params.iter().zip(&self.grads).map(|((name, _), &g)| Ok((name.clone(), self.exe.read(check, g)?))).collect::<Result<_>>()?;
+        let grads = self
+            .params
+            .iter()
+            .zip(&self.grads)
+            .map(|((name, _), &g)| Ok((name.clone(), self.exe.read(check, g)?)))
+            .collect::<Result<_>>()?;
         Ok((loss, grads))
     }
 
@@ -206,14 +252,21 @@ impl Trainer {
     /// `[out, in]`). Writes a temporary file and renames it, so a failure never leaves a
     /// half-written checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let err = |message: String| Error::Checkpoint { path: path.into(), message };
+        let err = |message: String| Error::Checkpoint {
+            path: path.into(),
+            message,
+        };
         let params = self.parameters()?;
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = params
             .iter()
             .map(|(name, t)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.dims.clone(), t.bytes())
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| err(e.to_string()))
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    t.shape.dims.clone(),
+                    t.bytes(),
+                )
+                .map(|v| (name.clone(), v))
+                .map_err(|e| err(e.to_string()))
             })
             .collect::<Result<_>>()?;
         let bytes = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
@@ -259,17 +312,33 @@ impl Trainer {
     fn check_batch(&self, images: &[f32], labels: &[u32], allow_short: bool) -> Result<()> {
         let n = labels.len();
         if n == 0 || n > self.batch_size || (!allow_short && n != self.batch_size) {
-            let want = if allow_short { format!("1..={}", self.batch_size) } else { self.batch_size.to_string() };
-            return Err(Error::InvalidArgument(format!("batch of {n} labels; this trainer takes {want}")));
+            let want = if allow_short {
+                format!("1..={}", self.batch_size)
+            } else {
+                self.batch_size.to_string()
+            };
+            return Err(Error::InvalidArgument(format!(
+                "batch of {n} labels; this trainer takes {want}"
+            )));
         }
         if images.len() != n * self.image_numel {
-            return Err(Error::InvalidArgument(format!("{} pixels for {n} labels; expected {n}x1x28x28 = {}", images.len(), n * self.image_numel)));
+            return Err(Error::InvalidArgument(format!(
+                "{} pixels for {n} labels; expected {n}x1x28x28 = {}",
+                images.len(),
+                n * self.image_numel
+            )));
         }
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.n_classes) {
-            return Err(Error::InvalidArgument(format!("label {bad} out of range 0..{}", self.n_classes)));
+            return Err(Error::InvalidArgument(format!(
+                "label {bad} out of range 0..{}",
+                self.n_classes
+            )));
         }
         if let Some(i) = images.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!("pixel {i} of the batch is {}", images[i])));
+            return Err(Error::InvalidArgument(format!(
+                "pixel {i} of the batch is {}",
+                images[i]
+            )));
         }
         Ok(())
     }
@@ -300,7 +369,9 @@ pub struct TrainingParts {
 /// Builds forward, loss, metrics, backward and optimizer updates as one graph.
 pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     if config.batch_size == 0 {
-        return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "batch size must be at least 1".into(),
+        ));
     }
     let mut g = Graph::new();
     let images = g.input("images", Shape::f32([config.batch_size, 1, 28, 28]));
@@ -329,19 +400,55 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         g.set_scope(format!("{name}.update"));
         let zeros = CpuTensor::zeros(g.shape(*param));
         match config.optimizer {
-            Optimizer::Sgd { lr, momentum, weight_decay } => {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => {
                 let velocity = g.state(&format!("{name}.momentum"), zeros);
-                g.push(SgdUpdate { lr, momentum, weight_decay }, &[*param, grad, velocity])?;
+                g.push(
+                    SgdUpdate {
+                        lr,
+                        momentum,
+                        weight_decay,
+                    },
+                    &[*param, grad, velocity],
+                )?;
             }
-            Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
                 let m = g.state(&format!("{name}.exp_avg"), zeros.clone());
                 let v = g.state(&format!("{name}.exp_avg_sq"), zeros);
-                g.push(AdamUpdate { lr, beta1, beta2, eps, weight_decay }, &[*param, grad, m, v, step_count])?;
+                g.push(
+                    AdamUpdate {
+                        lr,
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                    },
+                    &[*param, grad, m, v, step_count],
+                )?;
             }
         }
         train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     }
     g.set_scope("");
-    let parts = TrainingParts { images, labels, logits, loss, metrics, metrics_node, params, grads, train_effects };
+    let parts = TrainingParts {
+        images,
+        labels,
+        logits,
+        loss,
+        metrics,
+        metrics_node,
+        params,
+        grads,
+        train_effects,
+    };
     Ok((g, parts))
 }

@@ -13,13 +13,19 @@ fn shape_errors_name_the_layer_and_the_shapes() {
     let x = g.input("x", Shape::f32([4, 1, 6, 6]));
     let mut net = Net::new(&mut g, 0);
     let err = Model::Lenet5.build(&mut net, x).unwrap_err().to_string();
-    assert!(err.starts_with("conv2 (conv2d): window of 5") && err.contains("does not fit input size 3"), "{err}");
+    assert!(
+        err.starts_with("conv2 (conv2d): window of 5") && err.contains("does not fit input size 3"),
+        "{err}"
+    );
 
     let mut g = Graph::new();
     let x = g.input("x", Shape::f32([4, 1, 3, 3]));
     let mut net = Net::new(&mut g, 0);
     let err = Model::ConvnetS.build(&mut net, x).unwrap_err().to_string();
-    assert!(err.starts_with("pool2 (max_pool2d)") && err.contains("does not fit input size 1"), "{err}");
+    assert!(
+        err.starts_with("pool2 (max_pool2d)") && err.contains("does not fit input size 1"),
+        "{err}"
+    );
 
     // Through the graph API, weights are given, and a mismatch names both shapes.
     let mut g = Graph::new();
@@ -27,28 +33,51 @@ fn shape_errors_name_the_layer_and_the_shapes() {
     let w = g.input("w", Shape::f32([6, 1, 5, 5]));
     let b = g.input("b", Shape::f32([6]));
     g.set_scope("stem");
-    let geometry = striate::ops::conv2d::Conv2dGeometry { stride: 1, pad: 2, dilation: 1 };
+    let geometry = striate::ops::conv2d::Conv2dGeometry {
+        stride: 1,
+        pad: 2,
+        dilation: 1,
+    };
     let err = g.conv2d(x, w, b, geometry).unwrap_err().to_string();
-    assert_eq!(err, "stem (conv2d): input [4, 3, 28, 28] has 3 channels but weight [6, 1, 5, 5] expects 1");
+    assert_eq!(
+        err,
+        "stem (conv2d): input [4, 3, 28, 28] has 3 channels but weight [6, 1, 5, 5] expects 1"
+    );
     let y = g.input("y", Shape::f32([4, 120]));
     let w = g.input("w2", Shape::f32([10, 84]));
     g.set_scope("fc3");
     let err = g.matmul(y, w, false, true).unwrap_err().to_string();
-    assert!(err.starts_with("fc3 (matmul): inner sizes differ: a [4, 120] gives k = 120, b [10, 84] gives k = 84"), "{err}");
+    assert!(
+        err.starts_with(
+            "fc3 (matmul): inner sizes differ: a [4, 120] gives k = 120, b [10, 84] gives k = 84"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_models_are_named() {
     let err = "resnet".parse::<Model>().unwrap_err().to_string();
-    assert!(err.contains("\"resnet\"") && err.contains("lenet5, convnet-s"), "{err}");
+    assert!(
+        err.contains("\"resnet\"") && err.contains("lenet5, convnet-s"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_adapter_that_does_not_exist_lists_the_ones_that_do() {
     let Some(gpu) = common::gpu() else { return };
-    let err = GpuContext::new(&AdapterChoice::Name("no-such-gpu-xyz".into())).unwrap_err().to_string();
-    assert!(err.contains("no adapter name contains \"no-such-gpu-xyz\""), "{err}");
-    assert!(err.contains(&gpu.adapter_info().name), "the message lists the available adapters: {err}");
+    let err = GpuContext::new(&AdapterChoice::Name("no-such-gpu-xyz".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no adapter name contains \"no-such-gpu-xyz\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(&gpu.adapter_info().name),
+        "the message lists the available adapters: {err}"
+    );
 }
 
 #[test]
@@ -56,12 +85,24 @@ fn a_missing_or_corrupt_dataset_is_an_error_naming_the_file() {
     let dir = std::env::temp_dir().join(format!("striate-data-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let err = striate::data::load_idx_dir(&dir).unwrap_err().to_string();
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains("apt-get install dataset-fashion-mnist"), "{err}");
+    assert!(
+        err.contains("train-images-idx3-ubyte")
+            && err.contains("apt-get install dataset-fashion-mnist"),
+        "{err}"
+    );
 
-    for stem in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+    for stem in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
         std::fs::write(dir.join(format!("{stem}.gz")), b"not gzip").expect("write");
     }
     let err = striate::data::load_idx_dir(&dir).unwrap_err().to_string();
-    assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("not a valid gzip file"), "{err}");
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("not a valid gzip file"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -22,15 +22,26 @@ fn lenet5_learns_fashion_mnist() {
     let train = Arc::new(split.train.truncate(12_800));
     let test = split.test.truncate(2_000);
 
-    let cfg = TrainConfig { model: Model::Lenet5, batch_size: 64, optimizer: Optimizer::adam(1e-3), seed: 0 };
+    let cfg = TrainConfig {
+        model: Model::Lenet5,
+        batch_size: 64,
+        optimizer: Optimizer::adam(1e-3),
+        seed: 0,
+    };
     let trainer = Trainer::new(&gpu, &cfg).expect("trainer");
     for batch in batches(train, 64, Some(1), true) {
-        trainer.train_step(&batch.images, &batch.labels).expect("step");
+        trainer
+            .train_step(&batch.images, &batch.labels)
+            .expect("step");
     }
     let trained = trainer.take_metrics().expect("train metrics");
     assert_eq!(trained.count, 12_800);
     let m = trainer.evaluate(&test).expect("evaluate");
     assert_eq!(m.count, 2_000);
-    assert!(m.accuracy >= 0.72, "test accuracy {:.3} after 200 steps (expected at least 0.72; measured 0.76)", m.accuracy);
+    assert!(
+        m.accuracy >= 0.72,
+        "test accuracy {:.3} after 200 steps (expected at least 0.72; measured 0.76)",
+        m.accuracy
+    );
     assert!(m.loss < 0.8, "test loss {:.3}", m.loss);
 }

@@ -16,24 +16,42 @@ struct Parsed {
 }
 
 fn parse(shader: &Shader) -> Parsed {
-    let module = naga::front::wgsl::parse_str(shader.source).unwrap_or_else(|e| panic!("{}.wgsl: {}", shader.name, e.emit_to_string(shader.source)));
+    let module = naga::front::wgsl::parse_str(shader.source)
+        .unwrap_or_else(|e| panic!("{}.wgsl: {}", shader.name, e.emit_to_string(shader.source)));
     let info = Validator::new(ValidationFlags::all(), Capabilities::default())
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{}.wgsl fails validation: {}", shader.name, e.emit_to_string(shader.source)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}.wgsl fails validation: {}",
+                shader.name,
+                e.emit_to_string(shader.source)
+            )
+        });
     Parsed { module, info }
 }
 
 /// binding → (address space, access) of the globals one entry point uses.
 fn bindings(p: &Parsed, entry: &str) -> BTreeMap<u32, (AddressSpace, String)> {
-    let ep_idx = p.module.entry_points.iter().position(|e| e.name == entry).unwrap_or_else(|| panic!("no entry point {entry}"));
+    let ep_idx = p
+        .module
+        .entry_points
+        .iter()
+        .position(|e| e.name == entry)
+        .unwrap_or_else(|| panic!("no entry point {entry}"));
     let ep_info = p.info.get_entry_point(ep_idx);
     let mut res = BTreeMap::new();
     for (handle, var) in p.module.global_variables.iter() {
-        let (Some(binding), false) = (&var.binding, ep_info[handle].is_empty()) else { continue };
+        let (Some(binding), false) = (&var.binding, ep_info[handle].is_empty()) else {
+            continue;
+        };
         let name = var.name.clone().unwrap_or_default();
         assert_eq!(binding.group, 0, "{entry}: {name} is not in group 0");
         let prev = res.insert(binding.binding, (var.space, name.clone()));
-        assert!(prev.is_none(), "{entry}: two globals at binding {}", binding.binding);
+        assert!(
+            prev.is_none(),
+            "{entry}: two globals at binding {}",
+            binding.binding
+        );
     }
     res
 }
@@ -46,24 +64,46 @@ fn every_shader_validates_and_translates_to_spirv_msl_and_hlsl() {
         for ep in &p.module.entry_points {
             assert_eq!(ep.stage, ShaderStage::Compute);
             let constants = naga::back::PipelineConstants::default();
-            let (module, info) = naga::back::pipeline_constants::process_overrides(&p.module, &p.info, Some((ShaderStage::Compute, &ep.name)), &constants)
-                .unwrap_or_else(|e| panic!("{}:{}: overrides: {e}", shader.name, ep.name));
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                &p.module,
+                &p.info,
+                Some((ShaderStage::Compute, &ep.name)),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{}:{}: overrides: {e}", shader.name, ep.name));
             let where_ = format!("{}.wgsl:{}", shader.name, ep.name);
 
-            let spv_opts = spv::PipelineOptions { shader_stage: ShaderStage::Compute, entry_point: ep.name.clone() };
-            let words = spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_opts)).unwrap_or_else(|e| panic!("{where_} → SPIR-V: {e}"));
+            let spv_opts = spv::PipelineOptions {
+                shader_stage: ShaderStage::Compute,
+                entry_point: ep.name.clone(),
+            };
+            let words = spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_opts))
+                .unwrap_or_else(|e| panic!("{where_} → SPIR-V: {e}"));
             assert_eq!(words[0], 0x0723_0203, "{where_}: SPIR-V magic number");
 
-            let msl_opts = msl::PipelineOptions { entry_point: Some((ShaderStage::Compute, ep.name.clone())), ..Default::default() };
-            let (msl_src, _) = msl::write_string(&module, &info, &msl::Options::default(), &msl_opts).unwrap_or_else(|e| panic!("{where_} → MSL: {e}"));
-            assert!(msl_src.contains("kernel void"), "{where_}: MSL has no kernel");
+            let msl_opts = msl::PipelineOptions {
+                entry_point: Some((ShaderStage::Compute, ep.name.clone())),
+                ..Default::default()
+            };
+            let (msl_src, _) =
+                msl::write_string(&module, &info, &msl::Options::default(), &msl_opts)
+                    .unwrap_or_else(|e| panic!("{where_} → MSL: {e}"));
+            assert!(
+                msl_src.contains("kernel void"),
+                "{where_}: MSL has no kernel"
+            );
 
             let mut hlsl_src = String::new();
-            let hlsl_opts = hlsl::PipelineOptions { entry_point: Some((ShaderStage::Compute, ep.name.clone())) };
+            let hlsl_opts = hlsl::PipelineOptions {
+                entry_point: Some((ShaderStage::Compute, ep.name.clone())),
+            };
             hlsl::Writer::new(&mut hlsl_src, &hlsl::Options::default(), &hlsl_opts)
                 .write(&module, &info, None)
                 .unwrap_or_else(|e| panic!("{where_} → HLSL: {e}"));
-            assert!(hlsl_src.contains("[numthreads("), "{where_}: HLSL has no compute entry");
+            assert!(
+                hlsl_src.contains("[numthreads("),
+                "{where_}: HLSL has no compute entry"
+            );
             n_entries += 1;
         }
     }
@@ -76,10 +116,24 @@ fn params_structs_match_their_rust_twins() {
         let p = parse(shader);
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(p.module.to_ctx()).expect("layout");
-        let params: Vec<_> = p.module.types.iter().filter(|(_, t)| t.name.as_deref() == Some("Params")).collect();
-        assert_eq!(params.len(), 1, "{}.wgsl must declare exactly one struct Params", shader.name);
+        let params: Vec<_> = p
+            .module
+            .types
+            .iter()
+            .filter(|(_, t)| t.name.as_deref() == Some("Params"))
+            .collect();
+        assert_eq!(
+            params.len(),
+            1,
+            "{}.wgsl must declare exactly one struct Params",
+            shader.name
+        );
         let wgsl_size = layouter[params[0].0].size as usize;
-        assert_eq!(wgsl_size, shader.params_size, "{}.wgsl: Params is {wgsl_size} bytes in WGSL, {} in Rust", shader.name, shader.params_size);
+        assert_eq!(
+            wgsl_size, shader.params_size,
+            "{}.wgsl: Params is {wgsl_size} bytes in WGSL, {} in Rust",
+            shader.name, shader.params_size
+        );
     }
 }
 
@@ -87,7 +141,8 @@ fn params_structs_match_their_rust_twins() {
 /// op mutates it) and per output (read-write): checked for every kernel the catalogue dispatches.
 #[test]
 fn every_kernel_follows_the_binding_convention() {
-    let parsed: BTreeMap<&str, Parsed> = shaders().into_iter().map(|s| (s.name, parse(s))).collect();
+    let parsed: BTreeMap<&str, Parsed> =
+        shaders().into_iter().map(|s| (s.name, parse(s))).collect();
     for entry in catalog() {
         if entry.op.is_view() {
             continue;
@@ -100,14 +155,32 @@ fn every_kernel_follows_the_binding_convention() {
         let b = bindings(p, call.entry);
         let where_ = format!("{}:{}", call.shader.name, call.entry);
         let n = inputs.len() + outputs.len();
-        assert_eq!(b.keys().copied().collect::<Vec<_>>(), (0..=n as u32).collect::<Vec<_>>(), "{where_}: bindings must be 0..={n}");
-        assert_eq!(b[&0].0, AddressSpace::Uniform, "{where_}: binding 0 must be the Params uniform");
+        assert_eq!(
+            b.keys().copied().collect::<Vec<_>>(),
+            (0..=n as u32).collect::<Vec<_>>(),
+            "{where_}: bindings must be 0..={n}"
+        );
+        assert_eq!(
+            b[&0].0,
+            AddressSpace::Uniform,
+            "{where_}: binding 0 must be the Params uniform"
+        );
         for (i, (space, name)) in b.iter().skip(1) {
             let idx = *i as usize - 1;
             let want_write = idx >= inputs.len() || entry.op.mutates().contains(&idx);
-            let AddressSpace::Storage { access } = space else { panic!("{where_}: {name} is not a storage buffer") };
-            assert_eq!(access.contains(StorageAccess::STORE), want_write, "{where_}: {name} (binding {i}) read_write must be {want_write}");
+            let AddressSpace::Storage { access } = space else {
+                panic!("{where_}: {name} is not a storage buffer")
+            };
+            assert_eq!(
+                access.contains(StorageAccess::STORE),
+                want_write,
+                "{where_}: {name} (binding {i}) read_write must be {want_write}"
+            );
         }
-        assert_eq!(call.params.len(), call.shader.params_size, "{where_}: Params bytes");
+        assert_eq!(
+            call.params.len(),
+            call.shader.params_size,
+            "{where_}: Params bytes"
+        );
     }
 }

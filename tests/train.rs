@@ -12,7 +12,12 @@ use striate::ops::CpuTensor;
 use striate::train::{training_graph, Optimizer, TrainConfig, Trainer};
 
 fn config(model: Model, batch_size: usize, optimizer: Optimizer) -> TrainConfig {
-    TrainConfig { model, batch_size, optimizer, seed: 42 }
+    TrainConfig {
+        model,
+        batch_size,
+        optimizer,
+        seed: 42,
+    }
 }
 
 /// One full step on the GPU equals the CPU interpreter: the loss, every parameter gradient,
@@ -22,36 +27,69 @@ fn check_step_matches_cpu(model: Model, batch_size: usize, optimizer: Optimizer)
     let cfg = config(model, batch_size, optimizer);
     let data = synthetic(batch_size, 1, 5).train;
     let trainer = Trainer::new_checked(&gpu, &cfg).expect("trainer");
-    let (gpu_loss, gpu_grads) = trainer.check_step(&data.images, &data.labels).expect("step");
+    let (gpu_loss, gpu_grads) = trainer
+        .check_step(&data.images, &data.labels)
+        .expect("step");
     let gpu_params = trainer.parameters().expect("parameters");
 
     let (g, parts) = training_graph(&cfg).expect("graph");
     let mut outputs = vec![parts.loss];
     outputs.extend(&parts.grads);
     let mut cpu = CpuInterpreter::new(&g);
-    cpu.set(parts.images, CpuTensor::from_f32([batch_size, 1, 28, 28], data.images.clone()));
-    cpu.set(parts.labels, CpuTensor::from_u32([batch_size], data.labels.clone()));
+    cpu.set(
+        parts.images,
+        CpuTensor::from_f32([batch_size, 1, 28, 28], data.images.clone()),
+    );
+    cpu.set(
+        parts.labels,
+        CpuTensor::from_u32([batch_size], data.labels.clone()),
+    );
     cpu.run(&g, &schedule(&g, &outputs, &parts.train_effects));
 
     let cpu_loss = cpu.get(parts.loss).f32()[0];
-    assert!((gpu_loss - cpu_loss).abs() < 1e-5 * cpu_loss.abs().max(1.0), "loss: GPU {gpu_loss}, CPU {cpu_loss}");
+    assert!(
+        (gpu_loss - cpu_loss).abs() < 1e-5 * cpu_loss.abs().max(1.0),
+        "loss: GPU {gpu_loss}, CPU {cpu_loss}"
+    );
     assert_eq!(gpu_grads.len(), parts.params.len());
     for ((name, grad), &cpu_grad) in gpu_grads.iter().zip(&parts.grads) {
         let want = cpu.get(cpu_grad).f32();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0, "{name}: the CPU gradient is all zeros, the comparison would prove nothing");
-        assert_close(&format!("grad of {name}"), grad.f32(), want, 1e-4 * scale, 1e-3);
+        assert!(
+            scale > 0.0,
+            "{name}: the CPU gradient is all zeros, the comparison would prove nothing"
+        );
+        assert_close(
+            &format!("grad of {name}"),
+            grad.f32(),
+            want,
+            1e-4 * scale,
+            1e-3,
+        );
     }
     // Adam's first step moves each parameter by about lr·sign(grad), so where a gradient is
     // ~0 its sign (and the update) is decided by rounding; compare only where it is not.
     let is_adam = matches!(optimizer, Optimizer::Adam { .. });
-    for (((name, value), (_, param)), &cpu_grad) in gpu_params.iter().zip(&parts.params).zip(&parts.grads) {
+    for (((name, value), (_, param)), &cpu_grad) in
+        gpu_params.iter().zip(&parts.params).zip(&parts.grads)
+    {
         let grad = cpu.get(cpu_grad).f32();
         let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let keep: Vec<usize> = (0..grad.len()).filter(|&i| !is_adam || grad[i] == 0.0 || grad[i].abs() > 1e-3 * scale).collect();
-        assert!(keep.len() * 2 > grad.len(), "{name}: too few well-conditioned elements to compare");
+        let keep: Vec<usize> = (0..grad.len())
+            .filter(|&i| !is_adam || grad[i] == 0.0 || grad[i].abs() > 1e-3 * scale)
+            .collect();
+        assert!(
+            keep.len() * 2 > grad.len(),
+            "{name}: too few well-conditioned elements to compare"
+        );
         let pick = |v: &[f32]| keep.iter().map(|&i| v[i]).collect::<Vec<f32>>();
-        assert_close(&format!("{name} after the update"), &pick(value.f32()), &pick(cpu.get(*param).f32()), 2e-6, 1e-4);
+        assert_close(
+            &format!("{name} after the update"),
+            &pick(value.f32()),
+            &pick(cpu.get(*param).f32()),
+            2e-6,
+            1e-4,
+        );
     }
 }
 
@@ -62,7 +100,15 @@ fn lenet_step_with_adam_matches_cpu_interpreter() {
 
 #[test]
 fn lenet_step_with_sgd_momentum_matches_cpu_interpreter() {
-    check_step_matches_cpu(Model::Lenet5, 8, Optimizer::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 1e-3 });
+    check_step_matches_cpu(
+        Model::Lenet5,
+        8,
+        Optimizer::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+        },
+    );
 }
 
 #[test]
@@ -74,15 +120,21 @@ fn convnet_s_step_matches_cpu_interpreter() {
 fn loss_falls_when_overfitting_one_batch() {
     let Some(gpu) = common::gpu() else { return };
     let data = synthetic(32, 1, 9).train;
-    let trainer = Trainer::new(&gpu, &config(Model::Lenet5, 32, Optimizer::adam(3e-3))).expect("trainer");
+    let trainer =
+        Trainer::new(&gpu, &config(Model::Lenet5, 32, Optimizer::adam(3e-3))).expect("trainer");
     let mut losses = Vec::new();
     for _ in 0..30 {
-        trainer.train_step(&data.images, &data.labels).expect("step");
+        trainer
+            .train_step(&data.images, &data.labels)
+            .expect("step");
         losses.push(trainer.take_metrics().expect("metrics").loss);
     }
     let (first, last) = (losses[0], losses[losses.len() - 1]);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    assert!(last < 0.2 * first, "loss went from {first} to {last}: {losses:?}");
+    assert!(
+        last < 0.2 * first,
+        "loss went from {first} to {last}: {losses:?}"
+    );
 }
 
 #[test]
@@ -92,67 +144,112 @@ fn training_steps_create_nothing_and_download_only_requested_metrics() {
     let gpu = striate::GpuContext::from_env().expect("adapter");
     let batch = 16;
     let data = synthetic(batch, 1, 3).train;
-    let trainer = Trainer::new(&gpu, &config(Model::Lenet5, batch, Optimizer::adam(1e-3))).expect("trainer");
-    trainer.train_step(&data.images, &data.labels).expect("warm-up step");
+    let trainer =
+        Trainer::new(&gpu, &config(Model::Lenet5, batch, Optimizer::adam(1e-3))).expect("trainer");
+    trainer
+        .train_step(&data.images, &data.labels)
+        .expect("warm-up step");
     trainer.take_metrics().expect("metrics");
 
     let before = gpu.counters();
     for _ in 0..100 {
-        trainer.train_step(&data.images, &data.labels).expect("step");
+        trainer
+            .train_step(&data.images, &data.labels)
+            .expect("step");
     }
     let steps = gpu.counters() - before;
     assert_eq!(steps.gpu_objects_created(), 0, "{steps:?}");
-    assert_eq!(steps.bytes_uploaded, 100 * (batch * 28 * 28 * 4 + batch * 4) as u64, "only the batches go up: {steps:?}");
+    assert_eq!(
+        steps.bytes_uploaded,
+        100 * (batch * 28 * 28 * 4 + batch * 4) as u64,
+        "only the batches go up: {steps:?}"
+    );
     assert_eq!(steps.bytes_downloaded, 0, "{steps:?}");
     assert_eq!(steps.submissions, 100, "one submission per step: {steps:?}");
     assert_eq!(steps.blocking_waits, 0, "{steps:?}");
-    assert!(steps.backpressure_waits <= 100, "at most one wait per step, only to bound the queue: {steps:?}");
+    assert!(
+        steps.backpressure_waits <= 100,
+        "at most one wait per step, only to bound the queue: {steps:?}"
+    );
 
     let before = gpu.counters();
     let m = trainer.take_metrics().expect("metrics");
     let read = gpu.counters() - before;
     assert_eq!(m.count, 100 * batch as u64);
-    assert_eq!((read.bytes_downloaded, read.gpu_objects_created(), read.blocking_waits), (12, 0, 1), "{read:?}");
+    assert_eq!(
+        (
+            read.bytes_downloaded,
+            read.gpu_objects_created(),
+            read.blocking_waits
+        ),
+        (12, 0, 1),
+        "{read:?}"
+    );
 }
 
 #[test]
 fn evaluation_counts_every_image_including_a_partial_last_batch() {
     let Some(gpu) = common::gpu() else { return };
     let split = synthetic(10, 203, 4);
-    let trainer = Trainer::new(&gpu, &config(Model::Lenet5, 64, Optimizer::adam(1e-3))).expect("trainer");
+    let trainer =
+        Trainer::new(&gpu, &config(Model::Lenet5, 64, Optimizer::adam(1e-3))).expect("trainer");
     let m = trainer.evaluate(&split.test).expect("evaluate");
     assert_eq!(m.count, 203);
-    assert!(m.loss.is_finite() && (0.0..=1.0).contains(&m.accuracy), "{m:?}");
+    assert!(
+        m.loss.is_finite() && (0.0..=1.0).contains(&m.accuracy),
+        "{m:?}"
+    );
 }
 
 #[test]
 fn bad_batches_are_rejected_with_a_clear_error() {
     let Some(gpu) = common::gpu() else { return };
-    let trainer = Trainer::new(&gpu, &config(Model::Lenet5, 4, Optimizer::adam(1e-3))).expect("trainer");
+    let trainer =
+        Trainer::new(&gpu, &config(Model::Lenet5, 4, Optimizer::adam(1e-3))).expect("trainer");
     let images = vec![0.0; 4 * 784];
-    let err = trainer.train_step(&images, &[0, 1, 2]).unwrap_err().to_string();
-    assert!(err.contains("batch of 3 labels") && err.contains("takes 4"), "{err}");
-    let err = trainer.train_step(&images, &[0, 1, 2, 10]).unwrap_err().to_string();
+    let err = trainer
+        .train_step(&images, &[0, 1, 2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("batch of 3 labels") && err.contains("takes 4"),
+        "{err}"
+    );
+    let err = trainer
+        .train_step(&images, &[0, 1, 2, 10])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("label 10 out of range 0..10"), "{err}");
     let mut nan = images.clone();
     nan[5] = f32::NAN;
-    let err = trainer.train_step(&nan, &[0, 1, 2, 3]).unwrap_err().to_string();
+    let err = trainer
+        .train_step(&nan, &[0, 1, 2, 3])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pixel 5") && err.contains("NaN"), "{err}");
-    let err = trainer.train_step(&images[..100], &[0, 1, 2, 3]).unwrap_err().to_string();
+    let err = trainer
+        .train_step(&images[..100], &[0, 1, 2, 3])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("100 pixels"), "{err}");
 }
 
 #[test]
 fn checkpoints_hold_pytorch_names_and_layouts() {
     let Some(gpu) = common::gpu() else { return };
-    let trainer = Trainer::new(&gpu, &config(Model::Lenet5, 4, Optimizer::adam(1e-3))).expect("trainer");
+    let trainer =
+        Trainer::new(&gpu, &config(Model::Lenet5, 4, Optimizer::adam(1e-3))).expect("trainer");
     let dir = std::env::temp_dir().join(format!("striate-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let path = dir.join("lenet.safetensors");
     trainer.save(&path).expect("save");
     let bytes = std::fs::read(&path).expect("read back");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    let mut names: Vec<(String, Vec<usize>)> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec())).collect();
+    let mut names: Vec<(String, Vec<usize>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec()))
+        .collect();
     names.sort();
     let want: Vec<(String, Vec<usize>)> = [
         ("conv1.bias", vec![6]),
@@ -173,7 +270,15 @@ fn checkpoints_hold_pytorch_names_and_layouts() {
     let params = trainer.parameters().expect("parameters");
     let fc1 = st.tensor("fc1.weight").expect("fc1.weight");
     let saved: Vec<f32> = bytemuck::pod_collect_to_vec(fc1.data());
-    assert_eq!(saved, params.iter().find(|(n, _)| n == "fc1.weight").expect("fc1").1.f32());
+    assert_eq!(
+        saved,
+        params
+            .iter()
+            .find(|(n, _)| n == "fc1.weight")
+            .expect("fc1")
+            .1
+            .f32()
+    );
 
     // A checkpoint that cannot be written is an error naming the path, and leaves nothing behind.
     let bad = dir.join("missing-dir").join("x.safetensors");

@@ -91,22 +91,61 @@ fn run() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
-    anyhow::ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be a positive number, got {}", args.lr);
-    let choice = args.adapter.as_deref().map(|a| a.parse().expect("infallible")).unwrap_or_else(AdapterChoice::from_env);
+    anyhow::ensure!(
+        args.lr.is_finite() && args.lr > 0.0,
+        "--lr must be a positive number, got {}",
+        args.lr
+    );
+    let choice = args
+        .adapter
+        .as_deref()
+        .map(|a| a.parse().expect("infallible"))
+        .unwrap_or_else(AdapterChoice::from_env);
     let gpu = GpuContext::new(&choice)?;
     let split = load_data(&args)?;
-    let log = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    let log = |line: String| {
+        if args.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     log(format!("adapter: {}", gpu.describe()));
     log(format!("data:    {}", split.description));
 
     let optimizer = match args.optimizer {
-        OptimizerArg::Adam => Optimizer::Adam { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: args.weight_decay },
-        OptimizerArg::Sgd => Optimizer::Sgd { lr: args.lr, momentum: args.momentum, weight_decay: args.weight_decay },
+        OptimizerArg::Adam => Optimizer::Adam {
+            lr: args.lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: args.weight_decay,
+        },
+        OptimizerArg::Sgd => Optimizer::Sgd {
+            lr: args.lr,
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+        },
     };
-    let config = TrainConfig { model: args.model, batch_size: args.batch_size, optimizer, seed: args.seed };
+    let config = TrainConfig {
+        model: args.model,
+        batch_size: args.batch_size,
+        optimizer,
+        seed: args.seed,
+    };
     let build_start = Instant::now();
     let trainer = Trainer::new(&gpu, &config)?;
-    let n_params: usize = trainer.graph().tensor_ids().filter(|&t| matches!(trainer.graph().tensor(t).kind, striate::graph::TensorKind::Param(_))).map(|t| trainer.graph().shape(t).numel()).sum();
+    let n_params: usize = trainer
+        .graph()
+        .tensor_ids()
+        .filter(|&t| {
+            matches!(
+                trainer.graph().tensor(t).kind,
+                striate::graph::TensorKind::Param(_)
+            )
+        })
+        .map(|t| trainer.graph().shape(t).numel())
+        .sum();
     log(format!(
         "model:   {} ({n_params} parameters), {:?}, batch {}; {} dispatches per step, built in {:.2}s",
         args.model,
@@ -118,19 +157,38 @@ fn run() -> Result<()> {
 
     let train = Arc::new(split.train);
     let steps_per_epoch = train.len() / args.batch_size;
-    anyhow::ensure!(steps_per_epoch > 0, "{} training images is less than one batch of {}", train.len(), args.batch_size);
+    anyhow::ensure!(
+        steps_per_epoch > 0,
+        "{} training images is less than one batch of {}",
+        train.len(),
+        args.batch_size
+    );
     if !args.json {
-        println!("{:>5}  {:>10}  {:>9}  {:>9}  {:>8}  {:>7}  {:>9}", "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s");
+        println!(
+            "{:>5}  {:>10}  {:>9}  {:>9}  {:>8}  {:>7}  {:>9}",
+            "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s"
+        );
     }
     for epoch in 1..=args.epochs {
-        let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(steps_per_epoch as u64) };
-        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+        let bar = if args.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(steps_per_epoch as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         bar.set_prefix(format!("epoch {epoch}"));
         let before = gpu.counters();
         let start = Instant::now();
         let shuffle_seed = args.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0u64);
-        for (step, batch) in data::batches(train.clone(), args.batch_size, Some(shuffle_seed), true).into_iter().enumerate() {
+        for (step, batch) in data::batches(train.clone(), args.batch_size, Some(shuffle_seed), true)
+            .into_iter()
+            .enumerate()
+        {
             trainer.train_step(&batch.images, &batch.labels)?;
             if (step + 1) % args.log_every.max(1) == 0 || step + 1 == steps_per_epoch {
                 let m = trainer.take_metrics()?;
@@ -148,7 +206,10 @@ fn run() -> Result<()> {
         let images_per_sec = (steps_per_epoch * args.batch_size) as f64 / seconds;
         let test = trainer.evaluate(&split.test)?;
         let (train_loss, train_acc) = (loss_sum / seen.max(1) as f64, correct / seen.max(1) as f64);
-        anyhow::ensure!(train_loss.is_finite(), "training diverged in epoch {epoch}: the loss is {train_loss}; try a smaller --lr");
+        anyhow::ensure!(
+            train_loss.is_finite(),
+            "training diverged in epoch {epoch}: the loss is {train_loss}; try a smaller --lr"
+        );
         if args.json {
             let line = serde_json::json!({
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test.loss, "test_acc": test.accuracy,

@@ -16,7 +16,9 @@ impl CpuInterpreter {
         let values = g
             .tensor_ids()
             .map(|t| match &g.tensor(t).kind {
-                TensorKind::Param(v) | TensorKind::State(v) | TensorKind::Const(v) => Some(v.clone()),
+                TensorKind::Param(v) | TensorKind::State(v) | TensorKind::Const(v) => {
+                    Some(v.clone())
+                }
                 TensorKind::Input | TensorKind::Activation(_) => None,
             })
             .collect();
@@ -30,7 +32,9 @@ impl CpuInterpreter {
 
     /// A tensor's value; panics if it was never computed or set.
     pub fn get(&self, t: TensorId) -> &CpuTensor {
-        self.values[t.0 as usize].as_ref().unwrap_or_else(|| panic!("{t} has no value: not computed by the schedule, nor set"))
+        self.values[t.0 as usize]
+            .as_ref()
+            .unwrap_or_else(|| panic!("{t} has no value: not computed by the schedule, nor set"))
     }
 
     /// Runs every step of `schedule` in order.
@@ -39,14 +43,23 @@ impl CpuInterpreter {
             let node = g.node(step.node);
             let mutates = node.op.mutates();
             let mut outputs: Vec<CpuTensor> = if mutates.is_empty() {
-                node.outputs.iter().map(|&t| CpuTensor::zeros(g.shape(t))).collect()
+                node.outputs
+                    .iter()
+                    .map(|&t| CpuTensor::zeros(g.shape(t)))
+                    .collect()
             } else {
-                mutates.iter().map(|&i| self.get(node.inputs[i]).clone()).collect()
+                mutates
+                    .iter()
+                    .map(|&i| self.get(node.inputs[i]).clone())
+                    .collect()
             };
             let inputs: Vec<&CpuTensor> = node.inputs.iter().map(|&t| self.get(t)).collect();
             node.op.reference(&inputs, &mut outputs);
-            let targets: Vec<TensorId> =
-                if mutates.is_empty() { node.outputs.clone() } else { mutates.iter().map(|&i| node.inputs[i]).collect() };
+            let targets: Vec<TensorId> = if mutates.is_empty() {
+                node.outputs.clone()
+            } else {
+                mutates.iter().map(|&i| node.inputs[i]).collect()
+            };
             for (t, value) in targets.into_iter().zip(outputs) {
                 self.set(t, value);
             }

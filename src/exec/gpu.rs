@@ -5,10 +5,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::gpu::GpuContext;
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
 use crate::graph::{Graph, NodeId, TensorId, TensorKind};
-use crate::gpu::GpuContext;
 use crate::ops::CpuTensor;
 use crate::shape::Shape;
 use crate::{Error, Result};
@@ -63,8 +63,9 @@ struct BakedDispatch {
 }
 
 const SMALL_READ_BYTES: u64 = 256;
-const STORAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
 
 impl Executable {
     /// Schedules, plans and bakes every program; uploads initial values of parameters, state
@@ -88,7 +89,11 @@ impl Executable {
             names: g.tensor_ids().map(|t| g.tensor(t).name.clone()).collect(),
             persistent,
             programs: Vec::new(),
-            small_staging: gpu.create_buffer("small readback", SMALL_READ_BYTES, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+            small_staging: gpu.create_buffer(
+                "small readback",
+                SMALL_READ_BYTES,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
             in_flight: Mutex::default(),
         };
         for spec in specs {
@@ -102,33 +107,54 @@ impl Executable {
         let gpu = &self.gpu;
         let schedule = schedule::schedule(g, &spec.outputs, &spec.effects);
         let plan = memory::plan(&schedule);
-        let slots: Vec<wgpu::Buffer> =
-            plan.slot_bytes.iter().enumerate().map(|(i, &bytes)| gpu.create_buffer(&format!("{}:slot{i}", spec.name), bytes, STORAGE)).collect();
+        let slots: Vec<wgpu::Buffer> = plan
+            .slot_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| gpu.create_buffer(&format!("{}:slot{i}", spec.name), bytes, STORAGE))
+            .collect();
 
         let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment);
         let mut calls = Vec::new();
-        for (step_idx, step) in schedule.steps.iter().enumerate().filter(|(_, s)| s.dispatch) {
+        for (step_idx, step) in schedule
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.dispatch)
+        {
             let node = g.node(step.node);
             let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
             let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
             calls.push((step_idx, node, node.op.kernel(&inputs, &outputs)));
         }
         // Each dispatch's Params sit at a multiple of the device's uniform offset alignment.
-        let max_params = calls.iter().map(|(_, _, c)| c.params.len() as u64).max().unwrap_or(4);
+        let max_params = calls
+            .iter()
+            .map(|(_, _, c)| c.params.len() as u64)
+            .max()
+            .unwrap_or(4);
         let stride = max_params.div_ceil(align) * align;
         let uniform_bytes = (calls.len() as u64 * stride).max(stride);
-        let uniforms = gpu.create_buffer(&format!("{}:params", spec.name), uniform_bytes, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let uniforms = gpu.create_buffer(
+            &format!("{}:params", spec.name),
+            uniform_bytes,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         let mut uniform_data = vec![0u8; uniform_bytes as usize];
 
         let mut dispatches = Vec::new();
         for (call_idx, (step_idx, node, call)) in calls.iter().enumerate() {
             let label = format!("{}:{step_idx}:{}:{}", spec.name, node.name, node.op.name());
             let pipeline = gpu.pipeline(call).map_err(|e| match e {
-                Error::Shader { name, message } => Error::Shader { name: format!("{name} ({label})"), message },
+                Error::Shader { name, message } => Error::Shader {
+                    name: format!("{name} ({label})"),
+                    message,
+                },
                 other => other,
             })?;
             let offset = call_idx as u64 * stride;
-            uniform_data[offset as usize..offset as usize + call.params.len()].copy_from_slice(&call.params);
+            uniform_data[offset as usize..offset as usize + call.params.len()]
+                .copy_from_slice(&call.params);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -147,14 +173,33 @@ impl Executable {
                     }),
                 });
             }
-            let bind_group = gpu.create_bind_group(&label, &pipeline.get_bind_group_layout(0), &entries);
-            dispatches.push(BakedDispatch { label, pipeline, bind_group, workgroups: call.workgroups });
+            let bind_group =
+                gpu.create_bind_group(&label, &pipeline.get_bind_group_layout(0), &entries);
+            dispatches.push(BakedDispatch {
+                label,
+                pipeline,
+                bind_group,
+                workgroups: call.workgroups,
+            });
         }
         gpu.write_buffer(&uniforms, 0, &uniform_data);
-        Ok(Program { name: spec.name.clone(), schedule, plan, slots, dispatches, _uniforms: uniforms })
+        Ok(Program {
+            name: spec.name.clone(),
+            schedule,
+            plan,
+            slots,
+            dispatches,
+            _uniforms: uniforms,
+        })
     }
 
-    fn buffer_in<'a>(&'a self, schedule: &Schedule, plan: &MemoryPlan, slots: &'a [wgpu::Buffer], t: TensorId) -> &'a wgpu::Buffer {
+    fn buffer_in<'a>(
+        &'a self,
+        schedule: &Schedule,
+        plan: &MemoryPlan,
+        slots: &'a [wgpu::Buffer],
+        t: TensorId,
+    ) -> &'a wgpu::Buffer {
         let root = schedule.storage[t.0 as usize];
         match self.persistent.get(&root) {
             Some(b) => b,
@@ -177,7 +222,10 @@ impl Executable {
         let p = &self.programs[program.0];
         let mut encoder = self.gpu.encoder(&p.name);
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&p.name), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&p.name),
+                timestamp_writes: None,
+            });
             for d in &p.dispatches {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
@@ -206,7 +254,10 @@ impl Executable {
             let start = std::time::Instant::now();
             let mut encoder = self.gpu.encoder(&d.label);
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&d.label), timestamp_writes: None });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&d.label),
+                    timestamp_writes: None,
+                });
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 let [x, y, z] = d.workgroups;
@@ -224,7 +275,12 @@ impl Executable {
         let buffer = self.persistent_buffer(t)?;
         let want = self.shapes[t.0 as usize].bytes();
         if bytes.len() as u64 != want {
-            return Err(Error::InvalidArgument(format!("{}: got {} bytes, shape {} needs {want}", self.names[t.0 as usize], bytes.len(), self.shapes[t.0 as usize])));
+            return Err(Error::InvalidArgument(format!(
+                "{}: got {} bytes, shape {} needs {want}",
+                self.names[t.0 as usize],
+                bytes.len(),
+                self.shapes[t.0 as usize]
+            )));
         }
         self.gpu.write_buffer(buffer, 0, bytes);
         Ok(())
@@ -236,10 +292,16 @@ impl Executable {
         let p = &self.programs[program.0];
         let root = p.schedule.storage[t.0 as usize];
         if !self.persistent.contains_key(&root) && !p.plan.slot_of.contains_key(&root) {
-            return Err(Error::InvalidArgument(format!("{} is not computed by program {}", self.names[t.0 as usize], p.name)));
+            return Err(Error::InvalidArgument(format!(
+                "{} is not computed by program {}",
+                self.names[t.0 as usize], p.name
+            )));
         }
         let shape = &self.shapes[t.0 as usize];
-        let bytes = self.gpu.read_buffer(self.buffer_in(&p.schedule, &p.plan, &p.slots, t), shape.bytes())?;
+        let bytes = self.gpu.read_buffer(
+            self.buffer_in(&p.schedule, &p.plan, &p.slots, t),
+            shape.bytes(),
+        )?;
         Ok(CpuTensor::from_bytes(shape, &bytes))
     }
 
@@ -250,7 +312,11 @@ impl Executable {
         let buffer = self.persistent_buffer(t)?;
         let shape = &self.shapes[t.0 as usize];
         if shape.bytes() > SMALL_READ_BYTES {
-            return Err(Error::InvalidArgument(format!("{} is {} bytes; take_small reads at most {SMALL_READ_BYTES}", self.names[t.0 as usize], shape.bytes())));
+            return Err(Error::InvalidArgument(format!(
+                "{} is {} bytes; take_small reads at most {SMALL_READ_BYTES}",
+                self.names[t.0 as usize],
+                shape.bytes()
+            )));
         }
         let mut encoder = self.gpu.encoder("take_small");
         encoder.copy_buffer_to_buffer(buffer, 0, &self.small_staging, 0, shape.bytes());
@@ -265,7 +331,13 @@ impl Executable {
     pub fn memory_report(&self) -> Vec<(String, u64, u64)> {
         self.programs
             .iter()
-            .map(|p| (p.name.clone(), p.plan.total_bytes(), p.schedule.live.values().map(|r| r.bytes).sum()))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.plan.total_bytes(),
+                    p.schedule.live.values().map(|r| r.bytes).sum(),
+                )
+            })
             .collect()
     }
 
@@ -280,8 +352,11 @@ impl Executable {
     }
 
     fn persistent_buffer(&self, t: TensorId) -> Result<&wgpu::Buffer> {
-        self.persistent
-            .get(&t)
-            .ok_or_else(|| Error::InvalidArgument(format!("{} is not a persistent tensor (input, parameter or state)", self.names[t.0 as usize])))
+        self.persistent.get(&t).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} is not a persistent tensor (input, parameter or state)",
+                self.names[t.0 as usize]
+            ))
+        })
     }
 }

@@ -42,7 +42,9 @@ impl FromStr for AdapterChoice {
 impl AdapterChoice {
     /// The choice in `STRIATE_ADAPTER`, or `Best`.
     pub fn from_env() -> Self {
-        std::env::var("STRIATE_ADAPTER").map(|s| s.parse().expect("parsing is infallible")).unwrap_or_default()
+        std::env::var("STRIATE_ADAPTER")
+            .map(|s| s.parse().expect("parsing is infallible"))
+            .unwrap_or_default()
     }
 }
 
@@ -103,17 +105,27 @@ impl GpuContext {
             _ => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
         };
         for backends in tries {
-            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends, ..wgpu::InstanceDescriptor::new_without_display_handle() });
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
             adapters = instance.enumerate_adapters(backends).await;
             if !adapters.is_empty() {
                 break;
             }
         }
-        let names: Vec<String> = adapters.iter().map(|a| describe_info(&a.get_info())).collect();
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| describe_info(&a.get_info()))
+            .collect();
         let mut candidates: Vec<wgpu::Adapter> = adapters
             .into_iter()
             .filter(|a| match choice {
-                AdapterChoice::Name(needle) => a.get_info().name.to_lowercase().contains(&needle.to_lowercase()),
+                AdapterChoice::Name(needle) => a
+                    .get_info()
+                    .name
+                    .to_lowercase()
+                    .contains(&needle.to_lowercase()),
                 _ => true,
             })
             .collect();
@@ -121,9 +133,16 @@ impl GpuContext {
         let Some(adapter) = candidates.into_iter().next() else {
             return Err(Error::NoAdapter(match (choice, names.is_empty()) {
                 (_, true) => format!("no GPU adapter found; {NO_ADAPTER_HINT}"),
-                (AdapterChoice::Name(n), false) => format!("no adapter name contains {n:?}; available: {}", names.join("; ")),
-                (AdapterChoice::Backend(b), false) => format!("no {b:?} adapter; available: {}", names.join("; ")),
-                (AdapterChoice::Best, false) => unreachable!("an unfiltered non-empty list has a best adapter"),
+                (AdapterChoice::Name(n), false) => format!(
+                    "no adapter name contains {n:?}; available: {}",
+                    names.join("; ")
+                ),
+                (AdapterChoice::Backend(b), false) => {
+                    format!("no {b:?} adapter; available: {}", names.join("; "))
+                }
+                (AdapterChoice::Best, false) => {
+                    unreachable!("an unfiltered non-empty list has a best adapter")
+                }
             }));
         };
         let info = adapter.get_info();
@@ -179,13 +198,29 @@ impl GpuContext {
     pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         CounterCells::bump(&self.inner.counters.buffers_created, 1);
         // wgpu rejects zero-sized bindings; 4 bytes is the smallest tensor.
-        self.inner.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(4), usage, mapped_at_creation: false })
+        self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4),
+            usage,
+            mapped_at_creation: false,
+        })
     }
 
     /// Creates a bind group (counted).
-    pub fn create_bind_group(&self, label: &str, layout: &wgpu::BindGroupLayout, entries: &[wgpu::BindGroupEntry<'_>]) -> wgpu::BindGroup {
+    pub fn create_bind_group(
+        &self,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        entries: &[wgpu::BindGroupEntry<'_>],
+    ) -> wgpu::BindGroup {
         CounterCells::bump(&self.inner.counters.bind_groups_created, 1);
-        self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries })
+        self.inner
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout,
+                entries,
+            })
     }
 
     /// Writes bytes into a buffer through the queue (counted as upload).
@@ -196,7 +231,9 @@ impl GpuContext {
 
     /// A new command encoder.
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
-        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+        self.inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
     /// Submits one command buffer (counted).
@@ -210,7 +247,10 @@ impl GpuContext {
         CounterCells::bump(&self.inner.counters.backpressure_waits, 1);
         self.inner
             .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
             .map(|_| ())
             .map_err(|e| Error::Device(e.to_string()))
     }
@@ -218,7 +258,11 @@ impl GpuContext {
     /// Blocks until all submitted work is done (counted).
     pub fn wait(&self) -> Result<()> {
         CounterCells::bump(&self.inner.counters.blocking_waits, 1);
-        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Device(e.to_string()))
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device(e.to_string()))
     }
 
     /// Maps a `MAP_READ` buffer, waits, and copies out `size` bytes (counted as download).
@@ -231,7 +275,10 @@ impl GpuContext {
         rx.recv()
             .map_err(|_| Error::Readback("map callback never ran".into()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
-        let bytes = staging.get_mapped_range(..size).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        let bytes = staging
+            .get_mapped_range(..size)
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .to_vec();
         staging.unmap();
         CounterCells::bump(&self.inner.counters.bytes_downloaded, size);
         Ok(bytes)
@@ -240,7 +287,11 @@ impl GpuContext {
     /// Copies `size` bytes of `buffer` to the host through a temporary staging buffer. For
     /// tests, checkpoints and inspection; training steps use a preallocated one.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-        let staging = self.create_buffer("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let staging = self.create_buffer(
+            "readback",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
         let mut encoder = self.encoder("readback");
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.submit(encoder);
@@ -251,7 +302,13 @@ impl GpuContext {
     /// (shader, entry, overrides). Validation errors become `Error::Shader`.
     pub fn pipeline(&self, call: &KernelCall) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = format!("{}:{}:{:?}", call.shader.name, call.entry, call.overrides);
-        if let Some(p) = self.inner.pipelines.lock().expect("pipeline cache lock").get(&key) {
+        if let Some(p) = self
+            .inner
+            .pipelines
+            .lock()
+            .expect("pipeline cache lock")
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let device = &self.inner.device;
@@ -262,15 +319,25 @@ impl GpuContext {
             layout: None,
             module: &module,
             entry_point: Some(call.entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &call.overrides, ..Default::default() },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &call.overrides,
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
-            return Err(Error::Shader { name: format!("{}:{}", call.shader.name, call.entry), message: err.to_string() });
+            return Err(Error::Shader {
+                name: format!("{}:{}", call.shader.name, call.entry),
+                message: err.to_string(),
+            });
         }
         CounterCells::bump(&self.inner.counters.pipelines_created, 1);
         let pipeline = Arc::new(pipeline);
-        self.inner.pipelines.lock().expect("pipeline cache lock").insert(key, pipeline.clone());
+        self.inner
+            .pipelines
+            .lock()
+            .expect("pipeline cache lock")
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
@@ -279,10 +346,12 @@ impl GpuContext {
         modules
             .entry(shader.name)
             .or_insert_with(|| {
-                self.inner.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                })
+                self.inner
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    })
             })
             .clone()
     }

@@ -14,19 +14,29 @@ use crate::{Error, Result};
 ///
 /// The graph is append-only, so walking the forward nodes in reverse visits every consumer of
 /// a tensor before the node that produced it.
-pub fn append_backward(g: &mut Graph, seeds: &[(TensorId, TensorId)], wrt: &[TensorId]) -> Result<Vec<TensorId>> {
+pub fn append_backward(
+    g: &mut Graph,
+    seeds: &[(TensorId, TensorId)],
+    wrt: &[TensorId],
+) -> Result<Vec<TensorId>> {
     let n_forward = g.nodes.len();
     let mut grads: HashMap<TensorId, TensorId> = seeds.iter().copied().collect();
     let outer_scope = g.scope.clone();
 
     for node_idx in (0..n_forward).rev() {
         let node = g.nodes[node_idx].clone();
-        let grad_outputs: Vec<Option<TensorId>> = node.outputs.iter().map(|t| grads.get(t).copied()).collect();
+        let grad_outputs: Vec<Option<TensorId>> =
+            node.outputs.iter().map(|t| grads.get(t).copied()).collect();
         if grad_outputs.iter().all(Option::is_none) {
             continue; // Not on a path to the seeds.
         }
         g.scope = format!("{}.backward", node.name);
-        let mut cx = BackwardCtx { g, node: &node, grad_outputs, grad_inputs: vec![None; node.inputs.len()] };
+        let mut cx = BackwardCtx {
+            g,
+            node: &node,
+            grad_outputs,
+            grad_inputs: vec![None; node.inputs.len()],
+        };
         node.op.backward(&mut cx)?;
         let grad_inputs = cx.grad_inputs;
         for (&input, grad) in node.inputs.iter().zip(grad_inputs) {
@@ -40,7 +50,14 @@ pub fn append_backward(g: &mut Graph, seeds: &[(TensorId, TensorId)], wrt: &[Ten
         }
     }
     g.scope = outer_scope;
-    wrt.iter().map(|t| grads.get(t).copied().ok_or_else(|| Error::NoGradient(g.tensor(*t).name.clone()))).collect()
+    wrt.iter()
+        .map(|t| {
+            grads
+                .get(t)
+                .copied()
+                .ok_or_else(|| Error::NoGradient(g.tensor(*t).name.clone()))
+        })
+        .collect()
 }
 
 /// What a backward rule sees: the forward node, the gradients of its outputs, and a way to

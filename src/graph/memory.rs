@@ -38,7 +38,10 @@ pub fn plan(schedule: &Schedule) -> MemoryPlan {
     tensors.sort(); // Deterministic plans for deterministic tests.
     let ranges: Vec<LiveRange> = tensors.iter().map(|t| schedule.live[t]).collect();
     let (slots, slot_bytes) = assign_slots(&ranges);
-    MemoryPlan { slot_of: tensors.into_iter().zip(slots).collect(), slot_bytes }
+    MemoryPlan {
+        slot_of: tensors.into_iter().zip(slots).collect(),
+        slot_bytes,
+    }
 }
 
 /// Gives every range a slot so that ranges alive at the same time never share one. Greedy by
@@ -52,9 +55,22 @@ pub fn assign_slots(ranges: &[LiveRange]) -> (Vec<usize>, Vec<u64>) {
     let mut slot_bytes: Vec<u64> = Vec::new();
     let mut slot_users: Vec<Vec<usize>> = Vec::new();
     for r in order {
-        let free = (0..slot_bytes.len()).filter(|&s| slot_users[s].iter().all(|&u| !overlaps(ranges[r], ranges[u])));
+        let free = (0..slot_bytes.len()).filter(|&s| {
+            slot_users[s]
+                .iter()
+                .all(|&u| !overlaps(ranges[r], ranges[u]))
+        });
         let need = ranges[r].bytes;
-        let slot = free.min_by_key(|&s| (slot_bytes[s] < need, if slot_bytes[s] >= need { slot_bytes[s] } else { u64::MAX - slot_bytes[s] }));
+        let slot = free.min_by_key(|&s| {
+            (
+                slot_bytes[s] < need,
+                if slot_bytes[s] >= need {
+                    slot_bytes[s]
+                } else {
+                    u64::MAX - slot_bytes[s]
+                },
+            )
+        });
         let slot = slot.unwrap_or_else(|| {
             slot_bytes.push(0);
             slot_users.push(Vec::new());

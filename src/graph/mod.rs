@@ -109,17 +109,29 @@ impl Graph {
 
     /// A trainable parameter with its initial value.
     pub fn param(&mut self, name: &str, init: CpuTensor) -> TensorId {
-        self.add_tensor(init.shape.clone(), TensorKind::Param(init), name.to_string())
+        self.add_tensor(
+            init.shape.clone(),
+            TensorKind::Param(init),
+            name.to_string(),
+        )
     }
 
     /// Persistent state (optimizer moments, metric sums) starting at `init`.
     pub fn state(&mut self, name: &str, init: CpuTensor) -> TensorId {
-        self.add_tensor(init.shape.clone(), TensorKind::State(init), name.to_string())
+        self.add_tensor(
+            init.shape.clone(),
+            TensorKind::State(init),
+            name.to_string(),
+        )
     }
 
     /// A constant tensor.
     pub fn constant(&mut self, name: &str, value: CpuTensor) -> TensorId {
-        self.add_tensor(value.shape.clone(), TensorKind::Const(value), name.to_string())
+        self.add_tensor(
+            value.shape.clone(),
+            TensorKind::Const(value),
+            name.to_string(),
+        )
     }
 
     /// Appends a node after checking shapes; returns its outputs.
@@ -129,10 +141,21 @@ impl Graph {
 
     /// [`Graph::push`] for an op that is already shared.
     pub fn push_arc(&mut self, op: Arc<dyn OpDef>, inputs: &[TensorId]) -> Result<Vec<TensorId>> {
-        let layer = if self.scope.is_empty() { format!("node {}", self.nodes.len()) } else { self.scope.clone() };
-        let shapes: Vec<&Shape> = inputs.iter().map(|&t| &self.tensors[t.0 as usize].shape).collect();
+        let layer = if self.scope.is_empty() {
+            format!("node {}", self.nodes.len())
+        } else {
+            self.scope.clone()
+        };
+        let shapes: Vec<&Shape> = inputs
+            .iter()
+            .map(|&t| &self.tensors[t.0 as usize].shape)
+            .collect();
         let out_shapes = op.infer(&shapes).map_err(|e| match e {
-            Error::Shape { op, message, .. } => Error::Shape { layer: layer.clone(), op, message },
+            Error::Shape { op, message, .. } => Error::Shape {
+                layer: layer.clone(),
+                op,
+                message,
+            },
             other => other,
         })?;
         for &idx in op.mutates() {
@@ -141,7 +164,10 @@ impl Graph {
                 return Err(Error::Shape {
                     layer,
                     op: op.name(),
-                    message: format!("input {idx} ({}) is updated in place, so it must be a parameter or state", info.name),
+                    message: format!(
+                        "input {idx} ({}) is updated in place, so it must be a parameter or state",
+                        info.name
+                    ),
                 });
             }
         }
@@ -149,9 +175,20 @@ impl Graph {
         let outputs: Vec<TensorId> = out_shapes
             .into_iter()
             .enumerate()
-            .map(|(i, shape)| self.add_tensor(shape, TensorKind::Activation(node_id), format!("{layer}:{}.{i}", op.name())))
+            .map(|(i, shape)| {
+                self.add_tensor(
+                    shape,
+                    TensorKind::Activation(node_id),
+                    format!("{layer}:{}.{i}", op.name()),
+                )
+            })
             .collect();
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), outputs: outputs.clone(), name: layer });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            outputs: outputs.clone(),
+            name: layer,
+        });
         Ok(outputs)
     }
 
@@ -196,7 +233,12 @@ impl Graph {
         }
         match &mut info.kind {
             TensorKind::Param(v) | TensorKind::State(v) | TensorKind::Const(v) => *v = value,
-            _ => return Err(Error::InvalidArgument(format!("{} has no initial value", info.name))),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} has no initial value",
+                    info.name
+                )))
+            }
         }
         Ok(())
     }

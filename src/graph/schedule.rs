@@ -61,7 +61,10 @@ pub fn schedule(g: &Graph, outputs: &[TensorId], effects: &[NodeId]) -> Schedule
         if !dispatch {
             storage[node.outputs[0].0 as usize] = storage[node.inputs[0].0 as usize];
         }
-        steps.push(Step { node: NodeId(node_idx as u32), dispatch });
+        steps.push(Step {
+            node: NodeId(node_idx as u32),
+            dispatch,
+        });
     }
 
     let mut live: HashMap<TensorId, LiveRange> = HashMap::new();
@@ -73,7 +76,11 @@ pub fn schedule(g: &Graph, outputs: &[TensorId], effects: &[NodeId]) -> Schedule
                 continue;
             }
             let bytes = g.shape(root).bytes();
-            let range = live.entry(root).or_insert(LiveRange { first: step_idx, last: step_idx, bytes });
+            let range = live.entry(root).or_insert(LiveRange {
+                first: step_idx,
+                last: step_idx,
+                bytes,
+            });
             range.last = range.last.max(step_idx);
         }
     }
@@ -82,7 +89,11 @@ pub fn schedule(g: &Graph, outputs: &[TensorId], effects: &[NodeId]) -> Schedule
             range.last = steps.len(); // Readable after the run: nothing may reuse its buffer.
         }
     }
-    Schedule { steps, storage, live }
+    Schedule {
+        steps,
+        storage,
+        live,
+    }
 }
 
 impl Schedule {
@@ -91,7 +102,12 @@ impl Schedule {
         let mut res = String::new();
         for (step_idx, step) in self.steps.iter().enumerate() {
             let node = g.node(step.node);
-            let names = |ts: &[TensorId]| ts.iter().map(|t| format!("{t}{}", g.shape(*t))).collect::<Vec<_>>().join(", ");
+            let names = |ts: &[TensorId]| {
+                ts.iter()
+                    .map(|t| format!("{t}{}", g.shape(*t)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             res += &format!(
                 "{step_idx:3} {:<22} {:<28} ({}) -> ({}){}\n",
                 node.name,

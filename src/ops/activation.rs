@@ -6,12 +6,18 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/eltwise.wgsl`: activations and `add`.
-pub static SHADER: Shader = Shader::new("eltwise", include_str!("../../shaders/eltwise.wgsl"), size_of::<Params>());
+pub static SHADER: Shader = Shader::new(
+    "eltwise",
+    include_str!("../../shaders/eltwise.wgsl"),
+    size_of::<Params>(),
+);
 
 /// Mirrors `struct Params` in `shaders/eltwise.wgsl`.
 #[repr(C)]
@@ -23,7 +29,10 @@ pub(crate) struct Params {
 
 impl Params {
     pub(crate) fn new(numel: usize) -> Self {
-        Params { numel: numel as u32, _pad: [0; 3] }
+        Params {
+            numel: numel as u32,
+            _pad: [0; 3],
+        }
     }
 }
 
@@ -113,7 +122,10 @@ impl OpDef for ActivationBackward {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 2)?;
         if inputs[0] != inputs[1] {
-            return Err(Error::shape(self.name(), format!("grad_y {} and y {} differ", inputs[0], inputs[1])));
+            return Err(Error::shape(
+                self.name(),
+                format!("grad_y {} and y {} differ", inputs[0], inputs[1]),
+            ));
         }
         expect_dtype(self.name(), "grad_y", inputs[0], DType::F32)?;
         Ok(vec![inputs[0].clone()])
@@ -153,7 +165,10 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     for act in [Activation::Relu, Activation::Sigmoid, Activation::Tanh] {
         res.push(CatalogEntry::new(act, vec![Shape::f32([3, 5, 7, 11])]));
-        res.push(CatalogEntry::new(ActivationBackward(act), vec![Shape::f32([1037]), Shape::f32([1037])]));
+        res.push(CatalogEntry::new(
+            ActivationBackward(act),
+            vec![Shape::f32([1037]), Shape::f32([1037])],
+        ));
     }
     res
 }
@@ -166,8 +181,11 @@ mod tests {
     #[test]
     fn reference_values() {
         let x = CpuTensor::from_f32([4], vec![-2.0, -0.5, 0.0, 1.5]);
-        assert_eq!(run_reference(&Activation::Relu, &[x.clone()])[0].f32(), [0.0, 0.0, 0.0, 1.5]);
-        let s = run_reference(&Activation::Sigmoid, &[x.clone()]);
+        assert_eq!(
+            run_reference(&Activation::Relu, std::slice::from_ref(&x))[0].f32(),
+            [0.0, 0.0, 0.0, 1.5]
+        );
+        let s = run_reference(&Activation::Sigmoid, std::slice::from_ref(&x));
         assert!((s[0].f32()[2] - 0.5).abs() < 1e-7);
         let t = run_reference(&Activation::Tanh, &[x]);
         assert!((t[0].f32()[3] - 1.5f32.tanh()).abs() < 1e-7);

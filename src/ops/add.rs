@@ -3,7 +3,9 @@
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::activation::{Params, SHADER};
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef,
+};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
@@ -20,7 +22,13 @@ impl OpDef for Add {
         expect_arity(self.name(), inputs, 2)?;
         expect_dtype(self.name(), "a", inputs[0], DType::F32)?;
         if inputs[0] != inputs[1] {
-            return Err(Error::shape(self.name(), format!("a {} and b {} differ (add does not broadcast)", inputs[0], inputs[1])));
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "a {} and b {} differ (add does not broadcast)",
+                    inputs[0], inputs[1]
+                ),
+            ));
         }
         Ok(vec![inputs[0].clone()])
     }
@@ -54,5 +62,8 @@ impl Graph {
 }
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
-    vec![CatalogEntry::new(Add, vec![Shape::f32([5, 13, 3]), Shape::f32([5, 13, 3])])]
+    vec![CatalogEntry::new(
+        Add,
+        vec![Shape::f32([5, 13, 3]), Shape::f32([5, 13, 3])],
+    )]
 }

@@ -8,7 +8,11 @@ use crate::shape::Shape;
 use crate::{Error, Result};
 
 /// `shaders/avg_pool2d.wgsl` (same `Params` as `max_pool2d.wgsl`).
-pub static SHADER: Shader = Shader::new("avg_pool2d", include_str!("../../shaders/avg_pool2d.wgsl"), size_of::<PoolParams>());
+pub static SHADER: Shader = Shader::new(
+    "avg_pool2d",
+    include_str!("../../shaders/avg_pool2d.wgsl"),
+    size_of::<PoolParams>(),
+);
 
 /// `y[n, c, i, j] = mean of the k×k window` (padding counts as zeros).
 #[derive(Clone, Copy, Debug)]
@@ -43,13 +47,21 @@ impl OpDef for AvgPool2d {
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(&SHADER, "avg_pool2d_forward", &self.0.params(inputs[0], outputs[0]), outputs[0].numel())
+        KernelCall::per_element(
+            &SHADER,
+            "avg_pool2d_forward",
+            &self.0.params(inputs[0], outputs[0]),
+            outputs[0].numel(),
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let x = inputs[0].f32();
         let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.0.for_each_window(&inputs[0].shape, &outputs[0].shape, |o, i| acc[o] += f64::from(x[i]));
+        self.0
+            .for_each_window(&inputs[0].shape, &outputs[0].shape, |o, i| {
+                acc[o] += f64::from(x[i])
+            });
         let area = (self.0.k * self.0.k) as f64;
         for (y, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
             *y = (a / area) as f32;
@@ -66,19 +78,30 @@ impl OpDef for AvgPool2dBackward {
         expect_arity(self.name(), inputs, 1)?;
         let y = self.pool.infer(self.name(), &self.x)?;
         if inputs[0] != &y {
-            return Err(Error::shape(self.name(), format!("grad_y {} must be {y}", inputs[0])));
+            return Err(Error::shape(
+                self.name(),
+                format!("grad_y {} must be {y}", inputs[0]),
+            ));
         }
         Ok(vec![self.x.clone()])
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(&SHADER, "avg_pool2d_backward", &self.pool.params(outputs[0], inputs[0]), outputs[0].numel())
+        KernelCall::per_element(
+            &SHADER,
+            "avg_pool2d_backward",
+            &self.pool.params(outputs[0], inputs[0]),
+            outputs[0].numel(),
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let grad_y = inputs[0].f32();
         let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.pool.for_each_window(&self.x, &inputs[0].shape, |o, i| acc[i] += f64::from(grad_y[o]));
+        self.pool
+            .for_each_window(&self.x, &inputs[0].shape, |o, i| {
+                acc[i] += f64::from(grad_y[o])
+            });
         let area = (self.pool.k * self.pool.k) as f64;
         for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
             *g = (a / area) as f32;
@@ -88,7 +111,13 @@ impl OpDef for AvgPool2dBackward {
 
 impl Graph {
     /// `y = avg_pool2d(x)` for `x: [n, c, h, w]` with a k×k window.
-    pub fn avg_pool2d(&mut self, x: TensorId, k: usize, stride: usize, pad: usize) -> Result<TensorId> {
+    pub fn avg_pool2d(
+        &mut self,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<TensorId> {
         Ok(self.push(AvgPool2d(Pool2d { k, stride, pad }), &[x])?[0])
     }
 }
@@ -98,7 +127,9 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     for (h, w, k, stride, pad) in [(5, 7, 2, 2, 0), (9, 9, 3, 2, 1), (8, 6, 3, 1, 1)] {
         let pool = Pool2d { k, stride, pad };
         let x = Shape::f32([2, 3, h, w]);
-        let y = pool.infer("avg_pool2d", &x).expect("catalog shapes are valid");
+        let y = pool
+            .infer("avg_pool2d", &x)
+            .expect("catalog shapes are valid");
         res.push(CatalogEntry::new(AvgPool2d(pool), vec![x.clone()]));
         res.push(CatalogEntry::new(AvgPool2dBackward { pool, x }, vec![y]));
     }
@@ -114,7 +145,17 @@ mod tests {
     fn reference_averages_with_zero_padding() {
         // 2×2 ones, k = 2, stride 1, pad 1: corners see one real element out of four.
         let x = CpuTensor::from_f32([1, 1, 2, 2], vec![1.0; 4]);
-        let out = run_reference(&AvgPool2d(Pool2d { k: 2, stride: 1, pad: 1 }), &[x]);
-        assert_eq!(out[0].f32(), [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]);
+        let out = run_reference(
+            &AvgPool2d(Pool2d {
+                k: 2,
+                stride: 1,
+                pad: 1,
+            }),
+            &[x],
+        );
+        assert_eq!(
+            out[0].f32(),
+            [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]
+        );
     }
 }

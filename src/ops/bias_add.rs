@@ -4,12 +4,18 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/bias_add.wgsl`.
-pub static SHADER: Shader = Shader::new("bias_add", include_str!("../../shaders/bias_add.wgsl"), size_of::<Params>());
+pub static SHADER: Shader = Shader::new(
+    "bias_add",
+    include_str!("../../shaders/bias_add.wgsl"),
+    size_of::<Params>(),
+);
 
 /// Mirrors `struct Params` in `shaders/bias_add.wgsl`.
 #[repr(C)]
@@ -36,13 +42,21 @@ fn split(s: &Shape) -> (usize, usize, usize) {
 
 fn params(s: &Shape) -> Params {
     let (outer, c, inner) = split(s);
-    Params { outer: outer as u32, c: c as u32, inner: inner as u32, _pad: 0 }
+    Params {
+        outer: outer as u32,
+        c: c as u32,
+        inner: inner as u32,
+        _pad: 0,
+    }
 }
 
 fn check_rank(op: &'static str, s: &Shape) -> Result<()> {
     expect_dtype(op, "input", s, DType::F32)?;
     if s.dims.len() < 2 {
-        return Err(Error::shape(op, format!("input must be [n, c, ...], got {s}")));
+        return Err(Error::shape(
+            op,
+            format!("input must be [n, c, ...], got {s}"),
+        ));
     }
     Ok(())
 }
@@ -56,7 +70,13 @@ impl OpDef for BiasAdd {
         expect_arity(self.name(), inputs, 2)?;
         check_rank(self.name(), inputs[0])?;
         if inputs[1].dims != [inputs[0].dims[1]] {
-            return Err(Error::shape(self.name(), format!("bias must be [{}] for input {}, got {}", inputs[0].dims[1], inputs[0], inputs[1])));
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "bias must be [{}] for input {}, got {}",
+                    inputs[0].dims[1], inputs[0], inputs[1]
+                ),
+            ));
         }
         Ok(vec![inputs[0].clone()])
     }
@@ -71,7 +91,12 @@ impl OpDef for BiasAdd {
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(&SHADER, "bias_add_forward", &params(inputs[0]), inputs[0].numel())
+        KernelCall::per_element(
+            &SHADER,
+            "bias_add_forward",
+            &params(inputs[0]),
+            inputs[0].numel(),
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {

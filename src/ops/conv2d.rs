@@ -8,12 +8,18 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::bias_add::BiasAddBackward;
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+};
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/conv2d.wgsl`.
-pub static SHADER: Shader = Shader::new("conv2d", include_str!("../../shaders/conv2d.wgsl"), size_of::<Params>());
+pub static SHADER: Shader = Shader::new(
+    "conv2d",
+    include_str!("../../shaders/conv2d.wgsl"),
+    size_of::<Params>(),
+);
 
 /// Register block of the kernels: `TC` channels × `TP` columns (constants in the shader).
 const TC: usize = 8;
@@ -80,13 +86,25 @@ pub struct Conv2dBackwardWeight {
 }
 
 impl Conv2dGeometry {
-    fn out_size(&self, h: usize, w: usize, kh: usize, kw: usize, op: &'static str) -> Result<(usize, usize)> {
-        Ok((window_out(h, kh, self.stride, self.pad, self.dilation, op)?, window_out(w, kw, self.stride, self.pad, self.dilation, op)?))
+    fn out_size(
+        &self,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+        op: &'static str,
+    ) -> Result<(usize, usize)> {
+        Ok((
+            window_out(h, kh, self.stride, self.pad, self.dilation, op)?,
+            window_out(w, kw, self.stride, self.pad, self.dilation, op)?,
+        ))
     }
 
     /// Input coordinate of output `o`, tap `k`, or `None` when it falls in the padding.
     fn input_coord(&self, o: usize, k: usize, size: usize) -> Option<usize> {
-        (o * self.stride + k * self.dilation).checked_sub(self.pad).filter(|&i| i < size)
+        (o * self.stride + k * self.dilation)
+            .checked_sub(self.pad)
+            .filter(|&i| i < size)
     }
 
     fn params(&self, x: [usize; 4], w: [usize; 4], y: [usize; 4]) -> Params {
@@ -109,7 +127,13 @@ impl Conv2dGeometry {
 
     /// Calls `f(n, ci, iy, ix, co, ky, kx, oy, ox)` for every (input, weight, output) triple
     /// that the convolution multiplies: the single loop nest all three references share.
-    fn for_each_tap(&self, x: [usize; 4], w: [usize; 4], y: [usize; 4], mut f: impl FnMut([usize; 9])) {
+    fn for_each_tap(
+        &self,
+        x: [usize; 4],
+        w: [usize; 4],
+        y: [usize; 4],
+        mut f: impl FnMut([usize; 9]),
+    ) {
         let [n_batch, c_in, h, wd] = x;
         let [c_out, _, kh, kw] = w;
         let [_, _, oh, ow] = y;
@@ -119,9 +143,13 @@ impl Conv2dGeometry {
                     for ox in 0..ow {
                         for ci in 0..c_in {
                             for ky in 0..kh {
-                                let Some(iy) = self.input_coord(oy, ky, h) else { continue };
+                                let Some(iy) = self.input_coord(oy, ky, h) else {
+                                    continue;
+                                };
                                 for kx in 0..kw {
-                                    let Some(ix) = self.input_coord(ox, kx, wd) else { continue };
+                                    let Some(ix) = self.input_coord(ox, kx, wd) else {
+                                        continue;
+                                    };
                                     f([n, ci, iy, ix, co, ky, kx, oy, ox]);
                                 }
                             }
@@ -147,14 +175,30 @@ impl OpDef for Conv2d {
         expect_arity(op, inputs, 3)?;
         let [n, c_in, h, w] = inputs[0].dims4(op, "input")?;
         let [c_out, wc_in, kh, kw] = inputs[1].dims4(op, "weight")?;
-        for (what, s) in [("input", inputs[0]), ("weight", inputs[1]), ("bias", inputs[2])] {
+        for (what, s) in [
+            ("input", inputs[0]),
+            ("weight", inputs[1]),
+            ("bias", inputs[2]),
+        ] {
             expect_dtype(op, what, s, DType::F32)?;
         }
         if c_in != wc_in {
-            return Err(Error::shape(op, format!("input {} has {c_in} channels but weight {} expects {wc_in}", inputs[0], inputs[1])));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {} has {c_in} channels but weight {} expects {wc_in}",
+                    inputs[0], inputs[1]
+                ),
+            ));
         }
         if inputs[2].dims != [c_out] {
-            return Err(Error::shape(op, format!("bias must be [{c_out}] for weight {}, got {}", inputs[1], inputs[2])));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "bias must be [{c_out}] for weight {}, got {}",
+                    inputs[1], inputs[2]
+                ),
+            ));
         }
         let (oh, ow) = self.0.out_size(h, w, kh, kw, op)?;
         Ok(vec![Shape::f32([n, c_out, oh, ow])])
@@ -165,8 +209,22 @@ impl OpDef for Conv2d {
         let grad_y = cx.grad_output(0);
         let [_, _, h, w] = cx.shape(cx.input(0)).dims4(self.name(), "input")?;
         let [_, _, kh, kw] = cx.shape(cx.input(1)).dims4(self.name(), "weight")?;
-        let grad_x = cx.push(Conv2dBackwardInput { geometry: self.0, h, w }, &[grad_y, cx.input(1)])?[0];
-        let grad_w = cx.push(Conv2dBackwardWeight { geometry: self.0, kh, kw }, &[grad_y, cx.input(0)])?[0];
+        let grad_x = cx.push(
+            Conv2dBackwardInput {
+                geometry: self.0,
+                h,
+                w,
+            },
+            &[grad_y, cx.input(1)],
+        )?[0];
+        let grad_w = cx.push(
+            Conv2dBackwardWeight {
+                geometry: self.0,
+                kh,
+                kw,
+            },
+            &[grad_y, cx.input(0)],
+        )?[0];
         let grad_b = cx.push(BiasAddBackward, &[grad_y])?[0];
         cx.set_grad_input(0, grad_x);
         cx.set_grad_input(1, grad_w);
@@ -183,12 +241,18 @@ impl OpDef for Conv2d {
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (xd, wd, yd) = (dims(&inputs[0].shape), dims(&inputs[1].shape), dims(&outputs[0].shape));
+        let (xd, wd, yd) = (
+            dims(&inputs[0].shape),
+            dims(&inputs[1].shape),
+            dims(&outputs[0].shape),
+        );
         let (x, w, b) = (inputs[0].f32(), inputs[1].f32(), inputs[2].f32());
         let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.0.for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-            acc[flat(yd, [n, co, oy, ox])] += f64::from(x[flat(xd, [n, ci, iy, ix])]) * f64::from(w[flat(wd, [co, ci, ky, kx])]);
-        });
+        self.0
+            .for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
+                acc[flat(yd, [n, co, oy, ox])] += f64::from(x[flat(xd, [n, ci, iy, ix])])
+                    * f64::from(w[flat(wd, [co, ci, ky, kx])]);
+            });
         for (i, y) in outputs[0].f32_mut().iter_mut().enumerate() {
             *y = (acc[i] + f64::from(b[(i / (yd[2] * yd[3])) % yd[1]])) as f32;
         }
@@ -206,26 +270,46 @@ impl OpDef for Conv2dBackwardInput {
         let [n, c_out, oh, ow] = inputs[0].dims4(op, "grad_y")?;
         let [wc_out, c_in, kh, kw] = inputs[1].dims4(op, "weight")?;
         if c_out != wc_out || self.geometry.out_size(self.h, self.w, kh, kw, op)? != (oh, ow) {
-            return Err(Error::shape(op, format!("grad_y {} does not match weight {} and input size {}x{}", inputs[0], inputs[1], self.h, self.w)));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "grad_y {} does not match weight {} and input size {}x{}",
+                    inputs[0], inputs[1], self.h, self.w
+                ),
+            ));
         }
         Ok(vec![Shape::f32([n, c_in, self.h, self.w])])
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
         let x = outputs[0];
-        let params = self.geometry.params(dims(x), dims(inputs[1]), dims(inputs[0]));
+        let params = self
+            .geometry
+            .params(dims(x), dims(inputs[1]), dims(inputs[0]));
         let [n, c_in, h, w] = dims(x);
         let n_blocks = n * h * w.div_ceil(TP) * c_in.div_ceil(TC);
-        KernelCall::per_element_wg(&SHADER, "conv2d_backward_input", &params, n_blocks, BLOCK_WG)
+        KernelCall::per_element_wg(
+            &SHADER,
+            "conv2d_backward_input",
+            &params,
+            n_blocks,
+            BLOCK_WG,
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (yd, wd, xd) = (dims(&inputs[0].shape), dims(&inputs[1].shape), dims(&outputs[0].shape));
+        let (yd, wd, xd) = (
+            dims(&inputs[0].shape),
+            dims(&inputs[1].shape),
+            dims(&outputs[0].shape),
+        );
         let (grad_y, w) = (inputs[0].f32(), inputs[1].f32());
         let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.geometry.for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-            acc[flat(xd, [n, ci, iy, ix])] += f64::from(grad_y[flat(yd, [n, co, oy, ox])]) * f64::from(w[flat(wd, [co, ci, ky, kx])]);
-        });
+        self.geometry
+            .for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
+                acc[flat(xd, [n, ci, iy, ix])] += f64::from(grad_y[flat(yd, [n, co, oy, ox])])
+                    * f64::from(w[flat(wd, [co, ci, ky, kx])]);
+            });
         for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
             *g = a as f32;
         }
@@ -243,27 +327,43 @@ impl OpDef for Conv2dBackwardWeight {
         let [n, c_out, oh, ow] = inputs[0].dims4(op, "grad_y")?;
         let [xn, c_in, h, w] = inputs[1].dims4(op, "input")?;
         if n != xn || self.geometry.out_size(h, w, self.kh, self.kw, op)? != (oh, ow) {
-            return Err(Error::shape(op, format!("grad_y {} does not match input {}", inputs[0], inputs[1])));
+            return Err(Error::shape(
+                op,
+                format!("grad_y {} does not match input {}", inputs[0], inputs[1]),
+            ));
         }
         Ok(vec![Shape::f32([c_out, c_in, self.kh, self.kw])])
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
         let w = outputs[0];
-        let params = self.geometry.params(dims(inputs[1]), dims(w), dims(inputs[0]));
+        let params = self
+            .geometry
+            .params(dims(inputs[1]), dims(w), dims(inputs[0]));
         let [c_out, c_in, kh, kw] = dims(w);
         // One workgroup per TC x TP block of grad_w.
         let n_blocks = (c_in * kh * kw).div_ceil(TP) * c_out.div_ceil(TC);
-        KernelCall::grid(&SHADER, "conv2d_backward_weight", &params, [n_blocks as u32, 1, 1])
+        KernelCall::grid(
+            &SHADER,
+            "conv2d_backward_weight",
+            &params,
+            [n_blocks as u32, 1, 1],
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (yd, xd, wd) = (dims(&inputs[0].shape), dims(&inputs[1].shape), dims(&outputs[0].shape));
+        let (yd, xd, wd) = (
+            dims(&inputs[0].shape),
+            dims(&inputs[1].shape),
+            dims(&outputs[0].shape),
+        );
         let (grad_y, x) = (inputs[0].f32(), inputs[1].f32());
         let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.geometry.for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-            acc[flat(wd, [co, ci, ky, kx])] += f64::from(grad_y[flat(yd, [n, co, oy, ox])]) * f64::from(x[flat(xd, [n, ci, iy, ix])]);
-        });
+        self.geometry
+            .for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
+                acc[flat(wd, [co, ci, ky, kx])] += f64::from(grad_y[flat(yd, [n, co, oy, ox])])
+                    * f64::from(x[flat(xd, [n, ci, iy, ix])]);
+            });
         for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
             *g = a as f32;
         }
@@ -276,7 +376,13 @@ fn dims(s: &Shape) -> [usize; 4] {
 
 impl Graph {
     /// `y = conv2d(x, w) + b`: `x: [n, c_in, h, w]`, `w: [c_out, c_in, kh, kw]`, `b: [c_out]`.
-    pub fn conv2d(&mut self, x: TensorId, w: TensorId, b: TensorId, geometry: Conv2dGeometry) -> Result<TensorId> {
+    pub fn conv2d(
+        &mut self,
+        x: TensorId,
+        w: TensorId,
+        b: TensorId,
+        geometry: Conv2dGeometry,
+    ) -> Result<TensorId> {
         Ok(self.push(Conv2d(geometry), &[x, w, b])?[0])
     }
 }
@@ -284,18 +390,34 @@ impl Graph {
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     // (n, c_in, h, w, c_out, kh, kw, stride, pad, dilation): odd sizes, padding, stride, dilation.
-    for (n, c_in, h, w, c_out, kh, kw, stride, pad, dilation) in
-        [(2, 3, 7, 9, 5, 3, 3, 1, 1, 1), (3, 2, 11, 8, 4, 5, 3, 2, 2, 1), (1, 4, 9, 10, 3, 3, 2, 2, 0, 2), (2, 10, 6, 7, 17, 3, 3, 1, 1, 1)]
-    {
-        let geometry = Conv2dGeometry { stride, pad, dilation };
-        let (oh, ow) = geometry.out_size(h, w, kh, kw, "conv2d").expect("catalog shapes are valid");
+    for (n, c_in, h, w, c_out, kh, kw, stride, pad, dilation) in [
+        (2, 3, 7, 9, 5, 3, 3, 1, 1, 1),
+        (3, 2, 11, 8, 4, 5, 3, 2, 2, 1),
+        (1, 4, 9, 10, 3, 3, 2, 2, 0, 2),
+        (2, 10, 6, 7, 17, 3, 3, 1, 1, 1),
+    ] {
+        let geometry = Conv2dGeometry {
+            stride,
+            pad,
+            dilation,
+        };
+        let (oh, ow) = geometry
+            .out_size(h, w, kh, kw, "conv2d")
+            .expect("catalog shapes are valid");
         res.push(CatalogEntry::new(
             Conv2d(geometry),
-            vec![Shape::f32([n, c_in, h, w]), Shape::f32([c_out, c_in, kh, kw]), Shape::f32([c_out])],
+            vec![
+                Shape::f32([n, c_in, h, w]),
+                Shape::f32([c_out, c_in, kh, kw]),
+                Shape::f32([c_out]),
+            ],
         ));
         res.push(CatalogEntry::new(
             Conv2dBackwardInput { geometry, h, w },
-            vec![Shape::f32([n, c_out, oh, ow]), Shape::f32([c_out, c_in, kh, kw])],
+            vec![
+                Shape::f32([n, c_out, oh, ow]),
+                Shape::f32([c_out, c_in, kh, kw]),
+            ],
         ));
         res.push(CatalogEntry::new(
             Conv2dBackwardWeight { geometry, kh, kw },
@@ -316,16 +438,46 @@ mod tests {
         let x = CpuTensor::from_f32([1, 1, 3, 3], (0..9).map(|v| v as f32).collect());
         let w = CpuTensor::from_f32([1, 1, 2, 2], vec![1.0; 4]);
         let b = CpuTensor::from_f32([1], vec![0.5]);
-        let y = run_reference(&Conv2d(Conv2dGeometry { stride: 1, pad: 0, dilation: 1 }), &[x, w, b]);
+        let y = run_reference(
+            &Conv2d(Conv2dGeometry {
+                stride: 1,
+                pad: 0,
+                dilation: 1,
+            }),
+            &[x, w, b],
+        );
         assert_eq!(y[0].f32(), [8.5, 12.5, 20.5, 24.5]);
     }
 
     #[test]
     fn shape_errors_name_the_shapes() {
-        let op = Conv2d(Conv2dGeometry { stride: 1, pad: 0, dilation: 1 });
-        let err = op.infer(&[&Shape::f32([2, 3, 8, 8]), &Shape::f32([4, 2, 3, 3]), &Shape::f32([4])]).unwrap_err();
-        assert!(err.to_string().contains("[2, 3, 8, 8] has 3 channels but weight [4, 2, 3, 3] expects 2"), "{err}");
-        let err = op.infer(&[&Shape::f32([2, 3, 2, 2]), &Shape::f32([4, 3, 3, 3]), &Shape::f32([4])]).unwrap_err();
-        assert!(err.to_string().contains("does not fit input size 2"), "{err}");
+        let op = Conv2d(Conv2dGeometry {
+            stride: 1,
+            pad: 0,
+            dilation: 1,
+        });
+        let err = op
+            .infer(&[
+                &Shape::f32([2, 3, 8, 8]),
+                &Shape::f32([4, 2, 3, 3]),
+                &Shape::f32([4]),
+            ])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("[2, 3, 8, 8] has 3 channels but weight [4, 2, 3, 3] expects 2"),
+            "{err}"
+        );
+        let err = op
+            .infer(&[
+                &Shape::f32([2, 3, 2, 2]),
+                &Shape::f32([4, 3, 3, 3]),
+                &Shape::f32([4]),
+            ])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not fit input size 2"),
+            "{err}"
+        );
     }
 }

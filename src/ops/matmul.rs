@@ -6,12 +6,18 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/matmul.wgsl`.
-pub static SHADER: Shader = Shader::new("matmul", include_str!("../../shaders/matmul.wgsl"), size_of::<Params>());
+pub static SHADER: Shader = Shader::new(
+    "matmul",
+    include_str!("../../shaders/matmul.wgsl"),
+    size_of::<Params>(),
+);
 
 /// Invocations per workgroup along m and n (`WG_M`, `WG_N` overrides); each computes 4×4 outputs.
 const WG_M: u32 = 8;
@@ -83,14 +89,38 @@ impl OpDef for Matmul {
         let (a, b) = (cx.input(0), cx.input(1));
         let (ta, tb) = (self.trans_a, self.trans_b);
         let grad_a = if ta {
-            cx.push(Matmul { trans_a: tb, trans_b: true }, &[b, grad_c])?[0] // stored Aᵀ = B·grad_Cᵀ
+            cx.push(
+                Matmul {
+                    trans_a: tb,
+                    trans_b: true,
+                },
+                &[b, grad_c],
+            )?[0] // stored Aᵀ = B·grad_Cᵀ
         } else {
-            cx.push(Matmul { trans_a: false, trans_b: !tb }, &[grad_c, b])?[0]
+            cx.push(
+                Matmul {
+                    trans_a: false,
+                    trans_b: !tb,
+                },
+                &[grad_c, b],
+            )?[0]
         };
         let grad_b = if tb {
-            cx.push(Matmul { trans_a: true, trans_b: ta }, &[grad_c, a])?[0] // stored Bᵀ = grad_Cᵀ·A
+            cx.push(
+                Matmul {
+                    trans_a: true,
+                    trans_b: ta,
+                },
+                &[grad_c, a],
+            )?[0] // stored Bᵀ = grad_Cᵀ·A
         } else {
-            cx.push(Matmul { trans_a: !ta, trans_b: false }, &[a, grad_c])?[0]
+            cx.push(
+                Matmul {
+                    trans_a: !ta,
+                    trans_b: false,
+                },
+                &[a, grad_c],
+            )?[0]
         };
         cx.set_grad_input(0, grad_a);
         cx.set_grad_input(1, grad_b);
@@ -98,22 +128,40 @@ impl OpDef for Matmul {
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
-        let (m, k, n) = self.mkn(inputs[0], inputs[1]).expect("infer checked the shapes");
+        let (m, k, n) = self
+            .mkn(inputs[0], inputs[1])
+            .expect("infer checked the shapes");
         let [a_sm, a_sk, b_sk, b_sn] = self.strides(m, k, n);
         let u = |v: usize| v as u32;
-        let params = Params { m: u(m), n: u(n), k: u(k), a_stride_m: u(a_sm), a_stride_k: u(a_sk), b_stride_k: u(b_sk), b_stride_n: u(b_sn), _pad: 0 };
+        let params = Params {
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            a_stride_m: u(a_sm),
+            a_stride_k: u(a_sk),
+            b_stride_k: u(b_sk),
+            b_stride_n: u(b_sn),
+            _pad: 0,
+        };
         let grid = [u(n).div_ceil(TILE * WG_N), u(m).div_ceil(TILE * WG_M), 1];
-        KernelCall::grid(&SHADER, "matmul_forward", &params, grid).with_overrides(&[("WG_M", f64::from(WG_M)), ("WG_N", f64::from(WG_N))])
+        KernelCall::grid(&SHADER, "matmul_forward", &params, grid)
+            .with_overrides(&[("WG_M", f64::from(WG_M)), ("WG_N", f64::from(WG_N))])
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (m, k, n) = self.mkn(&inputs[0].shape, &inputs[1].shape).expect("infer checked the shapes");
+        let (m, k, n) = self
+            .mkn(&inputs[0].shape, &inputs[1].shape)
+            .expect("infer checked the shapes");
         let [a_sm, a_sk, b_sk, b_sn] = self.strides(m, k, n);
         let (a, b) = (inputs[0].f32(), inputs[1].f32());
         let c = outputs[0].f32_mut();
         for i in 0..m {
             for j in 0..n {
-                let acc: f64 = (0..k).map(|kk| f64::from(a[i * a_sm + kk * a_sk]) * f64::from(b[kk * b_sk + j * b_sn])).sum();
+                let acc: f64 = (0..k)
+                    .map(|kk| {
+                        f64::from(a[i * a_sm + kk * a_sk]) * f64::from(b[kk * b_sk + j * b_sn])
+                    })
+                    .sum();
                 c[i * n + j] = acc as f32;
             }
         }
@@ -122,7 +170,13 @@ impl OpDef for Matmul {
 
 impl Graph {
     /// `c = a · b` for `a: [m, k]`, `b: [k, n]`; see [`Matmul`] for the transposed forms.
-    pub fn matmul(&mut self, a: TensorId, b: TensorId, trans_a: bool, trans_b: bool) -> Result<TensorId> {
+    pub fn matmul(
+        &mut self,
+        a: TensorId,
+        b: TensorId,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<TensorId> {
         Ok(self.push(Matmul { trans_a, trans_b }, &[a, b])?[0])
     }
 }
@@ -132,8 +186,16 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     // Sizes straddle the 32×32 workgroup tile and the 4×4 register block.
     for (m, k, n) in [(37, 19, 45), (5, 70, 3), (64, 33, 65)] {
         for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
-            let a = if trans_a { Shape::f32([k, m]) } else { Shape::f32([m, k]) };
-            let b = if trans_b { Shape::f32([n, k]) } else { Shape::f32([k, n]) };
+            let a = if trans_a {
+                Shape::f32([k, m])
+            } else {
+                Shape::f32([m, k])
+            };
+            let b = if trans_b {
+                Shape::f32([n, k])
+            } else {
+                Shape::f32([k, n])
+            };
             res.push(CatalogEntry::new(Matmul { trans_a, trans_b }, vec![a, b]));
         }
     }
@@ -150,17 +212,37 @@ mod tests {
         // A = [[1, 2, 3], [4, 5, 6]], B = [[1, 0], [0, 1], [1, 1]] ⇒ C = [[4, 5], [10, 11]].
         let a = CpuTensor::from_f32([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let b = CpuTensor::from_f32([3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
-        let c = run_reference(&Matmul { trans_a: false, trans_b: false }, &[a, b]);
+        let c = run_reference(
+            &Matmul {
+                trans_a: false,
+                trans_b: false,
+            },
+            &[a, b],
+        );
         assert_eq!(c[0].f32(), [4.0, 5.0, 10.0, 11.0]);
         let at = CpuTensor::from_f32([3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         let bt = CpuTensor::from_f32([2, 3], vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0]);
-        let c = run_reference(&Matmul { trans_a: true, trans_b: true }, &[at, bt]);
+        let c = run_reference(
+            &Matmul {
+                trans_a: true,
+                trans_b: true,
+            },
+            &[at, bt],
+        );
         assert_eq!(c[0].f32(), [4.0, 5.0, 10.0, 11.0]);
     }
 
     #[test]
     fn mismatched_inner_sizes_are_named() {
-        let err = Matmul { trans_a: false, trans_b: true }.infer(&[&Shape::f32([64, 400]), &Shape::f32([120, 256])]).unwrap_err();
-        assert!(err.to_string().contains("k = 400") && err.to_string().contains("k = 256"), "{err}");
+        let err = Matmul {
+            trans_a: false,
+            trans_b: true,
+        }
+        .infer(&[&Shape::f32([64, 400]), &Shape::f32([120, 256])])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("k = 400") && err.to_string().contains("k = 256"),
+            "{err}"
+        );
     }
 }

@@ -6,12 +6,18 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+};
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/max_pool2d.wgsl`.
-pub static SHADER: Shader = Shader::new("max_pool2d", include_str!("../../shaders/max_pool2d.wgsl"), size_of::<PoolParams>());
+pub static SHADER: Shader = Shader::new(
+    "max_pool2d",
+    include_str!("../../shaders/max_pool2d.wgsl"),
+    size_of::<PoolParams>(),
+);
 
 /// Mirrors `struct Params` in `shaders/max_pool2d.wgsl` and `shaders/avg_pool2d.wgsl`.
 #[repr(C)]
@@ -46,7 +52,13 @@ impl Pool2d {
         let [n, c, h, w] = x.dims4(op, "input")?;
         expect_dtype(op, "input", x, DType::F32)?;
         if 2 * self.pad > self.k {
-            return Err(Error::shape(op, format!("padding {} must be at most half the window {}", self.pad, self.k)));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "padding {} must be at most half the window {}",
+                    self.pad, self.k
+                ),
+            ));
         }
         let oh = window_out(h, self.k, self.stride, self.pad, 1, op)?;
         let ow = window_out(w, self.k, self.stride, self.pad, 1, op)?;
@@ -55,7 +67,18 @@ impl Pool2d {
 
     pub(crate) fn params(&self, x: &Shape, y: &Shape) -> PoolParams {
         let ([n, c, h, w], [_, _, oh, ow]) = (x.dims4_u32(), y.dims4_u32());
-        PoolParams { n, c, h, w, oh, ow, k: self.k as u32, stride: self.stride as u32, pad: self.pad as u32, _pad: [0; 3] }
+        PoolParams {
+            n,
+            c,
+            h,
+            w,
+            oh,
+            ow,
+            k: self.k as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            _pad: [0; 3],
+        }
     }
 
     /// Calls `f(out_idx, in_idx)` for every (output, input-in-its-window) pair, padding skipped.
@@ -67,9 +90,19 @@ impl Pool2d {
                 for ox in 0..ow {
                     let out_idx = (nc * oh + oy) * ow + ox;
                     for a in 0..self.k {
-                        let Some(iy) = (oy * self.stride + a).checked_sub(self.pad).filter(|&v| v < h) else { continue };
+                        let Some(iy) = (oy * self.stride + a)
+                            .checked_sub(self.pad)
+                            .filter(|&v| v < h)
+                        else {
+                            continue;
+                        };
                         for b in 0..self.k {
-                            let Some(ix) = (ox * self.stride + b).checked_sub(self.pad).filter(|&v| v < w) else { continue };
+                            let Some(ix) = (ox * self.stride + b)
+                                .checked_sub(self.pad)
+                                .filter(|&v| v < w)
+                            else {
+                                continue;
+                            };
                             f(out_idx, (nc * h + iy) * w + ix);
                         }
                     }
@@ -108,24 +141,36 @@ impl OpDef for MaxPool2d {
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
         let x = cx.shape(cx.input(0)).clone();
-        let grad_x = cx.push(MaxPool2dBackward { pool: self.0, x }, &[grad_y, cx.output(1)])?[0];
+        let grad_x = cx.push(
+            MaxPool2dBackward { pool: self.0, x },
+            &[grad_y, cx.output(1)],
+        )?[0];
         cx.set_grad_input(0, grad_x);
         Ok(())
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(&SHADER, "max_pool2d_forward", &self.0.params(inputs[0], outputs[0]), outputs[0].numel())
+        KernelCall::per_element(
+            &SHADER,
+            "max_pool2d_forward",
+            &self.0.params(inputs[0], outputs[0]),
+            outputs[0].numel(),
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let x = inputs[0].f32();
         let mut best: Vec<Option<usize>> = vec![None; outputs[0].shape.numel()];
-        self.0.for_each_window(&inputs[0].shape, &outputs[0].shape, |o, i| {
-            if best[o].is_none_or(|b| x[i] > x[b]) {
-                best[o] = Some(i);
-            }
-        });
-        let best: Vec<usize> = best.into_iter().map(|b| b.expect("padding <= k/2 leaves every window a real element")).collect();
+        self.0
+            .for_each_window(&inputs[0].shape, &outputs[0].shape, |o, i| {
+                if best[o].is_none_or(|b| x[i] > x[b]) {
+                    best[o] = Some(i);
+                }
+            });
+        let best: Vec<usize> = best
+            .into_iter()
+            .map(|b| b.expect("padding <= k/2 leaves every window a real element"))
+            .collect();
         for (o, &i) in best.iter().enumerate() {
             outputs[0].f32_mut()[o] = x[i];
             outputs[1].u32_mut()[o] = i as u32;
@@ -142,13 +187,24 @@ impl OpDef for MaxPool2dBackward {
         expect_arity(self.name(), inputs, 2)?;
         let y = self.pool.infer(self.name(), &self.x)?;
         if inputs[0] != &y || inputs[1].dims != y.dims || inputs[1].dtype != DType::U32 {
-            return Err(Error::shape(self.name(), format!("grad_y {} and argmax {} must both be {:?}", inputs[0], inputs[1], y.dims)));
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "grad_y {} and argmax {} must both be {:?}",
+                    inputs[0], inputs[1], y.dims
+                ),
+            ));
         }
         Ok(vec![self.x.clone()])
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(&SHADER, "max_pool2d_backward", &self.pool.params(outputs[0], inputs[0]), outputs[0].numel())
+        KernelCall::per_element(
+            &SHADER,
+            "max_pool2d_backward",
+            &self.pool.params(outputs[0], inputs[0]),
+            outputs[0].numel(),
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -164,7 +220,13 @@ impl OpDef for MaxPool2dBackward {
 impl Graph {
     /// `y = max_pool2d(x)` for `x: [n, c, h, w]` with a k×k window. Returns `y` (the argmax
     /// output stays in the graph for the backward pass).
-    pub fn max_pool2d(&mut self, x: TensorId, k: usize, stride: usize, pad: usize) -> Result<TensorId> {
+    pub fn max_pool2d(
+        &mut self,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<TensorId> {
         Ok(self.push(MaxPool2d(Pool2d { k, stride, pad }), &[x])?[0])
     }
 }
@@ -175,8 +237,13 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         let pool = Pool2d { k, stride, pad };
         let x = Shape::f32([2, 3, h, w]);
         res.push(CatalogEntry::new(MaxPool2d(pool), vec![x.clone()]));
-        let y = pool.infer("max_pool2d", &x).expect("catalog shapes are valid");
-        let mut entry = CatalogEntry::new(MaxPool2dBackward { pool, x }, vec![y.clone(), Shape::u32(y.dims.clone())]);
+        let y = pool
+            .infer("max_pool2d", &x)
+            .expect("catalog shapes are valid");
+        let mut entry = CatalogEntry::new(
+            MaxPool2dBackward { pool, x },
+            vec![y.clone(), Shape::u32(y.dims.clone())],
+        );
         let y = y.clone();
         entry.u32_bound = u32::MAX;
         // Each argmax must point into its own window, as the forward pass guarantees: map the
@@ -202,7 +269,14 @@ mod tests {
     fn reference_takes_window_maximum() {
         // 4×4 arange, k = stride = 2: each window's maximum is its bottom-right element.
         let x = CpuTensor::from_f32([1, 1, 4, 4], (0..16).map(|v| v as f32).collect());
-        let out = run_reference(&MaxPool2d(Pool2d { k: 2, stride: 2, pad: 0 }), &[x]);
+        let out = run_reference(
+            &MaxPool2d(Pool2d {
+                k: 2,
+                stride: 2,
+                pad: 0,
+            }),
+            &[x],
+        );
         assert_eq!(out[0].f32(), [5.0, 7.0, 13.0, 15.0]);
         assert_eq!(out[1].u32(), [5, 7, 13, 15]);
     }

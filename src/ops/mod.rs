@@ -43,7 +43,11 @@ pub struct Shader {
 impl Shader {
     /// A shader; use with `include_str!` and `size_of::<Params>()`.
     pub const fn new(name: &'static str, source: &'static str, params_size: usize) -> Self {
-        Shader { name, source, params_size }
+        Shader {
+            name,
+            source,
+            params_size,
+        }
     }
 }
 
@@ -83,19 +87,36 @@ impl KernelCall {
     /// One invocation per element of `n_elements`, in workgroups of [`WG`]. Grids larger
     /// than 65,535 workgroups fold into `y`; shaders rebuild the index as
     /// `gid.x + gid.y * nwg.x * WG`.
-    pub fn per_element<P: Pod>(shader: &'static Shader, entry: &'static str, params: &P, n_elements: usize) -> Self {
+    pub fn per_element<P: Pod>(
+        shader: &'static Shader,
+        entry: &'static str,
+        params: &P,
+        n_elements: usize,
+    ) -> Self {
         Self::per_element_wg(shader, entry, params, n_elements, WG)
     }
 
     /// [`KernelCall::per_element`] with workgroups of `wg` invocations (the `WG` override).
-    pub fn per_element_wg<P: Pod>(shader: &'static Shader, entry: &'static str, params: &P, n_elements: usize, wg: u32) -> Self {
+    pub fn per_element_wg<P: Pod>(
+        shader: &'static Shader,
+        entry: &'static str,
+        params: &P,
+        n_elements: usize,
+        wg: u32,
+    ) -> Self {
         let n_groups = (n_elements as u32).div_ceil(wg).max(1);
         let x = n_groups.min(MAX_WORKGROUPS_PER_DIM);
-        Self::grid(shader, entry, params, [x, n_groups.div_ceil(x), 1]).with_overrides(&[("WG", f64::from(wg))])
+        Self::grid(shader, entry, params, [x, n_groups.div_ceil(x), 1])
+            .with_overrides(&[("WG", f64::from(wg))])
     }
 
     /// An explicit grid.
-    pub fn grid<P: Pod>(shader: &'static Shader, entry: &'static str, params: &P, workgroups: [u32; 3]) -> Self {
+    pub fn grid<P: Pod>(
+        shader: &'static Shader,
+        entry: &'static str,
+        params: &P,
+        workgroups: [u32; 3],
+    ) -> Self {
         KernelCall {
             shader,
             entry,
@@ -137,21 +158,38 @@ impl CpuTensor {
             DType::F32 => TensorData::F32(vec![0.0; shape.numel()]),
             DType::U32 => TensorData::U32(vec![0; shape.numel()]),
         };
-        CpuTensor { shape: shape.clone(), data }
+        CpuTensor {
+            shape: shape.clone(),
+            data,
+        }
     }
 
     /// An f32 tensor; `data.len()` must equal the product of `dims`.
     pub fn from_f32(dims: impl Into<Vec<usize>>, data: Vec<f32>) -> Self {
         let shape = Shape::f32(dims);
-        assert_eq!(shape.numel(), data.len(), "data length does not match shape {shape}");
-        CpuTensor { shape, data: TensorData::F32(data) }
+        assert_eq!(
+            shape.numel(),
+            data.len(),
+            "data length does not match shape {shape}"
+        );
+        CpuTensor {
+            shape,
+            data: TensorData::F32(data),
+        }
     }
 
     /// A u32 tensor; `data.len()` must equal the product of `dims`.
     pub fn from_u32(dims: impl Into<Vec<usize>>, data: Vec<u32>) -> Self {
         let shape = Shape::u32(dims);
-        assert_eq!(shape.numel(), data.len(), "data length does not match shape {shape}");
-        CpuTensor { shape, data: TensorData::U32(data) }
+        assert_eq!(
+            shape.numel(),
+            data.len(),
+            "data length does not match shape {shape}"
+        );
+        CpuTensor {
+            shape,
+            data: TensorData::U32(data),
+        }
     }
 
     /// The f32 elements. Panics on a u32 tensor: dtypes are checked when the graph is built.
@@ -200,7 +238,10 @@ impl CpuTensor {
             DType::F32 => TensorData::F32(bytemuck::pod_collect_to_vec(bytes)),
             DType::U32 => TensorData::U32(bytemuck::pod_collect_to_vec(bytes)),
         };
-        CpuTensor { shape: shape.clone(), data }
+        CpuTensor {
+            shape: shape.clone(),
+            data,
+        }
     }
 }
 
@@ -239,6 +280,9 @@ pub trait OpDef: fmt::Debug + Send + Sync {
     }
 }
 
+/// Fixes up random inputs in place (see [`CatalogEntry::prepare`]).
+pub type PrepareInputs = Box<dyn Fn(&mut [CpuTensor])>;
+
 /// An op with input shapes that exercise it: used by gradcheck and the GPU-vs-reference tests.
 pub struct CatalogEntry {
     /// The op.
@@ -249,18 +293,31 @@ pub struct CatalogEntry {
     pub u32_bound: u32,
     /// Turns random inputs into valid ones where the op needs structure (an argmax that
     /// points into its window).
-    pub prepare: Option<Box<dyn Fn(&mut [CpuTensor])>>,
+    pub prepare: Option<PrepareInputs>,
 }
 
 impl fmt::Debug for CatalogEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} on {:?}", self.op, self.inputs.iter().map(ToString::to_string).collect::<Vec<_>>())
+        write!(
+            f,
+            "{:?} on {:?}",
+            self.op,
+            self.inputs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        )
     }
 }
 
 impl CatalogEntry {
     fn new(op: impl OpDef + 'static, inputs: Vec<Shape>) -> Self {
-        CatalogEntry { op: Arc::new(op), inputs, u32_bound: 1, prepare: None }
+        CatalogEntry {
+            op: Arc::new(op),
+            inputs,
+            u32_bound: 1,
+            prepare: None,
+        }
     }
 }
 
@@ -281,11 +338,19 @@ pub fn catalog() -> Vec<CatalogEntry> {
 }
 
 /// Checks that every input has the dtype the op expects.
-pub(crate) fn expect_dtype(op: &'static str, what: &str, shape: &Shape, dtype: DType) -> Result<()> {
+pub(crate) fn expect_dtype(
+    op: &'static str,
+    what: &str,
+    shape: &Shape,
+    dtype: DType,
+) -> Result<()> {
     if shape.dtype == dtype {
         Ok(())
     } else {
-        Err(crate::Error::shape(op, format!("{what} must be {dtype:?}, got {shape}")))
+        Err(crate::Error::shape(
+            op,
+            format!("{what} must be {dtype:?}, got {shape}"),
+        ))
     }
 }
 
@@ -294,7 +359,10 @@ pub(crate) fn expect_arity(op: &'static str, inputs: &[&Shape], n: usize) -> Res
     if inputs.len() == n {
         Ok(())
     } else {
-        Err(crate::Error::shape(op, format!("expects {n} inputs, got {}", inputs.len())))
+        Err(crate::Error::shape(
+            op,
+            format!("expects {n} inputs, got {}", inputs.len()),
+        ))
     }
 }
 

@@ -9,7 +9,11 @@ use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/optim.wgsl`.
-pub static SHADER: Shader = Shader::new("optim", include_str!("../../shaders/optim.wgsl"), size_of::<Params>());
+pub static SHADER: Shader = Shader::new(
+    "optim",
+    include_str!("../../shaders/optim.wgsl"),
+    size_of::<Params>(),
+);
 
 /// Mirrors `struct Params` in `shaders/optim.wgsl`.
 #[repr(C)]
@@ -59,7 +63,10 @@ pub struct OptimizerStepCount;
 fn check_same(op: &'static str, inputs: &[&Shape], what: &[&str]) -> Result<()> {
     for (s, name) in inputs.iter().zip(what).skip(1) {
         if s != &inputs[0] {
-            return Err(Error::shape(op, format!("{name} {s} must match param {}", inputs[0])));
+            return Err(Error::shape(
+                op,
+                format!("{name} {s} must match param {}", inputs[0]),
+            ));
         }
     }
     Ok(())
@@ -78,13 +85,21 @@ impl OpDef for SgdUpdate {
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
         let numel = inputs[0].numel();
-        let p = Params { numel: numel as u32, lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay, ..Default::default() };
+        let p = Params {
+            numel: numel as u32,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            ..Default::default()
+        };
         KernelCall::per_element(&SHADER, "sgd_update", &p, numel)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let grad = inputs[1].f32();
-        let [param, velocity] = outputs else { unreachable!("mutates() lists two inputs") };
+        let [param, velocity] = outputs else {
+            unreachable!("mutates() lists two inputs")
+        };
         let (param, velocity) = (param.f32_mut(), velocity.f32_mut());
         for i in 0..param.len() {
             let mut g = grad[i] + self.weight_decay * param[i];
@@ -110,7 +125,10 @@ impl OpDef for AdamUpdate {
         expect_arity(self.name(), inputs, 5)?;
         check_same(self.name(), &inputs[..4], &["param", "grad", "m", "v"])?;
         if inputs[4] != &Shape::u32([1]) {
-            return Err(Error::shape(self.name(), format!("step count must be [1] u32, got {}", inputs[4])));
+            return Err(Error::shape(
+                self.name(),
+                format!("step count must be [1] u32, got {}", inputs[4]),
+            ));
         }
         Ok(vec![])
     }
@@ -131,7 +149,9 @@ impl OpDef for AdamUpdate {
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (grad, t) = (inputs[1].f32(), inputs[4].u32()[0] as i32);
-        let [param, m, v] = outputs else { unreachable!("mutates() lists three inputs") };
+        let [param, m, v] = outputs else {
+            unreachable!("mutates() lists three inputs")
+        };
         let (param, m, v) = (param.f32_mut(), m.f32_mut(), v.f32_mut());
         let (b1, b2) = (f64::from(self.beta1), f64::from(self.beta2));
         for i in 0..param.len() {
@@ -142,7 +162,9 @@ impl OpDef for AdamUpdate {
             v[i] = vi as f32;
             let m_hat = mi / (1.0 - b1.powi(t));
             let v_hat = vi / (1.0 - b2.powi(t));
-            param[i] = (f64::from(param[i]) - f64::from(self.lr) * m_hat / (v_hat.sqrt() + f64::from(self.eps))) as f32;
+            param[i] = (f64::from(param[i])
+                - f64::from(self.lr) * m_hat / (v_hat.sqrt() + f64::from(self.eps)))
+                as f32;
         }
     }
 
@@ -159,13 +181,24 @@ impl OpDef for OptimizerStepCount {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 1)?;
         if inputs[0].dims != [1] || inputs[0].dtype != DType::U32 {
-            return Err(Error::shape(self.name(), format!("step count must be [1] u32, got {}", inputs[0])));
+            return Err(Error::shape(
+                self.name(),
+                format!("step count must be [1] u32, got {}", inputs[0]),
+            ));
         }
         Ok(vec![])
     }
 
     fn kernel(&self, _inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
-        KernelCall::grid(&SHADER, "optimizer_step_count", &Params { numel: 1, ..Default::default() }, [1, 1, 1])
+        KernelCall::grid(
+            &SHADER,
+            "optimizer_step_count",
+            &Params {
+                numel: 1,
+                ..Default::default()
+            },
+            [1, 1, 1],
+        )
     }
 
     fn reference(&self, _inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -180,7 +213,13 @@ impl OpDef for OptimizerStepCount {
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let p = Shape::f32([5, 7, 3]);
     let mut adam = CatalogEntry::new(
-        AdamUpdate { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+        AdamUpdate {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
         vec![p.clone(), p.clone(), p.clone(), p.clone(), Shape::u32([1])],
     );
     adam.u32_bound = 5;
@@ -192,8 +231,22 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut count = CatalogEntry::new(OptimizerStepCount, vec![Shape::u32([1])]);
     count.u32_bound = 100;
     vec![
-        CatalogEntry::new(SgdUpdate { lr: 0.1, momentum: 0.9, weight_decay: 0.01 }, vec![p.clone(), p.clone(), p.clone()]),
-        CatalogEntry::new(SgdUpdate { lr: 0.1, momentum: 0.0, weight_decay: 0.0 }, vec![Shape::f32([1031]), Shape::f32([1031]), Shape::f32([1031])]),
+        CatalogEntry::new(
+            SgdUpdate {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.01,
+            },
+            vec![p.clone(), p.clone(), p.clone()],
+        ),
+        CatalogEntry::new(
+            SgdUpdate {
+                lr: 0.1,
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+            vec![Shape::f32([1031]), Shape::f32([1031]), Shape::f32([1031])],
+        ),
         adam,
         count,
     ]

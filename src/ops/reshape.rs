@@ -22,9 +22,20 @@ impl OpDef for Reshape {
         expect_arity(self.name(), inputs, 1)?;
         let numel: usize = self.dims.iter().product();
         if numel != inputs[0].numel() {
-            return Err(Error::shape(self.name(), format!("cannot view {} ({} elements) as {:?} ({numel})", inputs[0], inputs[0].numel(), self.dims)));
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "cannot view {} ({} elements) as {:?} ({numel})",
+                    inputs[0],
+                    inputs[0].numel(),
+                    self.dims
+                ),
+            ));
         }
-        Ok(vec![Shape { dims: self.dims.clone(), dtype: inputs[0].dtype }])
+        Ok(vec![Shape {
+            dims: self.dims.clone(),
+            dtype: inputs[0].dtype,
+        }])
     }
 
     // A view: the gradient is grad_y viewed back in x's shape.
@@ -52,7 +63,12 @@ impl OpDef for Reshape {
 impl Graph {
     /// `x` viewed with new dims (no copy).
     pub fn reshape(&mut self, x: TensorId, dims: &[usize]) -> Result<TensorId> {
-        Ok(self.push(Reshape { dims: dims.to_vec() }, &[x])?[0])
+        Ok(self.push(
+            Reshape {
+                dims: dims.to_vec(),
+            },
+            &[x],
+        )?[0])
     }
 
     /// `[n, ...]` viewed as `[n, rest]` (no copy).
@@ -65,5 +81,8 @@ impl Graph {
 }
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
-    vec![CatalogEntry::new(Reshape { dims: vec![3, 35] }, vec![Shape::f32([3, 5, 7])])]
+    vec![CatalogEntry::new(
+        Reshape { dims: vec![3, 35] },
+        vec![Shape::f32([3, 5, 7])],
+    )]
 }

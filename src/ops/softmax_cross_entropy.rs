@@ -4,13 +4,18 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, NodeId, TensorId};
-use crate::ops::{expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/softmax_cross_entropy.wgsl`.
-pub static SHADER: Shader =
-    Shader::new("softmax_cross_entropy", include_str!("../../shaders/softmax_cross_entropy.wgsl"), size_of::<Params>());
+pub static SHADER: Shader = Shader::new(
+    "softmax_cross_entropy",
+    include_str!("../../shaders/softmax_cross_entropy.wgsl"),
+    size_of::<Params>(),
+);
 
 /// Mirrors `struct Params` in `shaders/softmax_cross_entropy.wgsl`.
 #[repr(C)]
@@ -41,13 +46,20 @@ fn check_logits_labels(op: &'static str, logits: &Shape, labels: &Shape) -> Resu
     expect_dtype(op, "logits", logits, DType::F32)?;
     expect_dtype(op, "labels", labels, DType::U32)?;
     if labels.dims != [n] {
-        return Err(Error::shape(op, format!("labels must be [{n}] for logits {logits}, got {labels}")));
+        return Err(Error::shape(
+            op,
+            format!("labels must be [{n}] for logits {logits}, got {labels}"),
+        ));
     }
     Ok((n, c))
 }
 
 fn params(logits: &Shape) -> Params {
-    Params { n: logits.dims[0] as u32, c: logits.dims[1] as u32, _pad: [0; 2] }
+    Params {
+        n: logits.dims[0] as u32,
+        c: logits.dims[1] as u32,
+        _pad: [0; 2],
+    }
 }
 
 /// Row `r`'s (logsumexp − logit[label], argmax), in f64.
@@ -60,7 +72,12 @@ fn row_stats(logits: &[f32], c: usize, r: usize, label: usize) -> (f64, usize) {
         }
     }
     let max = f64::from(row[arg]);
-    let lse = max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln();
+    let lse = max
+        + row
+            .iter()
+            .map(|&v| (f64::from(v) - max).exp())
+            .sum::<f64>()
+            .ln();
     (lse - f64::from(row[label]), arg)
 }
 
@@ -78,19 +95,29 @@ impl OpDef for SoftmaxCrossEntropy {
     // loss = mean(lse − logit[label]) ⇒ grad_logits = (softmax − onehot) / n; labels get none.
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_loss = cx.grad_output(0);
-        let grad_logits = cx.push(SoftmaxCrossEntropyBackward, &[cx.input(0), cx.input(1), grad_loss])?[0];
+        let grad_logits = cx.push(
+            SoftmaxCrossEntropyBackward,
+            &[cx.input(0), cx.input(1), grad_loss],
+        )?[0];
         cx.set_grad_input(0, grad_logits);
         Ok(())
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
-        KernelCall::grid(&SHADER, "softmax_cross_entropy_forward", &params(inputs[0]), [1, 1, 1])
+        KernelCall::grid(
+            &SHADER,
+            "softmax_cross_entropy_forward",
+            &params(inputs[0]),
+            [1, 1, 1],
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (n, c) = (inputs[0].shape.dims[0], inputs[0].shape.dims[1]);
         let (logits, labels) = (inputs[0].f32(), inputs[1].u32());
-        let total: f64 = (0..n).map(|r| row_stats(logits, c, r, labels[r] as usize).0).sum();
+        let total: f64 = (0..n)
+            .map(|r| row_stats(logits, c, r, labels[r] as usize).0)
+            .sum();
         outputs[0].f32_mut()[0] = (total / n as f64) as f32;
     }
 }
@@ -104,22 +131,36 @@ impl OpDef for SoftmaxCrossEntropyBackward {
         expect_arity(self.name(), inputs, 3)?;
         check_logits_labels(self.name(), inputs[0], inputs[1])?;
         if inputs[2].dims != [1] {
-            return Err(Error::shape(self.name(), format!("grad_loss must be [1], got {}", inputs[2])));
+            return Err(Error::shape(
+                self.name(),
+                format!("grad_loss must be [1], got {}", inputs[2]),
+            ));
         }
         Ok(vec![inputs[0].clone()])
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(&SHADER, "softmax_cross_entropy_backward", &params(inputs[0]), inputs[0].dims[0])
+        KernelCall::per_element(
+            &SHADER,
+            "softmax_cross_entropy_backward",
+            &params(inputs[0]),
+            inputs[0].dims[0],
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (n, c) = (inputs[0].shape.dims[0], inputs[0].shape.dims[1]);
-        let (logits, labels, grad_loss) = (inputs[0].f32(), inputs[1].u32(), f64::from(inputs[2].f32()[0]));
+        let (logits, labels, grad_loss) = (
+            inputs[0].f32(),
+            inputs[1].u32(),
+            f64::from(inputs[2].f32()[0]),
+        );
         let grad = outputs[0].f32_mut();
         for r in 0..n {
             let row = &logits[r * c..(r + 1) * c];
-            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let max = row
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
             let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
             for j in 0..c {
                 let softmax = (f64::from(row[j]) - max).exp() / sum;
@@ -139,13 +180,21 @@ impl OpDef for ClassificationMetrics {
         expect_arity(self.name(), inputs, 3)?;
         check_logits_labels(self.name(), inputs[0], inputs[1])?;
         if inputs[2] != &Shape::f32([3]) {
-            return Err(Error::shape(self.name(), format!("metrics state must be [3] f32, got {}", inputs[2])));
+            return Err(Error::shape(
+                self.name(),
+                format!("metrics state must be [3] f32, got {}", inputs[2]),
+            ));
         }
         Ok(vec![])
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
-        KernelCall::grid(&SHADER, "classification_metrics", &params(inputs[0]), [1, 1, 1])
+        KernelCall::grid(
+            &SHADER,
+            "classification_metrics",
+            &params(inputs[0]),
+            [1, 1, 1],
+        )
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -175,12 +224,21 @@ impl OpDef for ClassificationMetrics {
 
 impl Graph {
     /// Mean softmax cross-entropy of `logits: [n, c]` against `labels: [n]` (u32); returns `[1]`.
-    pub fn softmax_cross_entropy(&mut self, logits: TensorId, labels: TensorId) -> Result<TensorId> {
+    pub fn softmax_cross_entropy(
+        &mut self,
+        logits: TensorId,
+        labels: TensorId,
+    ) -> Result<TensorId> {
         Ok(self.push(SoftmaxCrossEntropy, &[logits, labels])?[0])
     }
 
     /// Appends a node adding this batch's `[loss sum, correct, count]` to `metrics` (`[3]` state).
-    pub fn classification_metrics(&mut self, logits: TensorId, labels: TensorId, metrics: TensorId) -> Result<NodeId> {
+    pub fn classification_metrics(
+        &mut self,
+        logits: TensorId,
+        labels: TensorId,
+        metrics: TensorId,
+    ) -> Result<NodeId> {
         self.push(ClassificationMetrics, &[logits, labels, metrics])?;
         Ok(NodeId(self.nodes().len() as u32 - 1))
     }
@@ -189,14 +247,23 @@ impl Graph {
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     for (n, c) in [(37, 10), (5, 3), (300, 7)] {
-        let mut e = CatalogEntry::new(SoftmaxCrossEntropy, vec![Shape::f32([n, c]), Shape::u32([n])]);
+        let mut e = CatalogEntry::new(
+            SoftmaxCrossEntropy,
+            vec![Shape::f32([n, c]), Shape::u32([n])],
+        );
         e.u32_bound = c as u32;
         res.push(e);
-        let mut e = CatalogEntry::new(SoftmaxCrossEntropyBackward, vec![Shape::f32([n, c]), Shape::u32([n]), Shape::f32([1])]);
+        let mut e = CatalogEntry::new(
+            SoftmaxCrossEntropyBackward,
+            vec![Shape::f32([n, c]), Shape::u32([n]), Shape::f32([1])],
+        );
         e.u32_bound = c as u32;
         res.push(e);
         // Labels up to c + 1: some rows are padding and must be skipped.
-        let mut e = CatalogEntry::new(ClassificationMetrics, vec![Shape::f32([n, c]), Shape::u32([n]), Shape::f32([3])]);
+        let mut e = CatalogEntry::new(
+            ClassificationMetrics,
+            vec![Shape::f32([n, c]), Shape::u32([n]), Shape::f32([3])],
+        );
         e.u32_bound = c as u32 + 2;
         res.push(e);
     }

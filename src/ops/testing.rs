@@ -29,9 +29,13 @@ pub fn random_inputs(entry: &CatalogEntry, seed: u64) -> Vec<CpuTensor> {
         .inputs
         .iter()
         .map(|shape| match shape.dtype {
-            DType::F32 => CpuTensor::from_f32(shape.dims.clone(), distinct_values(&mut rng, shape.numel())),
+            DType::F32 => {
+                CpuTensor::from_f32(shape.dims.clone(), distinct_values(&mut rng, shape.numel()))
+            }
             DType::U32 => {
-                let data = (0..shape.numel()).map(|_| rng.below(u64::from(entry.u32_bound)) as u32).collect();
+                let data = (0..shape.numel())
+                    .map(|_| rng.below(u64::from(entry.u32_bound)) as u32)
+                    .collect();
                 CpuTensor::from_u32(shape.dims.clone(), data)
             }
         })
@@ -47,7 +51,11 @@ pub fn distinct_values(rng: &mut Rng, n: usize) -> Vec<f32> {
     let mut values: Vec<f32> = (0..n)
         .map(|i| {
             let magnitude = 0.1 + 0.9 * (i as f32 + 0.5) / n as f32;
-            if rng.below(2) == 0 { magnitude } else { -magnitude }
+            if rng.below(2) == 0 {
+                magnitude
+            } else {
+                -magnitude
+            }
         })
         .collect();
     rng.shuffle(&mut values);
@@ -56,16 +64,28 @@ pub fn distinct_values(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// Panics with the worst element when `|got − want| > atol + rtol·|want|` anywhere.
 pub fn assert_close(label: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{label}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{label}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut worst: Option<(usize, f32)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g - w).abs() - (atol + rtol * w.abs());
-        if !(excess <= 0.0) && worst.is_none_or(|(_, e)| excess > e || excess.is_nan()) {
+        // NaN compares false both ways: a NaN excess (a NaN output) counts as a mismatch.
+        let bad = excess > 0.0 || excess.is_nan();
+        if bad && worst.is_none_or(|(_, e)| excess > e || excess.is_nan()) {
             worst = Some((i, excess));
         }
     }
     if let Some((i, _)) = worst {
-        let max_diff = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        let max_diff = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
         panic!(
             "{label}: mismatch at index {i}: got {}, want {} (max |diff| {max_diff}, atol {atol}, rtol {rtol}, {} elements)",
             got[i],

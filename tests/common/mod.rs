@@ -29,12 +29,28 @@ pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> 
     let ids: Vec<_> = inputs
         .iter()
         .enumerate()
-        .map(|(i, t)| if mutates.contains(&i) { g.state(&format!("in{i}"), t.clone()) } else { g.input(&format!("in{i}"), t.shape.clone()) })
+        .map(|(i, t)| {
+            if mutates.contains(&i) {
+                g.state(&format!("in{i}"), t.clone())
+            } else {
+                g.input(&format!("in{i}"), t.shape.clone())
+            }
+        })
         .collect();
-    let outputs = g.push_arc(entry.op.clone(), &ids).expect("catalogue shapes are valid");
+    let outputs = g
+        .push_arc(entry.op.clone(), &ids)
+        .expect("catalogue shapes are valid");
     let node = NodeId(g.nodes().len() as u32 - 1);
-    let effects = if mutates.is_empty() { vec![] } else { vec![node] };
-    let spec = ProgramSpec { name: "op".into(), outputs: outputs.clone(), effects };
+    let effects = if mutates.is_empty() {
+        vec![]
+    } else {
+        vec![node]
+    };
+    let spec = ProgramSpec {
+        name: "op".into(),
+        outputs: outputs.clone(),
+        effects,
+    };
     let exe = Executable::build(gpu, &g, &[spec]).expect("build");
     for (i, t) in inputs.iter().enumerate() {
         if !mutates.contains(&i) {
@@ -43,6 +59,13 @@ pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> 
     }
     let program = exe.program("op").expect("program");
     exe.run(program).expect("run");
-    let targets: Vec<_> = if mutates.is_empty() { outputs } else { mutates.iter().map(|&i| ids[i]).collect() };
-    targets.iter().map(|&t| exe.read(program, t).expect("read")).collect()
+    let targets: Vec<_> = if mutates.is_empty() {
+        outputs
+    } else {
+        mutates.iter().map(|&i| ids[i]).collect()
+    };
+    targets
+        .iter()
+        .map(|&t| exe.read(program, t).expect("read"))
+        .collect()
 }
