@@ -121,3 +121,21 @@ fn bad_arguments_fail_with_a_message() {
         "error: --lr must be a positive number, got -1"
     );
 }
+
+#[test]
+fn no_adapter_is_an_error_that_names_the_fix() {
+    // A Vulkan loader that finds no driver: the user sees what to install, not a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_train-gpu"))
+        .args(["--adapter", "vulkan", "--epochs", "1"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .expect("train-gpu runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: no GPU adapter found") && stderr.contains("mesa-vulkan-drivers"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
