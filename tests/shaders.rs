@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, ShaderStage, StorageAccess};
-use striate::ops::{catalog, shaders, Shader};
+use striate::ops::{catalog, shaders, DeviceCaps, Operand, Shader};
 use striate::Shape;
 
 struct Parsed {
@@ -18,7 +18,8 @@ struct Parsed {
 fn parse(shader: &Shader) -> Parsed {
     let module = naga::front::wgsl::parse_str(shader.source)
         .unwrap_or_else(|e| panic!("{}.wgsl: {}", shader.name, e.emit_to_string(shader.source)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+    let caps = Capabilities::default() | Capabilities::SUBGROUP;
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| {
             panic!(
@@ -137,12 +138,18 @@ fn params_structs_match_their_rust_twins() {
     }
 }
 
-/// Binding 0 is the `Params` uniform, then one storage binding per input (read-only unless the
-/// op mutates it) and per output (read-write): checked for every kernel the catalogue dispatches.
+/// Binding 0 is the `Params` uniform, then one binding per operand: inputs are read-only
+/// storage buffers (read-write where the op mutates them), outputs read-write storage buffers,
+/// scratch either. Checked for every call of every plan the catalogue's ops offer.
 #[test]
 fn every_kernel_follows_the_binding_convention() {
     let parsed: BTreeMap<&str, Parsed> =
         shaders().into_iter().map(|s| (s.name, parse(s))).collect();
+    let caps = DeviceCaps {
+        subgroups8: true,
+        max_texture_dim: 8192,
+    };
+    let mut n_calls = 0;
     for entry in catalog() {
         if entry.op.is_view() {
             continue;
@@ -150,37 +157,47 @@ fn every_kernel_follows_the_binding_convention() {
         let inputs: Vec<&Shape> = entry.inputs.iter().collect();
         let out_shapes = entry.op.infer(&inputs).expect("catalogue shapes are valid");
         let outputs: Vec<&Shape> = out_shapes.iter().collect();
-        let call = entry.op.kernel(&inputs, &outputs);
-        let p = &parsed[call.shader.name];
-        let b = bindings(p, call.entry);
-        let where_ = format!("{}:{}", call.shader.name, call.entry);
-        let n = inputs.len() + outputs.len();
-        assert_eq!(
-            b.keys().copied().collect::<Vec<_>>(),
-            (0..=n as u32).collect::<Vec<_>>(),
-            "{where_}: bindings must be 0..={n}"
-        );
-        assert_eq!(
-            b[&0].0,
-            AddressSpace::Uniform,
-            "{where_}: binding 0 must be the Params uniform"
-        );
-        for (i, (space, name)) in b.iter().skip(1) {
-            let idx = *i as usize - 1;
-            let want_write = idx >= inputs.len() || entry.op.mutates().contains(&idx);
-            let AddressSpace::Storage { access } = space else {
-                panic!("{where_}: {name} is not a storage buffer")
-            };
-            assert_eq!(
-                access.contains(StorageAccess::STORE),
-                want_write,
-                "{where_}: {name} (binding {i}) read_write must be {want_write}"
-            );
+        for plan in entry.op.plans(&inputs, &outputs, &caps) {
+            for (call, operands) in &plan.calls {
+                let p = parsed
+                    .get(call.shader.name)
+                    .unwrap_or_else(|| panic!("{} is not in ops::shaders()", call.shader.name));
+                let b = bindings(p, call.entry);
+                let where_ = format!("{}:{} ({})", call.shader.name, call.entry, plan.variant);
+                let n = operands.len();
+                assert_eq!(
+                    b.keys().copied().collect::<Vec<_>>(),
+                    (0..=n as u32).collect::<Vec<_>>(),
+                    "{where_}: bindings must be 0..={n}"
+                );
+                assert_eq!(
+                    b[&0].0,
+                    AddressSpace::Uniform,
+                    "{where_}: binding 0 must be the Params uniform"
+                );
+                for (operand, (i, (space, name))) in operands.iter().zip(b.iter().skip(1)) {
+                    let want_write = match *operand {
+                        Operand::Input(k) => entry.op.mutates().contains(&k),
+                        Operand::Output(_) => true,
+                        Operand::Scratch(_) => continue,
+                    };
+                    let AddressSpace::Storage { access } = space else {
+                        panic!("{where_}: {name} is not a storage buffer")
+                    };
+                    assert_eq!(
+                        access.contains(StorageAccess::STORE),
+                        want_write,
+                        "{where_}: {name} (binding {i}) read_write must be {want_write}"
+                    );
+                }
+                assert_eq!(
+                    call.params.len(),
+                    call.shader.params_size,
+                    "{where_}: Params bytes"
+                );
+                n_calls += 1;
+            }
         }
-        assert_eq!(
-            call.params.len(),
-            call.shader.params_size,
-            "{where_}: Params bytes"
-        );
     }
+    assert!(n_calls > 100, "only {n_calls} calls checked");
 }

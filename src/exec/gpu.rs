@@ -9,7 +9,7 @@ use crate::gpu::GpuContext;
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
 use crate::graph::{Graph, NodeId, TensorId, TensorKind};
-use crate::ops::CpuTensor;
+use crate::ops::{CpuTensor, KernelPlan, Operand, ScratchSpec};
 use crate::shape::Shape;
 use crate::{Error, Result};
 
@@ -35,6 +35,8 @@ pub struct Executable {
     names: Vec<String>,
     persistent: HashMap<TensorId, wgpu::Buffer>,
     programs: Vec<Program>,
+    /// How plans are chosen.
+    choice: VariantChoice,
     /// Preallocated staging buffer for small reads (metrics), so reading them creates nothing.
     small_staging: wgpu::Buffer,
     /// Runs submitted and maybe not finished, oldest first.
@@ -53,6 +55,54 @@ struct Program {
     dispatches: Vec<BakedDispatch>,
     /// Kept alive for the bind groups that point into it.
     _uniforms: wgpu::Buffer,
+    /// Scratch resources of the chosen plans, likewise.
+    _scratch: Vec<Scratch>,
+}
+
+/// A scratch resource of a [`KernelPlan`].
+enum Scratch {
+    /// The view keeps its texture alive.
+    Texture(wgpu::TextureView),
+    Buffer(wgpu::Buffer),
+}
+
+impl Scratch {
+    fn new(gpu: &GpuContext, spec: ScratchSpec) -> Self {
+        match spec {
+            ScratchSpec::Texture { width, height } => {
+                let texture = gpu.create_texture(
+                    &format!("scratch {width}x{height}"),
+                    width,
+                    height,
+                    wgpu::TextureFormat::Rgba32Float,
+                    wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+                );
+                Scratch::Texture(texture.create_view(&wgpu::TextureViewDescriptor::default()))
+            }
+            ScratchSpec::Buffer { bytes } => Scratch::Buffer(gpu.create_buffer(
+                &format!("scratch {bytes} bytes"),
+                bytes.max(4),
+                wgpu::BufferUsages::STORAGE,
+            )),
+        }
+    }
+
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Scratch::Texture(view) => wgpu::BindingResource::TextureView(view),
+            Scratch::Buffer(b) => b.as_entire_binding(),
+        }
+    }
+}
+
+/// Which of an op's plans the executable bakes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VariantChoice {
+    /// The op's first (best-guess) plan.
+    #[default]
+    First,
+    /// The plan with this variant name where an op has one, else the first.
+    Named(String),
 }
 
 struct BakedDispatch {
@@ -71,6 +121,16 @@ impl Executable {
     /// Schedules, plans and bakes every program; uploads initial values of parameters, state
     /// and constants. All GPU objects the executable will ever use are created here.
     pub fn build(gpu: &GpuContext, g: &Graph, specs: &[ProgramSpec]) -> Result<Self> {
+        Self::build_with(gpu, g, specs, VariantChoice::default())
+    }
+
+    /// [`Executable::build`] with an explicit plan choice (tests force every variant).
+    pub fn build_with(
+        gpu: &GpuContext,
+        g: &Graph,
+        specs: &[ProgramSpec],
+        choice: VariantChoice,
+    ) -> Result<Self> {
         let mut persistent = HashMap::new();
         for t in g.tensor_ids() {
             let info = g.tensor(t);
@@ -89,6 +149,7 @@ impl Executable {
             names: g.tensor_ids().map(|t| g.tensor(t).name.clone()).collect(),
             persistent,
             programs: Vec::new(),
+            choice,
             small_staging: gpu.create_buffer(
                 "small readback",
                 SMALL_READ_BYTES,
@@ -115,6 +176,10 @@ impl Executable {
             .collect();
 
         let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment);
+        let caps = gpu.caps();
+        // Each node's chosen plan, flattened into calls; scratch comes from a pool shared by
+        // the program's nodes (they run one after another, so equal shapes can share).
+        let mut pool: HashMap<ScratchSpec, Vec<Scratch>> = HashMap::new();
         let mut calls = Vec::new();
         for (step_idx, step) in schedule
             .steps
@@ -125,12 +190,37 @@ impl Executable {
             let node = g.node(step.node);
             let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
             let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
-            calls.push((step_idx, node, node.op.kernel(&inputs, &outputs)));
+            let plans = node.op.plans(&inputs, &outputs, &caps);
+            let kplan = self.choose(&plans);
+            let mut used: HashMap<ScratchSpec, usize> = HashMap::new();
+            let scratch: Vec<(ScratchSpec, usize)> = kplan
+                .scratch
+                .iter()
+                .map(|&spec| {
+                    let k = used.entry(spec).or_default();
+                    let list = pool.entry(spec).or_default();
+                    if list.len() <= *k {
+                        list.push(Scratch::new(gpu, spec));
+                    }
+                    *k += 1;
+                    (spec, *k - 1)
+                })
+                .collect();
+            for (call, operands) in &kplan.calls {
+                calls.push((
+                    step_idx,
+                    node,
+                    kplan.variant.clone(),
+                    call.clone(),
+                    operands.clone(),
+                    scratch.clone(),
+                ));
+            }
         }
         // Each dispatch's Params sit at a multiple of the device's uniform offset alignment.
         let max_params = calls
             .iter()
-            .map(|(_, _, c)| c.params.len() as u64)
+            .map(|c| c.3.params.len() as u64)
             .max()
             .unwrap_or(4);
         let stride = max_params.div_ceil(align) * align;
@@ -143,8 +233,16 @@ impl Executable {
         let mut uniform_data = vec![0u8; uniform_bytes as usize];
 
         let mut dispatches = Vec::new();
-        for (call_idx, (step_idx, node, call)) in calls.iter().enumerate() {
-            let label = format!("{}:{step_idx}:{}:{}", spec.name, node.name, node.op.name());
+        for (call_idx, (step_idx, node, variant, call, operands, scratch)) in
+            calls.iter().enumerate()
+        {
+            let label = format!(
+                "{}:{step_idx}:{}:{}[{variant}]:{}",
+                spec.name,
+                node.name,
+                node.op.name(),
+                call.entry
+            );
             let pipeline = gpu.pipeline(call).map_err(|e| match e {
                 Error::Shader { name, message } => Error::Shader {
                     name: format!("{name} ({label})"),
@@ -163,14 +261,27 @@ impl Executable {
                     size: wgpu::BufferSize::new(call.params.len() as u64),
                 }),
             }];
-            for (i, &t) in node.inputs.iter().chain(&node.outputs).enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            for (i, operand) in operands.iter().enumerate() {
+                let tensor = match *operand {
+                    Operand::Input(k) => Some(node.inputs[k]),
+                    Operand::Output(k) => Some(node.outputs[k]),
+                    Operand::Scratch(_) => None,
+                };
+                let resource = match (tensor, *operand) {
+                    (Some(t), _) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: self.buffer_in(&schedule, &plan, &slots, t),
                         offset: 0,
                         size: wgpu::BufferSize::new(self.shapes[t.0 as usize].bytes().max(4)),
                     }),
+                    (None, Operand::Scratch(k)) => {
+                        let (spec, idx) = scratch[k];
+                        pool[&spec][idx].binding()
+                    }
+                    (None, _) => unreachable!("inputs and outputs are tensors"),
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource,
                 });
             }
             let bind_group =
@@ -190,7 +301,16 @@ impl Executable {
             slots,
             dispatches,
             _uniforms: uniforms,
+            _scratch: pool.into_values().flatten().collect(),
         })
+    }
+
+    fn choose<'p>(&self, plans: &'p [KernelPlan]) -> &'p KernelPlan {
+        match &self.choice {
+            VariantChoice::Named(name) => plans.iter().find(|p| &p.variant == name),
+            VariantChoice::First => None,
+        }
+        .unwrap_or(&plans[0])
     }
 
     fn buffer_in<'a>(
@@ -338,6 +458,15 @@ impl Executable {
                     p.schedule.live.values().map(|r| r.bytes).sum(),
                 )
             })
+            .collect()
+    }
+
+    /// The label of every dispatch of `program`: `program:step:node:op[variant]:entry`.
+    pub fn dispatch_labels(&self, program: ProgramId) -> Vec<&str> {
+        self.programs[program.0]
+            .dispatches
+            .iter()
+            .map(|d| d.label.as_str())
             .collect()
     }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::counters::{CounterCells, Counters};
-use crate::ops::{KernelCall, Shader};
+use crate::ops::{DeviceCaps, KernelCall, Shader};
 use crate::{Error, Result};
 
 /// Which adapter to use: a backend, a name substring, or the best one available.
@@ -147,10 +147,13 @@ impl GpuContext {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Subgroup operations where the adapter has them: the texture GEMM shares its row
+        // operand through subgroup broadcasts when subgroups are exactly 8 lanes wide.
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("striate"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -166,6 +169,47 @@ impl GpuContext {
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
             }),
+        })
+    }
+
+    /// What ops may assume when they offer plans.
+    pub fn caps(&self) -> DeviceCaps {
+        let info = &self.inner.info;
+        DeviceCaps {
+            subgroups8: self
+                .inner
+                .device
+                .features()
+                .contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == 8
+                && info.subgroup_max_size == 8,
+            max_texture_dim: self.inner.limits.max_texture_dimension_2d,
+        }
+    }
+
+    /// Creates a 2D texture, counted.
+    pub fn create_texture(
+        &self,
+        label: &str,
+        width: u32,
+        height: u32,
+        format: wgpu::TextureFormat,
+        usage: wgpu::TextureUsages,
+    ) -> wgpu::Texture {
+        CounterCells::bump(&self.inner.counters.textures_created, 1);
+        self.inner.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage,
+            view_formats: &[],
         })
     }
 

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     /// Buffers created.
     pub buffers_created: u64,
+    /// Textures created.
+    pub textures_created: u64,
     /// Bind groups created.
     pub bind_groups_created: u64,
     /// Compute pipelines created (cache misses).
@@ -28,9 +30,12 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Buffers, bind groups and pipelines created.
+    /// Buffers, textures, bind groups and pipelines created.
     pub fn gpu_objects_created(&self) -> u64 {
-        self.buffers_created + self.bind_groups_created + self.pipelines_created
+        self.buffers_created
+            + self.textures_created
+            + self.bind_groups_created
+            + self.pipelines_created
     }
 }
 
@@ -40,6 +45,7 @@ impl Sub for Counters {
     fn sub(self, rhs: Counters) -> Counters {
         Counters {
             buffers_created: self.buffers_created - rhs.buffers_created,
+            textures_created: self.textures_created - rhs.textures_created,
             bind_groups_created: self.bind_groups_created - rhs.bind_groups_created,
             pipelines_created: self.pipelines_created - rhs.pipelines_created,
             bytes_uploaded: self.bytes_uploaded - rhs.bytes_uploaded,
@@ -55,6 +61,7 @@ impl Sub for Counters {
 #[derive(Debug, Default)]
 pub(crate) struct CounterCells {
     pub(crate) buffers_created: AtomicU64,
+    pub(crate) textures_created: AtomicU64,
     pub(crate) bind_groups_created: AtomicU64,
     pub(crate) pipelines_created: AtomicU64,
     pub(crate) bytes_uploaded: AtomicU64,
@@ -73,6 +80,7 @@ impl CounterCells {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counters {
             buffers_created: get(&self.buffers_created),
+            textures_created: get(&self.textures_created),
             bind_groups_created: get(&self.bind_groups_created),
             pipelines_created: get(&self.pipelines_created),
             bytes_uploaded: get(&self.bytes_uploaded),

@@ -6,8 +6,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
+use crate::ops::gemm::{self, GemmForm, GemmParams, MatrixView};
 use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
+    KernelPlan, OpDef, Operand, ScratchSpec, Shader,
 };
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
@@ -146,6 +148,62 @@ impl OpDef for Matmul {
         let grid = [u(n).div_ceil(TILE * WG_N), u(m).div_ceil(TILE * WG_M), 1];
         KernelCall::grid(&SHADER, "matmul_forward", &params, grid)
             .with_overrides(&[("WG_M", f64::from(WG_M)), ("WG_N", f64::from(WG_N))])
+    }
+
+    // The texture GEMM variants first (src/ops/gemm.rs), then the direct kernel.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let (m, k, n) = self
+            .mkn(inputs[0], inputs[1])
+            .expect("infer checked the shapes");
+        let mut res = Vec::new();
+        let k_pad = k.div_ceil(4) * 4;
+        if caps.fits(m, k) && caps.fits(k_pad, n) {
+            let [a_sm, a_sk, b_sk, b_sn] = self.strides(m, k, n);
+            let a_view = MatrixView::strided(m, k, a_sm, a_sk);
+            let b_view = MatrixView {
+                rows_pad: k_pad,
+                ..MatrixView::strided(k, n, b_sk, b_sn)
+            };
+            let (aw, ah, a_lines) = gemm::texture_dims(m, k);
+            let (bw, bh, b_lines) = gemm::texture_dims(k_pad, n);
+            let params = GemmParams {
+                m: m as u32,
+                n: n as u32,
+                k4: (k_pad / 4) as u32,
+                a_lines,
+                b_lines,
+                inner: n as u32,
+                batch_stride: 0,
+                row_stride: n as u32,
+                ..GemmParams::default()
+            };
+            for tile in gemm::candidates(GemmForm::Outer, m, caps.subgroups8, false) {
+                res.push(KernelPlan {
+                    variant: format!("tex-{}", tile.label()),
+                    scratch: vec![
+                        ScratchSpec::Texture {
+                            width: aw,
+                            height: ah,
+                        },
+                        ScratchSpec::Texture {
+                            width: bw,
+                            height: bh,
+                        },
+                    ],
+                    calls: vec![
+                        a_view.pack(Operand::Input(0), Operand::Scratch(0)),
+                        b_view.pack(Operand::Input(1), Operand::Scratch(1)),
+                        tile.call(
+                            params,
+                            1,
+                            vec![Operand::Scratch(0), Operand::Scratch(1), Operand::Output(0)],
+                        ),
+                    ],
+                });
+            }
+        }
+        res.push(KernelPlan::direct(self.kernel(inputs, outputs), 2, 1));
+        res
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {

@@ -18,6 +18,7 @@ pub mod add;
 pub mod avg_pool2d;
 pub mod bias_add;
 pub mod conv2d;
+pub mod gemm;
 pub mod matmul;
 pub mod max_pool2d;
 pub mod optim;
@@ -51,18 +52,22 @@ impl Shader {
     }
 }
 
-/// Every shader file, for validation in tests.
+/// Every shader: the files and every generated GEMM variant, for validation in tests.
 pub fn shaders() -> Vec<&'static Shader> {
-    vec![
+    let mut res = vec![
         &activation::SHADER,
         &avg_pool2d::SHADER,
         &bias_add::SHADER,
         &conv2d::SHADER,
+        &gemm::PACK_SHADER,
+        &gemm::REDUCE_SHADER,
         &matmul::SHADER,
         &max_pool2d::SHADER,
         &optim::SHADER,
         &softmax_cross_entropy::SHADER,
-    ]
+    ];
+    res.extend(gemm::all_tiles().iter().map(gemm::GemmTile::shader));
+    res
 }
 
 /// One dispatch, as plain data: which entry point, its `Params` bytes and its grid.
@@ -130,6 +135,79 @@ impl KernelCall {
     pub fn with_overrides(mut self, overrides: &[(&'static str, f64)]) -> Self {
         self.overrides = overrides.to_vec();
         self
+    }
+}
+
+/// What a binding of a [`KernelCall`] points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    /// The op's input `i`.
+    Input(usize),
+    /// The op's output `i`.
+    Output(usize),
+    /// Scratch resource `i` of the [`KernelPlan`].
+    Scratch(usize),
+}
+
+/// A resource a [`KernelPlan`] needs only while it runs (packed operands, partial sums). The
+/// executable creates these once and shares them between ops of a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScratchSpec {
+    /// An `rgba32float` texture, written as a storage texture and read with `textureLoad`.
+    Texture {
+        /// Width in texels.
+        width: u32,
+        /// Height in texels.
+        height: u32,
+    },
+    /// A storage buffer of f32.
+    Buffer {
+        /// Size in bytes.
+        bytes: u64,
+    },
+}
+
+/// How an op runs on the GPU: its dispatches in order and the scratch they share. An op may
+/// offer several plans (variants); all compute the same result, only speed differs.
+#[derive(Clone, Debug)]
+pub struct KernelPlan {
+    /// Variant name, e.g. `direct` or `tex-outer-r16j4w1-sg`; stable, used as the tuning key.
+    pub variant: String,
+    /// Scratch resources, referred to by [`Operand::Scratch`].
+    pub scratch: Vec<ScratchSpec>,
+    /// Dispatches with the operand at each binding (binding 0 is always the `Params` uniform).
+    pub calls: Vec<(KernelCall, Vec<Operand>)>,
+}
+
+impl KernelPlan {
+    /// One call with the house binding convention: inputs, then outputs.
+    pub fn direct(call: KernelCall, n_inputs: usize, n_outputs: usize) -> Self {
+        let operands = (0..n_inputs)
+            .map(Operand::Input)
+            .chain((0..n_outputs).map(Operand::Output))
+            .collect();
+        KernelPlan {
+            variant: "direct".into(),
+            scratch: Vec::new(),
+            calls: vec![(call, operands)],
+        }
+    }
+}
+
+/// What an op may assume about the device when it offers plans.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceCaps {
+    /// `subgroupBroadcast` is available and subgroups have exactly 8 lanes.
+    pub subgroups8: bool,
+    /// Largest 2D texture side.
+    pub max_texture_dim: u32,
+}
+
+impl DeviceCaps {
+    /// True when a packed texture of `rows × cols` floats fits.
+    pub fn fits(&self, rows: usize, cols: usize) -> bool {
+        let (w, h, _) = gemm::texture_dims(rows, cols);
+        w <= self.max_texture_dim && h <= self.max_texture_dim
     }
 }
 
@@ -263,8 +341,19 @@ pub trait OpDef: fmt::Debug + Send + Sync {
         Err(crate::Error::NotDifferentiable(self.name()))
     }
 
-    /// The GPU dispatch for these shapes.
+    /// The GPU dispatch for these shapes (the `direct` plan).
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall;
+
+    /// Every way to run the op on a device like `caps`, best guess first. Default: the one
+    /// direct kernel.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let _ = caps;
+        vec![KernelPlan::direct(
+            self.kernel(inputs, outputs),
+            inputs.len(),
+            outputs.len(),
+        )]
+    }
 
     /// Plain loops computing the same result on the CPU: the spec the kernel is checked against.
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]);

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use striate::exec::gpu::{Executable, ProgramSpec};
+use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::ops::{CatalogEntry, CpuTensor};
 use striate::{GpuContext, Graph, NodeId};
 
@@ -24,6 +24,17 @@ pub fn gpu() -> Option<GpuContext> {
 /// Runs one catalogue op on the GPU with `inputs`; returns its outputs (for in-place ops, the
 /// updated values of the inputs it mutates), in the same form as `run_reference`.
 pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> Vec<CpuTensor> {
+    run_gpu_with(gpu, entry, inputs, VariantChoice::First, |_| {})
+}
+
+/// [`run_gpu`] with the plan `choice`; `check_labels` sees the dispatch labels.
+pub fn run_gpu_with(
+    gpu: &GpuContext,
+    entry: &CatalogEntry,
+    inputs: &[CpuTensor],
+    choice: VariantChoice,
+    check_labels: impl FnOnce(&[&str]),
+) -> Vec<CpuTensor> {
     let mut g = Graph::new();
     let mutates = entry.op.mutates();
     let ids: Vec<_> = inputs
@@ -51,13 +62,14 @@ pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> 
         outputs: outputs.clone(),
         effects,
     };
-    let exe = Executable::build(gpu, &g, &[spec]).expect("build");
+    let exe = Executable::build_with(gpu, &g, &[spec], choice).expect("build");
     for (i, t) in inputs.iter().enumerate() {
         if !mutates.contains(&i) {
             exe.write(ids[i], t.bytes()).expect("write input");
         }
     }
     let program = exe.program("op").expect("program");
+    check_labels(&exe.dispatch_labels(program));
     exe.run(program).expect("run");
     let targets: Vec<_> = if mutates.is_empty() {
         outputs

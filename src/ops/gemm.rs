@@ -1,0 +1,580 @@
+//! The texture GEMM path: `C = A · B` with both operands packed into `rgba32float` textures.
+//!
+//! Why textures: on llvmpipe (lavapipe) a storage-buffer load whose address differs per
+//! invocation becomes a loop over the 8 SIMD lanes with a branch and a bounds check per lane
+//! (about 20 cycles per float), while a texel fetch is a vectorised gather (8 × 128-bit loads
+//! and a transpose for 32 floats). Measured on SGEMM 1024: 2.2 GFLOP/s from buffers, 20 from
+//! textures, 30 with the row operand shared through subgroup broadcasts (BENCHMARKS.md).
+//!
+//! Every GEMM-shaped op runs as: pack kernels (`shaders/pack.wgsl`) write the operands into
+//! scratch textures, with any transpose, im2col window or kernel flip folded into the packing;
+//! one generated GEMM kernel reads them and writes the result (plus an optional bias) through a
+//! strided epilogue, so a convolution's `[c_out, n·oh·ow]` product lands in NCHW directly.
+//!
+//! Texture layout, shared by the pack and GEMM kernels: a logical row `r` of `t` texels (4
+//! floats each) occupies `lines = ⌈t / 4096⌉` texture lines; texel `i` of row `r` sits at
+//! `(i mod 4096, r·lines + i / 4096)`. Rows and texels past the logical size are zero.
+//!
+//! The GEMM kernels are generated (one WGSL source per tile shape) rather than written with
+//! loops over private arrays: Mesa's NIR does not unroll the nested tile loops, and an array
+//! indexed in a loop lives in memory with per-lane access (1.8 GFLOP/s against 7.6 for the
+//! same tile with named registers).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::ops::{KernelCall, Operand, Shader};
+
+/// Texels per texture line (a power of two every adapter supports: WebGPU's default limit
+/// is 8192).
+pub const LINE_TEXELS: u32 = 4096;
+const LINE_SHIFT: u32 = 12;
+
+/// `shaders/pack.wgsl`.
+pub static PACK_SHADER: Shader = Shader::new(
+    "pack",
+    include_str!("../../shaders/pack.wgsl"),
+    size_of::<PackParams>(),
+);
+
+/// Mirrors `struct Params` in `shaders/pack.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct PackParams {
+    /// Logical rows and columns of the packed matrix.
+    pub rows: u32,
+    /// Columns (floats) per row.
+    pub cols: u32,
+    /// Rows written (the tail past `rows` is zero).
+    pub rows_pad: u32,
+    /// Texels per row, `⌈cols / 4⌉`.
+    pub texels: u32,
+    /// Texture lines per row.
+    pub lines: u32,
+    /// `pack_matrix`: columns per batch block; `pack_im2col`: images.
+    pub inner: u32,
+    /// `pack_matrix`: element offset; `pack_im2col`: channels.
+    pub off: i32,
+    /// `pack_matrix`: row stride; `pack_im2col`: input height.
+    pub sr: i32,
+    /// `pack_matrix`: stride between batch blocks; `pack_im2col`: input width.
+    pub sb: i32,
+    /// `pack_matrix`: column stride; `pack_im2col`: kernel height.
+    pub sc: i32,
+    /// `pack_im2col`: kernel width, output height and width, stride, dilation, padding.
+    pub kw: i32,
+    /// Output height.
+    pub oh: i32,
+    /// Output width.
+    pub ow: i32,
+    /// Stride.
+    pub stride: i32,
+    /// Dilation.
+    pub dilation: i32,
+    /// Padding (may be larger than the forward padding for a transposed convolution).
+    pub pad: i32,
+}
+
+/// Size of a packed texture for `rows × cols` floats: (width, height, lines per row).
+pub fn texture_dims(rows: usize, cols: usize) -> (u32, u32, u32) {
+    let texels = (cols as u32).div_ceil(4).max(1);
+    let lines = texels.div_ceil(LINE_TEXELS);
+    (texels.min(LINE_TEXELS), (rows as u32).max(1) * lines, lines)
+}
+
+/// A strided view of a matrix to pack: `X(r, c) = src[off + r·sr + (c / inner)·sb + (c % inner)·sc]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixView {
+    /// Logical rows.
+    pub rows: usize,
+    /// Logical columns.
+    pub cols: usize,
+    /// Rows to write, `>= rows` (the tail is zero).
+    pub rows_pad: usize,
+    /// Element offset.
+    pub off: isize,
+    /// Row stride.
+    pub sr: isize,
+    /// Columns per batch block (`usize::MAX`-like large value for a plain matrix).
+    pub inner: usize,
+    /// Stride between batch blocks.
+    pub sb: isize,
+    /// Column stride.
+    pub sc: isize,
+}
+
+impl MatrixView {
+    /// A plain strided matrix.
+    pub fn strided(rows: usize, cols: usize, sr: usize, sc: usize) -> Self {
+        MatrixView {
+            rows,
+            cols,
+            rows_pad: rows,
+            off: 0,
+            sr: sr as isize,
+            inner: cols.max(1),
+            sb: 0,
+            sc: sc as isize,
+        }
+    }
+
+    /// The pack call: source at binding 1, texture at binding 2.
+    pub fn pack(&self, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
+        let (_, _, lines) = texture_dims(self.rows_pad, self.cols);
+        let texels = (self.cols as u32).div_ceil(4).max(1);
+        let i = |v: isize| v as i32;
+        let params = PackParams {
+            rows: self.rows as u32,
+            cols: self.cols as u32,
+            rows_pad: self.rows_pad as u32,
+            texels,
+            lines,
+            inner: self.inner as u32,
+            off: i(self.off),
+            sr: i(self.sr),
+            sb: i(self.sb),
+            sc: i(self.sc),
+            ..PackParams::default()
+        };
+        let n = self.rows_pad * texels as usize;
+        (
+            KernelCall::per_element(&PACK_SHADER, "pack_matrix", &params, n),
+            vec![src, dst],
+        )
+    }
+}
+
+/// Convolution windows to pack as an im2col matrix: row `(c, ky, kx)`, column `(n, oy, ox)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Im2col {
+    /// Input `[n, c, h, w]`.
+    pub input: [usize; 4],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Output height and width.
+    pub out: [usize; 2],
+    /// Stride, dilation and padding (both axes).
+    pub stride: usize,
+    /// Tap spacing.
+    pub dilation: usize,
+    /// Zero padding.
+    pub pad: usize,
+}
+
+impl Im2col {
+    /// Rows of the packed matrix: `c·kh·kw`.
+    pub fn rows(&self) -> usize {
+        self.input[1] * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Columns: `n·oh·ow`.
+    pub fn cols(&self) -> usize {
+        self.input[0] * self.out[0] * self.out[1]
+    }
+
+    /// The pack call: source at binding 1, texture at binding 2; `rows_pad` rows are written.
+    pub fn pack(&self, rows_pad: usize, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
+        let (_, _, lines) = texture_dims(rows_pad, self.cols());
+        let texels = (self.cols() as u32).div_ceil(4).max(1);
+        let i = |v: usize| v as i32;
+        let params = PackParams {
+            rows: self.rows() as u32,
+            cols: self.cols() as u32,
+            rows_pad: rows_pad as u32,
+            texels,
+            lines,
+            inner: self.input[0] as u32,
+            off: i(self.input[1]),
+            sr: i(self.input[2]),
+            sb: i(self.input[3]),
+            sc: i(self.kernel[0]),
+            kw: i(self.kernel[1]),
+            oh: i(self.out[0]),
+            ow: i(self.out[1]),
+            stride: i(self.stride),
+            dilation: i(self.dilation),
+            pad: i(self.pad),
+        };
+        let n = rows_pad * texels as usize;
+        (
+            KernelCall::per_element(&PACK_SHADER, "pack_im2col", &params, n),
+            vec![src, dst],
+        )
+    }
+}
+
+/// Mirrors `struct Params` of the generated GEMM kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct GemmParams {
+    /// Rows of C.
+    pub m: u32,
+    /// Columns of C.
+    pub n: u32,
+    /// Texels along k.
+    pub k4: u32,
+    /// Texture lines per row of A.
+    pub a_lines: u32,
+    /// Texture lines per row of B.
+    pub b_lines: u32,
+    /// Epilogue: element `(row, col)` goes to `(col / inner)·batch_stride + row·row_stride + col % inner`.
+    pub inner: u32,
+    /// See `inner`.
+    pub batch_stride: u32,
+    /// See `inner`.
+    pub row_stride: u32,
+    /// Dot form: texels of k per split.
+    pub k_chunk: u32,
+    /// 1 to apply ReLU in the epilogue.
+    pub relu: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// Which product a generated kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmForm {
+    /// `C[m, n] = Σ_k A[m, k]·B[k, n]`; A packed with rows m (texels along k), B with rows k
+    /// (texels along n). Each invocation owns `j` texels of columns.
+    Outer,
+    /// `C[m, n] = Σ_k A[m, k]·B[n, k]`; both packed along k. Each invocation owns `j` rows of
+    /// B; the k range may be split across `grid.z`, partial sums going to a scratch buffer.
+    Dot,
+}
+
+/// One tile configuration: the autotuner's unit of choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmTile {
+    /// Product form.
+    pub form: GemmForm,
+    /// Rows of C per subgroup of 8 lanes is `8·ra`.
+    pub ra: u32,
+    /// Column texels (outer) or B rows (dot) per lane.
+    pub j: u32,
+    /// Subgroups (of the workgroup's 8) stacked along rows; the rest go along columns.
+    pub wg_rows: u32,
+    /// Share the row operand through `subgroupBroadcast` (needs subgroups of exactly 8).
+    pub subgroups: bool,
+    /// Add a per-row bias in the epilogue (binding 3).
+    pub bias: bool,
+}
+
+impl GemmTile {
+    /// Rows of C one workgroup covers.
+    pub fn wg_tile_rows(&self) -> u32 {
+        8 * self.ra * self.wg_rows
+    }
+
+    /// Columns of C (outer) or rows of B (dot) one workgroup covers.
+    pub fn wg_tile_cols(&self) -> u32 {
+        let lanes_cols = 8 * self.j * (8 / self.wg_rows);
+        match self.form {
+            GemmForm::Outer => 4 * lanes_cols,
+            GemmForm::Dot => lanes_cols,
+        }
+    }
+
+    /// Short label, e.g. `outer-r16x4c-sg`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}-r{}j{}w{}{}",
+            match self.form {
+                GemmForm::Outer => "outer",
+                GemmForm::Dot => "dot",
+            },
+            8 * self.ra,
+            self.j,
+            self.wg_rows,
+            if self.subgroups { "-sg" } else { "" }
+        )
+    }
+
+    /// The generated shader for this tile (made once, then shared).
+    pub fn shader(&self) -> &'static Shader {
+        static CACHE: OnceLock<Mutex<HashMap<GemmTile, &'static Shader>>> = OnceLock::new();
+        let mut cache = CACHE
+            .get_or_init(Mutex::default)
+            .lock()
+            .expect("gemm shader cache");
+        cache.entry(*self).or_insert_with(|| {
+            let name: &'static str = Box::leak(
+                format!(
+                    "gemm-{}{}",
+                    self.label(),
+                    if self.bias { "-bias" } else { "" }
+                )
+                .into_boxed_str(),
+            );
+            let source: &'static str = Box::leak(generate(self).into_boxed_str());
+            Box::leak(Box::new(Shader::new(name, source, size_of::<GemmParams>())))
+        })
+    }
+
+    /// The GEMM call over packed textures `a`, `b` (bindings 1, 2), optional `bias` (3) and
+    /// output `c` (last). For the dot form with `splits > 1`, `c` must be a scratch buffer of
+    /// `splits·m·n` floats that `reduce_splits` then sums.
+    pub fn call(
+        &self,
+        params: GemmParams,
+        splits: u32,
+        operands: Vec<Operand>,
+    ) -> (KernelCall, Vec<Operand>) {
+        let grid = [
+            params.n.div_ceil(self.wg_tile_cols()).max(1),
+            params.m.div_ceil(self.wg_tile_rows()).max(1),
+            splits.max(1),
+        ];
+        (
+            KernelCall::grid(self.shader(), "gemm", &params, grid).with_overrides(&[]),
+            operands,
+        )
+    }
+}
+
+/// The candidate tiles for a product of this size, best first by a static guess (the
+/// autotuner times them on the adapter).
+pub fn candidates(form: GemmForm, m: usize, subgroups: bool, bias: bool) -> Vec<GemmTile> {
+    let mut res = Vec::new();
+    let shapes: &[(u32, u32, u32)] = match form {
+        // (ra, j, wg_rows)
+        GemmForm::Outer => &[(2, 4, 1), (2, 2, 1), (1, 4, 1), (1, 2, 1), (2, 2, 2)],
+        GemmForm::Dot => &[(2, 4, 1), (1, 4, 1), (2, 2, 1), (1, 8, 1)],
+    };
+    for &(ra, j, wg_rows) in shapes {
+        // No point in tiles far taller than the product.
+        if 8 * ra as usize > m.next_power_of_two().max(8) {
+            continue;
+        }
+        for sg in [true, false] {
+            if sg && !subgroups {
+                continue;
+            }
+            res.push(GemmTile {
+                form,
+                ra,
+                j,
+                wg_rows,
+                subgroups: sg,
+                bias,
+            });
+        }
+    }
+    if res.is_empty() {
+        res.push(GemmTile {
+            form,
+            ra: 1,
+            j: 2,
+            wg_rows: 1,
+            subgroups,
+            bias,
+        });
+    }
+    res
+}
+
+/// Every tile `candidates` can return, for shader validation.
+pub fn all_tiles() -> Vec<GemmTile> {
+    let mut res = Vec::new();
+    for form in [GemmForm::Outer, GemmForm::Dot] {
+        for bias in [false, true] {
+            if bias && form == GemmForm::Dot {
+                continue;
+            }
+            res.extend(candidates(form, 1 << 20, true, bias));
+        }
+    }
+    res
+}
+
+/// WGSL for one tile.
+fn generate(t: &GemmTile) -> String {
+    let r_rows = 8 * t.ra;
+    let wg_cols = 8 / t.wg_rows;
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "// Generated by src/ops/gemm.rs: {} tile, {r_rows} rows x {} per subgroup of 8 lanes.",
+        t.label(),
+        t.j
+    );
+    w.push_str(
+        "struct Params { m: u32, n: u32, k4: u32, a_lines: u32, b_lines: u32, inner: u32, batch_stride: u32, row_stride: u32, k_chunk: u32, relu: u32, _pad0: u32, _pad1: u32 }\n\
+         @group(0) @binding(0) var<uniform> p: Params;\n\
+         @group(0) @binding(1) var a: texture_2d<f32>;\n\
+         @group(0) @binding(2) var b: texture_2d<f32>;\n",
+    );
+    if t.bias {
+        w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n");
+    } else {
+        w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n");
+    }
+    let _ = writeln!(
+        w,
+        "fn at(row: u32, t: u32, lines: u32) -> vec2<u32> {{ return vec2<u32>(t & {}u, row * lines + (t >> {LINE_SHIFT}u)); }}",
+        LINE_TEXELS - 1
+    );
+    w.push_str("@compute @workgroup_size(8, 8)\nfn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
+    let _ = writeln!(w, "  let lane = lid.x;");
+    let _ = writeln!(
+        w,
+        "  let row0 = (wg.y * {}u + lid.y / {wg_cols}u) * {r_rows}u;",
+        t.wg_rows
+    );
+    let _ = writeln!(
+        w,
+        "  let col0 = (wg.x * {wg_cols}u + lid.y % {wg_cols}u) * {}u + lane;",
+        8 * t.j
+    );
+    for r in 0..r_rows {
+        for j in 0..t.j {
+            let _ = writeln!(w, "  var acc{r}_{j} = vec4<f32>();");
+        }
+    }
+    let (kbegin, kend) = match t.form {
+        GemmForm::Outer => ("0u".to_string(), "p.k4".to_string()),
+        GemmForm::Dot => (
+            "wg.z * p.k_chunk".to_string(),
+            "min(p.k4, (wg.z + 1u) * p.k_chunk)".to_string(),
+        ),
+    };
+    let _ = writeln!(w, "  let last_row = max(p.m, 1u) - 1u;");
+    let _ = writeln!(w, "  for (var kq = {kbegin}; kq < {kend}; kq++) {{");
+    // The row operand: loaded once per lane and broadcast, or loaded by every lane.
+    if t.subgroups {
+        for q in 0..t.ra {
+            let _ = writeln!(w, "    let al{q} = textureLoad(a, at(min(row0 + {}u + lane, last_row), kq, p.a_lines), 0);", 8 * q);
+        }
+        for r in 0..r_rows {
+            let _ = writeln!(
+                w,
+                "    let a{r} = subgroupBroadcast(al{}, {}u);",
+                r / 8,
+                r % 8
+            );
+        }
+    } else {
+        for r in 0..r_rows {
+            let _ = writeln!(
+                w,
+                "    let a{r} = textureLoad(a, at(min(row0 + {r}u, last_row), kq, p.a_lines), 0);"
+            );
+        }
+    }
+    match t.form {
+        GemmForm::Outer => {
+            for kk in 0..4 {
+                let comp = ["x", "y", "z", "w"][kk];
+                for j in 0..t.j {
+                    let _ = writeln!(w, "    let b{kk}_{j} = textureLoad(b, at(kq * 4u + {kk}u, col0 + {}u, p.b_lines), 0);", 8 * j);
+                    for r in 0..r_rows {
+                        let _ = writeln!(
+                            w,
+                            "    acc{r}_{j} = fma(vec4<f32>(a{r}.{comp}), b{kk}_{j}, acc{r}_{j});"
+                        );
+                    }
+                }
+            }
+        }
+        GemmForm::Dot => {
+            let _ = writeln!(w, "    let last_col = max(p.n, 1u) - 1u;");
+            for j in 0..t.j {
+                let _ = writeln!(w, "    let b{j} = textureLoad(b, at(min(col0 + {}u, last_col), kq, p.b_lines), 0);", 8 * j);
+                for r in 0..r_rows {
+                    let _ = writeln!(w, "    acc{r}_{j} = fma(a{r}, b{j}, acc{r}_{j});");
+                }
+            }
+        }
+    }
+    w.push_str("  }\n");
+    // Epilogue.
+    match t.form {
+        GemmForm::Outer => {
+            for r in 0..r_rows {
+                let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
+                let _ = writeln!(w, "    let row = row0 + {r}u;");
+                if t.bias {
+                    let _ = writeln!(w, "    let bv = bias[row];");
+                }
+                for j in 0..t.j {
+                    for (ci, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+                        let v = if t.bias {
+                            format!("acc{r}_{j}.{comp} + bv")
+                        } else {
+                            format!("acc{r}_{j}.{comp}")
+                        };
+                        let _ = writeln!(w, "    put(row, (col0 + {}u) * 4u + {ci}u, {v});", 8 * j);
+                    }
+                }
+                w.push_str("  }\n");
+            }
+        }
+        GemmForm::Dot => {
+            for r in 0..r_rows {
+                let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
+                for j in 0..t.j {
+                    let _ = writeln!(w, "    put_split(wg.z, row0 + {r}u, col0 + {}u, dot(acc{r}_{j}, vec4<f32>(1.0)));", 8 * j);
+                }
+                w.push_str("  }\n");
+            }
+        }
+    }
+    w.push_str("}\n");
+    w.push_str(
+        "fn put(row: u32, col: u32, v: f32) {\n\
+         \x20 if (col >= p.n) { return; }\n\
+         \x20 var x = v;\n\
+         \x20 if (p.relu != 0u) { x = max(x, 0.0); }\n\
+         \x20 c[(col / p.inner) * p.batch_stride + row * p.row_stride + col % p.inner] = x;\n\
+         }\n",
+    );
+    if t.form == GemmForm::Dot {
+        w.push_str(
+            "fn put_split(z: u32, row: u32, col: u32, v: f32) {\n\
+             \x20 if (col >= p.n) { return; }\n\
+             \x20 c[z * p.m * p.n + row * p.n + col] = v;\n\
+             }\n",
+        );
+    }
+    s
+}
+
+/// `shaders/reduce_splits.wgsl`.
+pub static REDUCE_SHADER: Shader = Shader::new(
+    "reduce_splits",
+    include_str!("../../shaders/reduce_splits.wgsl"),
+    size_of::<ReduceParams>(),
+);
+
+/// Mirrors `struct Params` in `shaders/reduce_splits.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ReduceParams {
+    /// Elements of the result.
+    pub len: u32,
+    /// Partial sums per element.
+    pub splits: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
+}
+
+/// Sums `splits` partial results of `len` floats (binding 1) into `out` (binding 2).
+pub fn reduce_call(
+    len: usize,
+    splits: u32,
+    part: Operand,
+    out: Operand,
+) -> (KernelCall, Vec<Operand>) {
+    let params = ReduceParams {
+        len: len as u32,
+        splits,
+        _pad: [0; 2],
+    };
+    (
+        KernelCall::per_element(&REDUCE_SHADER, "reduce_splits", &params, len),
+        vec![part, out],
+    )
+}

@@ -1,0 +1,57 @@
+//! Every plan variant an op offers (each GEMM tile the autotuner may pick, the direct kernels)
+//! against the CPU reference on awkward shapes: variants may differ in speed, never in result.
+
+mod common;
+
+use striate::exec::gpu::VariantChoice;
+use striate::ops::testing::{assert_close, random_inputs, run_reference};
+use striate::ops::{catalog, TensorData};
+use striate::Shape;
+
+#[test]
+fn every_variant_matches_the_reference() {
+    let Some(gpu) = common::gpu() else { return };
+    let caps = gpu.caps();
+    let mut n_checked = 0;
+    for (entry_idx, entry) in catalog().iter().enumerate() {
+        if entry.op.is_view() {
+            continue;
+        }
+        let inputs_shapes: Vec<&Shape> = entry.inputs.iter().collect();
+        let outs = entry.op.infer(&inputs_shapes).expect("valid");
+        let outputs: Vec<&Shape> = outs.iter().collect();
+        let plans = entry.op.plans(&inputs_shapes, &outputs, &caps);
+        if plans.len() < 2 {
+            continue;
+        }
+        let inputs = random_inputs(entry, 7000 + entry_idx as u64);
+        let want = run_reference(entry.op.as_ref(), &inputs);
+        for plan in &plans {
+            let tag = format!("[{}]", plan.variant);
+            let got = common::run_gpu_with(
+                &gpu,
+                entry,
+                &inputs,
+                VariantChoice::Named(plan.variant.clone()),
+                |labels| {
+                    assert!(
+                        labels.iter().all(|l| l.contains(&tag)),
+                        "{entry:?}: variant {tag} not chosen: {labels:?}"
+                    );
+                },
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let label = format!("{entry:?} {tag} output {i}");
+                match (&g.data, &w.data) {
+                    (TensorData::F32(g), TensorData::F32(w)) => {
+                        assert_close(&label, g, w, 1e-5, 1e-4);
+                    }
+                    (TensorData::U32(g), TensorData::U32(w)) => assert_eq!(g, w, "{label}"),
+                    _ => panic!("{label}: dtype differs"),
+                }
+            }
+            n_checked += 1;
+        }
+    }
+    assert!(n_checked >= 20, "only {n_checked} variants checked");
+}
