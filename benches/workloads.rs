@@ -250,6 +250,16 @@ impl OpBench {
         Ok(times[runs / 2])
     }
 
+    /// With `STRIATE_BENCH_PROFILE=1`, prints each dispatch's time (one run, synced per dispatch).
+    fn maybe_profile(&self) -> anyhow::Result<()> {
+        if std::env::var_os("STRIATE_BENCH_PROFILE").is_some() {
+            for (label, s) in self.exe.profile(self.exe.program("bench")?)? {
+                println!("  {:9.2} ms  {label}", s * 1e3);
+            }
+        }
+        Ok(())
+    }
+
     fn output(&self, i: usize) -> anyhow::Result<CpuTensor> {
         Ok(self.exe.read(self.exe.program("bench")?, self.outputs[i])?)
     }
@@ -281,6 +291,7 @@ fn w3(gpu: &GpuContext) -> anyhow::Result<()> {
         1e-3,
     );
     let seconds = bench.median(3, 20)?;
+    bench.maybe_profile()?;
     let gflops = 2.0 * (n * n * n) as f64 / seconds / 1e9;
     println!(
         "W3 SGEMM 1024: {:.1} ms, {gflops:.2} GFLOP/s",
@@ -320,6 +331,7 @@ fn w4(gpu: &GpuContext) -> anyhow::Result<()> {
         1e-3,
     );
     let fwd_s = fwd.median(2, 10)?;
+    fwd.maybe_profile()?;
 
     let bi = Conv2dBackwardInput {
         geometry,
@@ -357,6 +369,7 @@ fn w4(gpu: &GpuContext) -> anyhow::Result<()> {
         1e-3,
     );
     let bwd_s = bwd.median(2, 10)?;
+    bwd.maybe_profile()?;
 
     let flops = 2.0 * (n * k * c * hw * hw * 9) as f64;
     let (fwd_gflops, bwd_gflops) = (flops / fwd_s / 1e9, 2.0 * flops / bwd_s / 1e9);

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::data::Dataset;
-use crate::exec::gpu::{Executable, ProgramId, ProgramSpec};
+use crate::exec::gpu::{Executable, ProgramId, ProgramSpec, TuningReport, VariantChoice};
 use crate::gpu::GpuContext;
 use crate::graph::{append_backward, Graph, NodeId, TensorId};
 use crate::nn::{Model, Net};
@@ -108,17 +108,35 @@ pub struct Trainer {
 
 impl Trainer {
     /// Builds the training graph for 1×28×28 images and 10 classes and bakes it.
+    /// Each op runs its first (best-guess) plan; see [`Trainer::new_tuned`] for the fastest.
     pub fn new(gpu: &GpuContext, config: &TrainConfig) -> Result<Self> {
-        Self::build(gpu, config, false)
+        Self::build(gpu, config, false, VariantChoice::First)
+    }
+
+    /// Like [`Trainer::new`], with every op's plan chosen by timing the candidates on this
+    /// adapter (cached on disk, so only the first run on a machine pays; see
+    /// [`crate::exec::tune`]). What was tuned: [`Trainer::tuning_report`].
+    pub fn new_tuned(gpu: &GpuContext, config: &TrainConfig) -> Result<Self> {
+        Self::build(gpu, config, false, VariantChoice::Autotune)
+    }
+
+    /// What autotuning did while this trainer was built.
+    pub fn tuning_report(&self) -> TuningReport {
+        self.exe.tuning_report()
     }
 
     /// Like [`Trainer::new`], plus a `check` program that keeps the loss and every gradient
     /// readable after the step (see [`Trainer::check_step`]). Costs a second memory plan.
     pub fn new_checked(gpu: &GpuContext, config: &TrainConfig) -> Result<Self> {
-        Self::build(gpu, config, true)
+        Self::build(gpu, config, true, VariantChoice::First)
     }
 
-    fn build(gpu: &GpuContext, config: &TrainConfig, with_check: bool) -> Result<Self> {
+    fn build(
+        gpu: &GpuContext,
+        config: &TrainConfig,
+        with_check: bool,
+        choice: VariantChoice,
+    ) -> Result<Self> {
         let (graph, parts) = training_graph(config)?;
         let mut specs = vec![
             ProgramSpec {
@@ -142,7 +160,7 @@ impl Trainer {
                 effects: parts.train_effects.clone(),
             });
         }
-        let exe = Executable::build(gpu, &graph, &specs)?;
+        let exe = Executable::build_with(gpu, &graph, &specs, choice)?;
         Ok(Trainer {
             train: exe.program("train")?,
             eval: exe.program("eval")?,

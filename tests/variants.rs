@@ -13,6 +13,7 @@ fn every_variant_matches_the_reference() {
     let Some(gpu) = common::gpu() else { return };
     let caps = gpu.caps();
     let mut n_checked = 0;
+    let mut n_split = 0;
     for (entry_idx, entry) in catalog().iter().enumerate() {
         if entry.op.is_view() {
             continue;
@@ -38,6 +39,10 @@ fn every_variant_matches_the_reference() {
                         labels.iter().all(|l| l.contains(&tag)),
                         "{entry:?}: variant {tag} not chosen: {labels:?}"
                     );
+                    n_split += labels
+                        .iter()
+                        .filter(|l| l.ends_with(":reduce_splits"))
+                        .count();
                 },
             );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -54,4 +59,5 @@ fn every_variant_matches_the_reference() {
         }
     }
     assert!(n_checked >= 20, "only {n_checked} variants checked");
+    assert!(n_split > 0, "no split-k GEMM was checked");
 }

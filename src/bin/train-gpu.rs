@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use striate::data::{self, DataSplit};
+use striate::data::{self, DataSplit, Dataset};
 use striate::nn::Model;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 use striate::{AdapterChoice, GpuContext};
@@ -63,6 +63,59 @@ struct Args {
     /// Read the running loss for the progress bar every N steps.
     #[arg(long, default_value_t = 50)]
     log_every: usize,
+    /// Skip autotuning: run every op's first (best-guess) kernel variant instead of timing
+    /// the candidates on this adapter. Tuning results are cached in ~/.cache/striate.
+    #[arg(long)]
+    no_tune: bool,
+    /// Before training, print the time of every kernel of one training step and its share
+    /// of the step (each dispatch synced on its own). With --epochs 0, only profile.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// The per-kernel table of `--profile`: dispatches grouped by op and kernel, slowest first.
+fn print_profile(trainer: &Trainer, train: &Dataset, batch: usize) -> anyhow::Result<()> {
+    let n = batch.min(train.len());
+    let images = &train.images[..n * train.h * train.w];
+    let labels = &train.labels[..n];
+    trainer.profile_step(images, labels)?; // Warm-up: first-use costs stay out of the table.
+    let dispatches = trainer.profile_step(images, labels)?;
+    let total: f64 = dispatches.iter().map(|(_, s)| s).sum();
+    // Labels are program:step:layer:op[variant]:entry; group by layer, op, variant and entry.
+    let mut rows: Vec<(String, f64, usize)> = Vec::new();
+    for (label, s) in &dispatches {
+        let key = label.splitn(3, ':').nth(2).unwrap_or(label).to_string();
+        match rows.iter_mut().find(|r| r.0 == key) {
+            Some(r) => {
+                r.1 += s;
+                r.2 += 1;
+            }
+            None => rows.push((key, *s, 1)),
+        }
+    }
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "profile: one training step of batch {n}, {} dispatches, {:.2} ms (each dispatch synced on its own; measured on the host, so the sum is a little above a pipelined step)",
+        dispatches.len(),
+        total * 1e3
+    );
+    println!(
+        "{:>9}  {:>6}  kernel (layer:op[variant]:entry)",
+        "ms", "share"
+    );
+    for (key, s, count) in rows {
+        let times = if count > 1 {
+            format!(" x{count}")
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>9.3}  {:>5.1}%  {key}{times}",
+            s * 1e3,
+            100.0 * s / total
+        );
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -90,7 +143,10 @@ fn run() -> Result<()> {
     }
     let args = Args::parse();
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
+    anyhow::ensure!(
+        args.epochs > 0 || args.profile,
+        "--epochs must be at least 1 (0 only with --profile)"
+    );
     anyhow::ensure!(
         args.lr.is_finite() && args.lr > 0.0,
         "--lr must be a positive number, got {}",
@@ -134,7 +190,12 @@ fn run() -> Result<()> {
         seed: args.seed,
     };
     let build_start = Instant::now();
-    let trainer = Trainer::new(&gpu, &config)?;
+    let trainer = if args.no_tune {
+        Trainer::new(&gpu, &config)?
+    } else {
+        Trainer::new_tuned(&gpu, &config)?
+    };
+    let tuning = trainer.tuning_report();
     let n_params: usize = trainer
         .graph()
         .tensor_ids()
@@ -154,6 +215,20 @@ fn run() -> Result<()> {
         trainer.n_dispatches(),
         build_start.elapsed().as_secs_f64()
     ));
+    if !args.no_tune {
+        log(format!(
+            "tuning:  {} ops timed ({:.1}s), {} from the cache{}",
+            tuning.tuned,
+            tuning.seconds,
+            tuning.cached,
+            striate::exec::tune::cache_path()
+                .map(|p| format!(" ({})", p.display()))
+                .unwrap_or_default()
+        ));
+    }
+    if args.profile {
+        print_profile(&trainer, &split.train, args.batch_size)?;
+    }
 
     let train = Arc::new(split.train);
     let steps_per_epoch = train.len() / args.batch_size;

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::exec::tune::TuningCache;
 use crate::gpu::GpuContext;
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
@@ -37,10 +38,17 @@ pub struct Executable {
     programs: Vec<Program>,
     /// How plans are chosen.
     choice: VariantChoice,
+    tuning: Mutex<TuningReport>,
     /// Preallocated staging buffer for small reads (metrics), so reading them creates nothing.
     small_staging: wgpu::Buffer,
     /// Runs submitted and maybe not finished, oldest first.
     in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
+}
+
+/// The process-wide tuning cache, loaded on first use.
+fn tuning_cache() -> &'static TuningCache {
+    static CACHE: std::sync::OnceLock<TuningCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(TuningCache::open_default)
 }
 
 /// Runs allowed in flight before `run` waits for the oldest: enough to keep the GPU fed
@@ -103,6 +111,22 @@ pub enum VariantChoice {
     First,
     /// The plan with this variant name where an op has one, else the first.
     Named(String),
+    /// The fastest plan, timed on this adapter when the executable is built; choices are
+    /// cached on disk (see [`crate::exec::tune`]).
+    Autotune,
+}
+
+/// What autotuning did while an executable was built.
+#[derive(Clone, Debug, Default)]
+pub struct TuningReport {
+    /// Ops timed now.
+    pub tuned: usize,
+    /// Ops whose choice came from the cache.
+    pub cached: usize,
+    /// Seconds spent timing.
+    pub seconds: f64,
+    /// `(op label, chosen variant)` for every op that had a choice.
+    pub choices: Vec<(String, String)>,
 }
 
 struct BakedDispatch {
@@ -150,6 +174,7 @@ impl Executable {
             persistent,
             programs: Vec::new(),
             choice,
+            tuning: Mutex::default(),
             small_staging: gpu.create_buffer(
                 "small readback",
                 SMALL_READ_BYTES,
@@ -191,7 +216,20 @@ impl Executable {
             let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
             let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
             let plans = node.op.plans(&inputs, &outputs, &caps);
-            let kplan = self.choose(&plans);
+            let kplan = self.choose(
+                &plans,
+                &|p| self.time_plan(node, p, &|t| self.buffer_in(&schedule, &plan, &slots, t)),
+                &format!(
+                    "{} {:?} {}",
+                    node.name,
+                    node.op,
+                    inputs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            )?;
             let mut used: HashMap<ScratchSpec, usize> = HashMap::new();
             let scratch: Vec<(ScratchSpec, usize)> = kplan
                 .scratch
@@ -305,12 +343,147 @@ impl Executable {
         })
     }
 
-    fn choose<'p>(&self, plans: &'p [KernelPlan]) -> &'p KernelPlan {
-        match &self.choice {
-            VariantChoice::Named(name) => plans.iter().find(|p| &p.variant == name),
-            VariantChoice::First => None,
+    /// Picks one of an op's plans; `time` measures one (autotuning), `what` names the op and
+    /// its shapes.
+    fn choose<'p>(
+        &self,
+        plans: &'p [KernelPlan],
+        time: &dyn Fn(&KernelPlan) -> Result<f64>,
+        what: &str,
+    ) -> Result<&'p KernelPlan> {
+        let by_name = |name: &str| plans.iter().find(|p| p.variant == name);
+        Ok(match &self.choice {
+            VariantChoice::First => &plans[0],
+            VariantChoice::Named(name) => by_name(name).unwrap_or(&plans[0]),
+            VariantChoice::Autotune if plans.len() == 1 => &plans[0],
+            VariantChoice::Autotune => {
+                let info = self.gpu.adapter_info();
+                let key = format!(
+                    "{} | {} {} | {what}",
+                    info.name, info.driver, info.driver_info
+                );
+                let cache = tuning_cache();
+                let cached = cache.get(&key).and_then(|v| by_name(&v));
+                let mut report = self.tuning.lock().expect("tuning report lock");
+                let chosen = match cached {
+                    Some(p) => {
+                        report.cached += 1;
+                        p
+                    }
+                    None => {
+                        let start = std::time::Instant::now();
+                        let mut best = (f64::INFINITY, &plans[0]);
+                        for p in plans {
+                            let t = time(p)?;
+                            if t < best.0 {
+                                best = (t, p);
+                            }
+                        }
+                        report.tuned += 1;
+                        report.seconds += start.elapsed().as_secs_f64();
+                        cache.put(key, best.1.variant.clone());
+                        best.1
+                    }
+                };
+                report
+                    .choices
+                    .push((what.to_string(), chosen.variant.clone()));
+                chosen
+            }
+        })
+    }
+
+    /// Seconds one run of `kplan` takes for `node` (best of 3 after a warm-up), on scratch
+    /// made for the measurement; `buffer` gives each tensor's buffer.
+    fn time_plan<'b>(
+        &'b self,
+        node: &crate::graph::Node,
+        kplan: &KernelPlan,
+        buffer: &dyn Fn(TensorId) -> &'b wgpu::Buffer,
+    ) -> Result<f64> {
+        let gpu = &self.gpu;
+        let scratch: Vec<Scratch> = kplan
+            .scratch
+            .iter()
+            .map(|&s| Scratch::new(gpu, s))
+            .collect();
+        let mut baked = Vec::new();
+        for (call, operands) in &kplan.calls {
+            let uniform = gpu.create_buffer(
+                "tuning params",
+                (call.params.len() as u64).max(16),
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            gpu.write_buffer(&uniform, 0, &call.params);
+            let pipeline = gpu.pipeline(call)?;
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniform,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(call.params.len() as u64),
+                }),
+            }];
+            for (i, operand) in operands.iter().enumerate() {
+                let resource = match *operand {
+                    Operand::Input(k) => {
+                        self.tensor_binding(buffer(node.inputs[k]), node.inputs[k])
+                    }
+                    Operand::Output(k) => {
+                        self.tensor_binding(buffer(node.outputs[k]), node.outputs[k])
+                    }
+                    Operand::Scratch(k) => scratch[k].binding(),
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource,
+                });
+            }
+            let bind_group =
+                gpu.create_bind_group("tuning", &pipeline.get_bind_group_layout(0), &entries);
+            baked.push((pipeline, bind_group, call.workgroups, uniform));
         }
-        .unwrap_or(&plans[0])
+        let run = || -> Result<f64> {
+            let start = std::time::Instant::now();
+            let mut encoder = gpu.encoder("tuning");
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("tuning"),
+                    timestamp_writes: None,
+                });
+                for (pipeline, bind_group, [x, y, z], _) in &baked {
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(*x, *y, *z);
+                }
+            }
+            gpu.submit(encoder);
+            gpu.wait()?;
+            Ok(start.elapsed().as_secs_f64())
+        };
+        run()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            best = best.min(run()?);
+        }
+        Ok(best)
+    }
+
+    fn tensor_binding<'a>(
+        &self,
+        buffer: &'a wgpu::Buffer,
+        t: TensorId,
+    ) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(self.shapes[t.0 as usize].bytes().max(4)),
+        })
+    }
+
+    /// What autotuning did while this executable was built.
+    pub fn tuning_report(&self) -> TuningReport {
+        self.tuning.lock().expect("tuning report lock").clone()
     }
 
     fn buffer_in<'a>(

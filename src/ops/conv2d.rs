@@ -8,8 +8,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::bias_add::BiasAddBackward;
+use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
 use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
+    KernelPlan, OpDef, Operand, ScratchSpec, Shader,
 };
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
@@ -240,6 +242,32 @@ impl OpDef for Conv2d {
         KernelCall::per_element_wg(&SHADER, "conv2d_forward", &params, n_blocks, BLOCK_WG)
     }
 
+    // Implicit GEMM: y[o, (n, oy, ox)] = w[o, (c, ky, kx)] · im2col(x), bias in the epilogue.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 3, 1);
+        let (x, wt, y) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
+        let im2col = Im2col {
+            input: x,
+            kernel: [wt[2], wt[3]],
+            out: [y[2], y[3]],
+            stride: self.0.stride,
+            dilation: self.0.dilation,
+            pad: self.0.pad,
+        };
+        let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
+        let mut res = gemm_plans(
+            caps,
+            GemmForm::Outer,
+            (weights, Operand::Input(1)),
+            (im2col, Operand::Input(0)),
+            Some(Operand::Input(2)),
+            y[2] * y[3],
+            y[1] * y[2] * y[3],
+        );
+        res.push(direct);
+        res
+    }
+
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (xd, wd, yd) = (
             dims(&inputs[0].shape),
@@ -297,6 +325,49 @@ impl OpDef for Conv2dBackwardInput {
         )
     }
 
+    // Stride 1 with a square kernel: a convolution of grad_y with the flipped, transposed
+    // kernel, padded by dilation·(k - 1) - pad, as an implicit GEMM.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
+        let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
+        let g = self.geometry;
+        let reach = g.dilation * (wt[2] - 1);
+        if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
+            return vec![direct];
+        }
+        let im2col = Im2col {
+            input: gy,
+            kernel: [wt[2], wt[3]],
+            out: [x[2], x[3]],
+            stride: 1,
+            dilation: g.dilation,
+            pad: reach - g.pad,
+        };
+        // A(c, (o, tap)) = w[o, c, flipped tap].
+        let taps = wt[2] * wt[3];
+        let flipped = MatrixView {
+            rows: wt[1],
+            cols: wt[0] * taps,
+            rows_pad: wt[1],
+            off: taps as isize - 1,
+            sr: taps as isize,
+            inner: taps,
+            sb: (wt[1] * taps) as isize,
+            sc: -1,
+        };
+        let mut res = gemm_plans(
+            caps,
+            GemmForm::Outer,
+            (flipped, Operand::Input(1)),
+            (im2col, Operand::Input(0)),
+            None,
+            x[2] * x[3],
+            x[1] * x[2] * x[3],
+        );
+        res.push(direct);
+        res
+    }
+
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (yd, wd, xd) = (
             dims(&inputs[0].shape),
@@ -351,6 +422,43 @@ impl OpDef for Conv2dBackwardWeight {
         )
     }
 
+    // Dot-form GEMM over k = n·oh·ow: grad_w[o, (c, tap)] = Σ grad_y[o, k] · im2col(x)[(c, tap), k],
+    // split along k when the output alone would give too few workgroups.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
+        let (gy, x, wt) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
+        let im2col = Im2col {
+            input: x,
+            kernel: [wt[2], wt[3]],
+            out: [gy[2], gy[3]],
+            stride: self.geometry.stride,
+            dilation: self.geometry.dilation,
+            pad: self.geometry.pad,
+        };
+        let ohw = gy[2] * gy[3];
+        let grad_rows = MatrixView {
+            rows: gy[1],
+            cols: gy[0] * ohw,
+            rows_pad: gy[1],
+            off: 0,
+            sr: ohw as isize,
+            inner: ohw,
+            sb: (gy[1] * ohw) as isize,
+            sc: 1,
+        };
+        let mut res = gemm_plans(
+            caps,
+            GemmForm::Dot,
+            (grad_rows, Operand::Input(0)),
+            (im2col, Operand::Input(1)),
+            None,
+            usize::MAX,
+            0,
+        );
+        res.push(direct);
+        res
+    }
+
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (yd, xd, wd) = (
             dims(&inputs[0].shape),
@@ -368,6 +476,106 @@ impl OpDef for Conv2dBackwardWeight {
             *g = a as f32;
         }
     }
+}
+
+/// Texture GEMM plans for a convolution product: `A` packed from a strided view, `B` from
+/// im2col windows. Outer form: `C[m, (n, pixel)]` lands at `n·batch_stride + m·inner + pixel`
+/// (NCHW). Dot form: `C[m, im2col row]` row-major, split along k when that adds workgroups.
+fn gemm_plans(
+    caps: &DeviceCaps,
+    form: GemmForm,
+    (a_view, a_src): (MatrixView, Operand),
+    (im2col, b_src): (Im2col, Operand),
+    bias: Option<Operand>,
+    inner: usize,
+    batch_stride: usize,
+) -> Vec<KernelPlan> {
+    let u = |v: usize| v as u32;
+    let mut res = Vec::new();
+    let (m, k, n, b_rows) = match form {
+        // B rows are k (the im2col rows), padded to whole texels of A.
+        GemmForm::Outer => {
+            let k = im2col.rows();
+            (a_view.rows, k, im2col.cols(), k.div_ceil(4) * 4)
+        }
+        // B rows are n (the im2col rows); k runs along the pixels.
+        GemmForm::Dot => (a_view.rows, im2col.cols(), im2col.rows(), im2col.rows()),
+    };
+    if !caps.fits(a_view.rows_pad, a_view.cols) || !caps.fits(b_rows, im2col.cols()) {
+        return res;
+    }
+    let (aw, ah, a_lines) = gemm::texture_dims(a_view.rows_pad, a_view.cols);
+    let (bw, bh, b_lines) = gemm::texture_dims(b_rows, im2col.cols());
+    let k4 = k.div_ceil(4);
+    let textures = vec![
+        ScratchSpec::Texture {
+            width: aw,
+            height: ah,
+        },
+        ScratchSpec::Texture {
+            width: bw,
+            height: bh,
+        },
+    ];
+    // The input staged in a texture once, then expanded: each float is loaded from the buffer
+    // once rather than once per tap (buffer loads are the expensive ones on llvmpipe).
+    let mut textures = textures;
+    let mut packs = vec![a_view.pack(a_src, Operand::Scratch(0))];
+    match im2col.source_texture(caps.max_texture_dim) {
+        Some(staging) => {
+            textures.push(staging);
+            let staging_op = Operand::Scratch(textures.len() - 1);
+            packs.extend(im2col.pack_tex(b_rows, b_src, staging_op, Operand::Scratch(1)));
+        }
+        None => packs.push(im2col.pack(b_rows, b_src, Operand::Scratch(1))),
+    }
+    for tile in gemm::candidates(form, m, caps.subgroups8, bias.is_some()) {
+        let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+        operands.extend(bias);
+        let mut scratch = textures.clone();
+        let mut calls = packs.clone();
+        let mut params = GemmParams {
+            m: u(m),
+            n: u(n),
+            k4: u(k4),
+            a_lines,
+            b_lines,
+            inner: u(inner.min(u32::MAX as usize)),
+            batch_stride: u(batch_stride),
+            row_stride: u(inner.min(u32::MAX as usize)),
+            k_chunk: u(k4),
+            ..GemmParams::default()
+        };
+        if form == GemmForm::Outer {
+            operands.push(Operand::Output(0));
+            calls.push(tile.call(params, 1, operands));
+        } else {
+            // Enough splits for about 32 workgroups, each at least 64 texels of k long.
+            let tiles =
+                m.div_ceil(tile.wg_tile_rows() as usize) * n.div_ceil(tile.wg_tile_cols() as usize);
+            let splits = (32 / tiles.max(1)).clamp(1, (k4 / 64).max(1)) as u32;
+            params.k_chunk = u(k4).div_ceil(splits);
+            let splits = u(k4).div_ceil(params.k_chunk);
+            if splits > 1 {
+                scratch.push(ScratchSpec::Buffer {
+                    bytes: u64::from(splits) * (m * n * 4) as u64,
+                });
+                let part = Operand::Scratch(scratch.len() - 1);
+                operands.push(part);
+                calls.push(tile.call(params, splits, operands));
+                calls.push(gemm::reduce_call(m * n, splits, part, Operand::Output(0)));
+            } else {
+                operands.push(Operand::Output(0));
+                calls.push(tile.call(params, 1, operands));
+            }
+        }
+        res.push(KernelPlan {
+            variant: format!("tex-{}", tile.label()),
+            scratch,
+            calls,
+        });
+    }
+    res
 }
 
 fn dims(s: &Shape) -> [usize; 4] {
@@ -395,6 +603,8 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         (3, 2, 11, 8, 4, 5, 3, 2, 2, 1),
         (1, 4, 9, 10, 3, 3, 2, 2, 0, 2),
         (2, 10, 6, 7, 17, 3, 3, 1, 1, 1),
+        // Enough pixels (646) that the weight gradient's GEMM splits k and reduces.
+        (2, 3, 17, 19, 5, 3, 3, 1, 1, 1),
     ] {
         let geometry = Conv2dGeometry {
             stride,

@@ -26,7 +26,7 @@ use std::sync::{Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{KernelCall, Operand, Shader};
+use crate::ops::{KernelCall, Operand, ScratchSpec, Shader};
 
 /// Texels per texture line (a power of two every adapter supports: WebGPU's default limit
 /// is 8192).
@@ -76,6 +76,16 @@ pub struct PackParams {
     pub dilation: i32,
     /// Padding (may be larger than the forward padding for a transposed convolution).
     pub pad: i32,
+}
+
+/// Workgroup size of the pack kernels.
+const PACK_WG: u32 = 64;
+
+/// A pack kernel's grid: `x` over texels, `y` over rows.
+fn pack_call(entry: &'static str, params: &PackParams) -> KernelCall {
+    let grid = [params.texels.div_ceil(PACK_WG), params.rows_pad.max(1), 1];
+    KernelCall::grid(&PACK_SHADER, entry, params, grid)
+        .with_overrides(&[("WG", f64::from(PACK_WG))])
 }
 
 /// Size of a packed texture for `rows × cols` floats: (width, height, lines per row).
@@ -139,11 +149,7 @@ impl MatrixView {
             sc: i(self.sc),
             ..PackParams::default()
         };
-        let n = self.rows_pad * texels as usize;
-        (
-            KernelCall::per_element(&PACK_SHADER, "pack_matrix", &params, n),
-            vec![src, dst],
-        )
+        (pack_call("pack_matrix", &params), vec![src, dst])
     }
 }
 
@@ -198,11 +204,72 @@ impl Im2col {
             dilation: i(self.dilation),
             pad: i(self.pad),
         };
-        let n = rows_pad * texels as usize;
-        (
-            KernelCall::per_element(&PACK_SHADER, "pack_im2col", &params, n),
-            vec![src, dst],
-        )
+        (pack_call("pack_im2col", &params), vec![src, dst])
+    }
+}
+
+/// `shaders/im2col.wgsl`.
+pub static IM2COL_SHADER: Shader = Shader::new(
+    "im2col",
+    include_str!("../../shaders/im2col.wgsl"),
+    size_of::<PackParams>(),
+);
+
+impl Im2col {
+    /// The scratch texture `pack_tex` stages the input in: rows `(n, c, y)` of `⌈w / 4⌉`
+    /// texels, a power of two of them per line. `None` when it would not fit.
+    pub fn source_texture(&self, max_dim: u32) -> Option<ScratchSpec> {
+        let (rows, texels, per_line) = self.source_layout();
+        let width = per_line.min(rows) * texels;
+        let height = rows.div_ceil(per_line);
+        (width <= max_dim && height <= max_dim && height <= crate::ops::MAX_WORKGROUPS_PER_DIM)
+            .then_some(ScratchSpec::Texture { width, height })
+    }
+
+    /// (rows, texels per row, rows per line) of the staged input.
+    fn source_layout(&self) -> (u32, u32, u32) {
+        let [n, c, h, w] = self.input;
+        let texels = (w as u32).div_ceil(4);
+        let per_line = if texels > LINE_TEXELS {
+            1
+        } else {
+            1 << (LINE_TEXELS / texels).ilog2()
+        };
+        ((n * c * h) as u32, texels, per_line)
+    }
+
+    /// Two calls: stage the input (binding 1 of the first) in `staging`, a scratch texture of
+    /// [`Im2col::source_texture`], then write the im2col matrix (`rows_pad` rows) to `dst`.
+    pub fn pack_tex(
+        &self,
+        rows_pad: usize,
+        src: Operand,
+        staging: Operand,
+        dst: Operand,
+    ) -> [(KernelCall, Vec<Operand>); 2] {
+        let (rows, texels, per_line) = self.source_layout();
+        let stage = PackParams {
+            rows,
+            cols: self.input[3] as u32,
+            rows_pad: rows,
+            texels,
+            inner: per_line,
+            ..PackParams::default()
+        };
+        let grid = [
+            (per_line.min(rows) * texels).div_ceil(PACK_WG),
+            rows.div_ceil(per_line),
+            1,
+        ];
+        let stage_call = KernelCall::grid(&PACK_SHADER, "pack_wrapped", &stage, grid)
+            .with_overrides(&[("WG", f64::from(PACK_WG))]);
+        let (mut call, _) = self.pack(rows_pad, src, dst);
+        let mut params: PackParams = *bytemuck::from_bytes(&call.params);
+        params.inner = (per_line << 16) | texels;
+        call.params = bytemuck::bytes_of(&params).to_vec();
+        call.shader = &IM2COL_SHADER;
+        call.entry = "pack_im2col_tex";
+        [(stage_call, vec![src, staging]), (call, vec![staging, dst])]
     }
 }
 
@@ -417,6 +484,15 @@ fn generate(t: &GemmTile) -> String {
         "fn at(row: u32, t: u32, lines: u32) -> vec2<u32> {{ return vec2<u32>(t & {}u, row * lines + (t >> {LINE_SHIFT}u)); }}",
         LINE_TEXELS - 1
     );
+    // Division through f32, corrected (llvmpipe scalarises vector integer division).
+    w.push_str(
+        "fn div(x: u32, d: u32) -> u32 {\n\
+         \x20 var q = u32(f32(x) / f32(d));\n\
+         \x20 q -= select(0u, 1u, q * d > x);\n\
+         \x20 q += select(0u, 1u, (q + 1u) * d <= x);\n\
+         \x20 return q;\n\
+         }\n",
+    );
     w.push_str("@compute @workgroup_size(8, 8)\nfn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
     let _ = writeln!(w, "  let lane = lid.x;");
     let _ = writeln!(
@@ -528,7 +604,8 @@ fn generate(t: &GemmTile) -> String {
          \x20 if (col >= p.n) { return; }\n\
          \x20 var x = v;\n\
          \x20 if (p.relu != 0u) { x = max(x, 0.0); }\n\
-         \x20 c[(col / p.inner) * p.batch_stride + row * p.row_stride + col % p.inner] = x;\n\
+         \x20 let blk = div(col, p.inner);\n\
+         \x20 c[blk * p.batch_stride + row * p.row_stride + col - blk * p.inner] = x;\n\
          }\n",
     );
     if t.form == GemmForm::Dot {

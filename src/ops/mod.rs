@@ -60,6 +60,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &bias_add::SHADER,
         &conv2d::SHADER,
         &gemm::PACK_SHADER,
+        &gemm::IM2COL_SHADER,
         &gemm::REDUCE_SHADER,
         &matmul::SHADER,
         &max_pool2d::SHADER,
@@ -204,10 +205,14 @@ pub struct DeviceCaps {
 }
 
 impl DeviceCaps {
-    /// True when a packed texture of `rows × cols` floats fits.
+    /// True when a packed texture of `rows × cols` floats fits (and its pack grid: one
+    /// workgroup row per matrix row).
     pub fn fits(&self, rows: usize, cols: usize) -> bool {
         let (w, h, _) = gemm::texture_dims(rows, cols);
-        w <= self.max_texture_dim && h <= self.max_texture_dim
+        w <= self.max_texture_dim
+            && h <= self.max_texture_dim
+            && rows <= MAX_WORKGROUPS_PER_DIM as usize
+            && cols < 1 << 24
     }
 }
 
