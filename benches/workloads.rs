@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use striate::data::{batches, load_fashion_mnist, synthetic, DataSplit};
-use striate::exec::gpu::{Executable, ProgramSpec};
+use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::graph::TensorId;
 use striate::nn::Model;
 use striate::ops::conv2d::{Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dGeometry};
@@ -85,7 +85,7 @@ fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
     };
-    let trainer = Trainer::new(gpu, &cfg)?;
+    let trainer = Trainer::new_tuned(gpu, &cfg)?;
     let train = Arc::new(split.train);
     let mut start = Instant::now();
     let mut steps = 0;
@@ -123,7 +123,7 @@ fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
     };
-    let trainer = Trainer::new(gpu, &cfg)?;
+    let trainer = Trainer::new_tuned(gpu, &cfg)?;
     let train = Arc::new(split.train);
     let all: Vec<_> = batches(train.clone(), 128, Some(0), true)
         .into_iter()
@@ -212,7 +212,7 @@ impl OpBench {
             let args: Vec<TensorId> = wires.iter().map(|&i| ids[i]).collect();
             outputs.push(g.push_arc(op.clone(), &args)?[0]);
         }
-        let exe = Executable::build(
+        let exe = Executable::build_with(
             gpu,
             &g,
             &[ProgramSpec {
@@ -220,7 +220,11 @@ impl OpBench {
                 outputs: outputs.clone(),
                 effects: vec![],
             }],
+            VariantChoice::Autotune,
         )?;
+        for (op, variant) in exe.tuning_report().choices {
+            println!("  tuned: {variant} for {op}");
+        }
         for (id, t) in ids.iter().zip(&inputs) {
             exe.write(*id, t.bytes())?;
         }

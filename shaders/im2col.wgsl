@@ -27,6 +27,12 @@ fn div(x: u32, d: u32) -> u32 {
     return q;
 }
 
+// Component j of t, by selects: indexing a vector with a per-invocation index is a memory
+// round trip on llvmpipe.
+fn pick(t: vec4<f32>, j: u32) -> f32 {
+    return select(select(t.x, t.y, j == 1u), select(t.z, t.w, j == 3u), j >= 2u);
+}
+
 @compute @workgroup_size(WG)
 fn pack_im2col_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.x;
@@ -50,18 +56,19 @@ fn pack_im2col_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
         let rest = t * 4u - n * ohw;
         var oy = div(rest, u32(p.ow));
         var ox = rest - oy * u32(p.ow);
+        let kyd = ky * p.dilation - p.pad;
+        let kxd = kx * p.dilation - p.pad;
         for (var i = 0u; i < 4u; i++) {
-            if (t * 4u + i < p.cols) {
-                let iy = i32(oy) * p.stride + ky * p.dilation - p.pad;
-                let ix = i32(ox) * p.stride + kx * p.dilation - p.pad;
-                if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
-                    let row = (n * u32(c_in) + ci) * u32(h) + u32(iy);
-                    let line = div(row, rows_per_line);
-                    let x = (row - line * rows_per_line) * src_texels + u32(ix) / 4u;
-                    let texel = textureLoad(src, vec2<u32>(x, line), 0);
-                    v[i] = texel[u32(ix) & 3u];
-                }
-            }
+            // Branch-free: always fetch (at a clamped address), then keep or zero the value.
+            let iy = i32(oy) * p.stride + kyd;
+            let ix = i32(ox) * p.stride + kxd;
+            let inside = (t * 4u + i < p.cols) & (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w);
+            let row = (n * u32(c_in) + ci) * u32(h) + u32(clamp(iy, 0, h - 1));
+            let line = div(row, rows_per_line);
+            let xc = u32(clamp(ix, 0, w - 1));
+            let x = (row - line * rows_per_line) * src_texels + xc / 4u;
+            let texel = textureLoad(src, vec2<u32>(x, line), 0);
+            v[i] = select(0.0, pick(texel, xc & 3u), inside);
             ox += 1u;
             if (ox == u32(p.ow)) {
                 ox = 0u;

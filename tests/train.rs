@@ -10,6 +10,7 @@ use striate::nn::Model;
 use striate::ops::testing::assert_close;
 use striate::ops::CpuTensor;
 use striate::train::{training_graph, Optimizer, TrainConfig, Trainer};
+use striate::GpuContext;
 
 fn config(model: Model, batch_size: usize, optimizer: Optimizer) -> TrainConfig {
     TrainConfig {
@@ -24,6 +25,11 @@ fn config(model: Model, batch_size: usize, optimizer: Optimizer) -> TrainConfig 
 /// and every parameter after the optimizer update.
 fn check_step_matches_cpu(model: Model, batch_size: usize, optimizer: Optimizer) {
     let Some(gpu) = common::gpu() else { return };
+    check_step_on(&gpu, model, batch_size, optimizer);
+}
+
+fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: Optimizer) {
+    let gpu = gpu.clone();
     let cfg = config(model, batch_size, optimizer);
     let data = synthetic(batch_size, 1, 5).train;
     let trainer = Trainer::new_checked(&gpu, &cfg).expect("trainer");
@@ -109,6 +115,25 @@ fn lenet_step_with_sgd_momentum_matches_cpu_interpreter() {
             weight_decay: 1e-3,
         },
     );
+}
+
+/// The smoke test on wgpu's GL backend (llvmpipe through EGL here): a different shader
+/// compiler (naga → GLSL) and no subgroups, so other GEMM variants run.
+#[test]
+fn lenet_step_on_the_gl_adapter_matches_cpu_interpreter() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let gpu = GpuContext::new(&"gl".parse().expect("infallible")).unwrap_or_else(|e| {
+        panic!("the GL smoke test needs a GL adapter (Mesa's llvmpipe: libegl-mesa0): {e}")
+    });
+    assert_eq!(
+        gpu.adapter_info().backend,
+        wgpu::Backend::Gl,
+        "{}",
+        gpu.describe()
+    );
+    check_step_on(&gpu, Model::Lenet5, 13, Optimizer::adam(1e-3));
 }
 
 #[test]
