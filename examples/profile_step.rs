@@ -17,8 +17,9 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     let data = striate::data::synthetic(batch, 1, 0).train;
-    trainer.profile_step(&data.images, &data.labels)?;
-    let prof = trainer.profile_step(&data.images, &data.labels)?;
+    let images = data.images(0, data.len());
+    trainer.profile_step(&images, &data.labels)?;
+    let prof = trainer.profile_step(&images, &data.labels)?;
     let total: f64 = prof.iter().map(|p| p.1).sum();
     for (label, s) in &prof {
         println!("{:8.3} ms {:5.1}%  {label}", s * 1e3, 100.0 * s / total);

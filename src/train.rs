@@ -212,10 +212,9 @@ impl Trainer {
     /// the metric sums before and after.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics> {
         self.take_metrics()?;
-        let pixels = data.h * data.w;
         for (chunk_idx, labels) in data.labels.chunks(self.batch_size).enumerate() {
-            let start = chunk_idx * self.batch_size * pixels;
-            self.eval_step(&data.images[start..start + labels.len() * pixels], labels)?;
+            let images = data.images(chunk_idx * self.batch_size, labels.len());
+            self.eval_step(&images, labels)?;
         }
         self.take_metrics()
     }

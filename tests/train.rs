@@ -32,10 +32,9 @@ fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: O
     let gpu = gpu.clone();
     let cfg = config(model, batch_size, optimizer);
     let data = synthetic(batch_size, 1, 5).train;
+    let images = data.images(0, data.len());
     let trainer = Trainer::new_checked(&gpu, &cfg).expect("trainer");
-    let (gpu_loss, gpu_grads) = trainer
-        .check_step(&data.images, &data.labels)
-        .expect("step");
+    let (gpu_loss, gpu_grads) = trainer.check_step(&images, &data.labels).expect("step");
     let gpu_params = trainer.parameters().expect("parameters");
 
     let (g, parts) = training_graph(&cfg).expect("graph");
@@ -44,7 +43,7 @@ fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: O
     let mut cpu = CpuInterpreter::new(&g);
     cpu.set(
         parts.images,
-        CpuTensor::from_f32([batch_size, 1, 28, 28], data.images.clone()),
+        CpuTensor::from_f32([batch_size, 1, 28, 28], images.clone()),
     );
     cpu.set(
         parts.labels,
@@ -145,13 +144,12 @@ fn convnet_s_step_matches_cpu_interpreter() {
 fn loss_falls_when_overfitting_one_batch() {
     let Some(gpu) = common::gpu() else { return };
     let data = synthetic(32, 1, 9).train;
+    let images = data.images(0, data.len());
     let trainer =
         Trainer::new(&gpu, &config(Model::Lenet5, 32, Optimizer::adam(3e-3))).expect("trainer");
     let mut losses = Vec::new();
     for _ in 0..30 {
-        trainer
-            .train_step(&data.images, &data.labels)
-            .expect("step");
+        trainer.train_step(&images, &data.labels).expect("step");
         losses.push(trainer.take_metrics().expect("metrics").loss);
     }
     let (first, last) = (losses[0], losses[losses.len() - 1]);
@@ -169,18 +167,17 @@ fn training_steps_create_nothing_and_download_only_requested_metrics() {
     let gpu = striate::GpuContext::from_env().expect("adapter");
     let batch = 16;
     let data = synthetic(batch, 1, 3).train;
+    let images = data.images(0, data.len());
     let trainer =
         Trainer::new(&gpu, &config(Model::Lenet5, batch, Optimizer::adam(1e-3))).expect("trainer");
     trainer
-        .train_step(&data.images, &data.labels)
+        .train_step(&images, &data.labels)
         .expect("warm-up step");
     trainer.take_metrics().expect("metrics");
 
     let before = gpu.counters();
     for _ in 0..100 {
-        trainer
-            .train_step(&data.images, &data.labels)
-            .expect("step");
+        trainer.train_step(&images, &data.labels).expect("step");
     }
     let steps = gpu.counters() - before;
     assert_eq!(steps.gpu_objects_created(), 0, "{steps:?}");

@@ -76,7 +76,7 @@ struct Args {
 /// The per-kernel table of `--profile`: dispatches grouped by op and kernel, slowest first.
 fn print_profile(trainer: &Trainer, train: &Dataset, batch: usize) -> anyhow::Result<()> {
     let n = batch.min(train.len());
-    let images = &train.images[..n * train.h * train.w];
+    let images = &train.images(0, n);
     let labels = &train.labels[..n];
     trainer.profile_step(images, labels)?; // Warm-up: first-use costs stay out of the table.
     let dispatches = trainer.profile_step(images, labels)?;
