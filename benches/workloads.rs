@@ -4,6 +4,8 @@
 //! one. Each result is verified against the CPU reference (or, for training, against the
 //! accuracy it must reach) before it is reported, every timed run ends with a device sync, and
 //! each workload prints one machine-readable line: `striate-bench {"workload":"W3",...}`.
+//! `STRIATE_BENCH_PROFILE=1` adds per-dispatch times, `STRIATE_BENCH_TIMES=1` every timed run
+//! (these machines are noisy: look at the spread before trusting a median).
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::sync::Arc;
@@ -250,6 +252,12 @@ impl OpBench {
         let mut times: Vec<f64> = (0..runs)
             .map(|_| self.run_synced().map(|d| d.as_secs_f64()))
             .collect::<Result<_, _>>()?;
+        if std::env::var_os("STRIATE_BENCH_TIMES").is_some() {
+            println!(
+                "  runs (ms): {:?}",
+                times.iter().map(|t| (t * 1e3).round()).collect::<Vec<_>>()
+            );
+        }
         times.sort_by(f64::total_cmp);
         Ok(times[runs / 2])
     }

@@ -14,6 +14,7 @@ fn every_variant_matches_the_reference() {
     let caps = gpu.caps();
     let mut n_checked = 0;
     let mut n_split = 0;
+    let mut implicit_ops = std::collections::BTreeSet::new();
     for (entry_idx, entry) in catalog().iter().enumerate() {
         if entry.op.is_view() {
             continue;
@@ -56,8 +57,18 @@ fn every_variant_matches_the_reference() {
                 }
             }
             n_checked += 1;
+            if plan.variant.starts_with("implicit-") {
+                implicit_ops.insert(entry.op.name());
+            }
         }
     }
     assert!(n_checked >= 20, "only {n_checked} variants checked");
     assert!(n_split > 0, "no split-k GEMM was checked");
+    // The implicit-GEMM convolutions, all three of them, with splits among those counted above.
+    assert_eq!(
+        implicit_ops.into_iter().collect::<Vec<_>>(),
+        ["conv2d", "conv2d_backward_input", "conv2d_backward_weight"],
+        "implicit-GEMM variants checked"
+    );
+    println!("{n_checked} variants checked, {n_split} split-k reductions");
 }

@@ -362,9 +362,14 @@ impl Executable {
             VariantChoice::Autotune if plans.len() == 1 => &plans[0],
             VariantChoice::Autotune => {
                 let info = self.gpu.adapter_info();
+                // The candidate set is part of the key: a new variant gets its chance.
+                let names: Vec<&str> = plans.iter().map(|p| p.variant.as_str()).collect();
                 let key = format!(
-                    "{} | {} {} | {what}",
-                    info.name, info.driver, info.driver_info
+                    "{} | {} {} | {what} | {:016x}",
+                    info.name,
+                    info.driver,
+                    info.driver_info,
+                    fnv1a(names.join(",").as_bytes())
                 );
                 let cache = tuning_cache();
                 let cached = cache.get(&key).and_then(|v| by_name(&v));
@@ -670,4 +675,11 @@ impl Executable {
             ))
         })
     }
+}
+
+/// 64-bit FNV-1a: a stable fingerprint (std's hashers may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::bias_add::BiasAddBackward;
+use crate::ops::conv_gemm::{self, ConvGemmParams, Staged, Weights};
 use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
@@ -255,7 +256,8 @@ impl OpDef for Conv2d {
             pad: self.0.pad,
         };
         let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
-        let mut res = gemm_plans(
+        let mut res = implicit_outer_plans(caps, self.0, x, wt, false, Some(Operand::Input(2)));
+        res.extend(gemm_plans(
             caps,
             GemmForm::Outer,
             (weights, Operand::Input(1)),
@@ -263,7 +265,7 @@ impl OpDef for Conv2d {
             Some(Operand::Input(2)),
             y[2] * y[3],
             y[1] * y[2] * y[3],
-        );
+        ));
         res.push(direct);
         res
     }
@@ -331,9 +333,11 @@ impl OpDef for Conv2dBackwardInput {
         let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
         let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let g = self.geometry;
+        let mut res = implicit_outer_plans(caps, g, gy, wt, true, None);
         let reach = g.dilation * (wt[2] - 1);
         if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
-            return vec![direct];
+            res.push(direct);
+            return res;
         }
         let im2col = Im2col {
             input: gy,
@@ -355,7 +359,7 @@ impl OpDef for Conv2dBackwardInput {
             sb: (wt[1] * taps) as isize,
             sc: -1,
         };
-        let mut res = gemm_plans(
+        res.extend(gemm_plans(
             caps,
             GemmForm::Outer,
             (flipped, Operand::Input(1)),
@@ -363,7 +367,7 @@ impl OpDef for Conv2dBackwardInput {
             None,
             x[2] * x[3],
             x[1] * x[2] * x[3],
-        );
+        ));
         res.push(direct);
         res
     }
@@ -446,7 +450,8 @@ impl OpDef for Conv2dBackwardWeight {
             sb: (gy[1] * ohw) as isize,
             sc: 1,
         };
-        let mut res = gemm_plans(
+        let mut res = implicit_dot_plans(caps, self.geometry, gy, x, [wt[2], wt[3]]);
+        res.extend(gemm_plans(
             caps,
             GemmForm::Dot,
             (grad_rows, Operand::Input(0)),
@@ -454,7 +459,7 @@ impl OpDef for Conv2dBackwardWeight {
             None,
             usize::MAX,
             0,
-        );
+        ));
         res.push(direct);
         res
     }
@@ -476,6 +481,193 @@ impl OpDef for Conv2dBackwardWeight {
             *g = a as f32;
         }
     }
+}
+
+/// Widest kernel the implicit-GEMM kernels are generated for.
+const IMPLICIT_MAX_KW: usize = 8;
+
+/// Implicit-GEMM plans of the outer form (`conv_gemm.rs`), stride 1 and dilation 1 only:
+/// the forward convolution of `x` with `wt`, or (`transposed`) the input gradient as the
+/// convolution of `x` = `grad_y` with the flipped, transposed kernel.
+fn implicit_outer_plans(
+    caps: &DeviceCaps,
+    g: Conv2dGeometry,
+    x: [usize; 4],
+    wt: [usize; 4],
+    transposed: bool,
+    bias: Option<Operand>,
+) -> Vec<KernelPlan> {
+    let [o, i, kh, kw] = wt;
+    if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
+        return Vec::new();
+    }
+    // The input gradient pads by k - 1 - pad, so pad must stay below the kernel.
+    let (py, px) = if transposed {
+        if g.pad >= kh || g.pad >= kw {
+            return Vec::new();
+        }
+        (kh - 1 - g.pad, kw - 1 - g.pad)
+    } else {
+        (g.pad, g.pad)
+    };
+    let [n, c, h, w] = x;
+    let (oh, ow) = (h + 2 * py + 1 - kh, w + 2 * px + 1 - kw);
+    let (ow4, kw4) = (ow.div_ceil(4), kw.div_ceil(4));
+    let staged = Staged {
+        src: x,
+        py,
+        px,
+        hp: oh + kh - 1,
+        texels: ow4 + kw4,
+    };
+    let weights = Weights {
+        dims: wt,
+        transposed,
+    };
+    let m = if transposed { i } else { o };
+    let (Some((a_tex, a_lines)), Some(s_tex)) = (
+        weights.texture(caps.max_texture_dim),
+        staged.texture(caps.max_texture_dim),
+    ) else {
+        return Vec::new();
+    };
+    let cols = n * oh * ow4;
+    if cols >= 1 << 24 || m > crate::ops::MAX_WORKGROUPS_PER_DIM as usize {
+        return Vec::new();
+    }
+    let u = |v: usize| v as u32;
+    let params = ConvGemmParams {
+        m: u(m),
+        cols: u(cols),
+        c_in: u(c),
+        kh: u(kh),
+        ow4: u(ow4),
+        ow: u(ow),
+        oh: u(oh),
+        ohw4: u(oh * ow4),
+        b_hp: u(staged.hp),
+        b_texels: u(staged.texels),
+        b_shift: staged.shift(),
+        a_lines,
+        batch_stride: u(m * oh * ow),
+        row_stride: u(oh * ow),
+        ..ConvGemmParams::default()
+    };
+    let packs = vec![
+        weights.call(Operand::Input(1), Operand::Scratch(0)),
+        staged.call(Operand::Input(0), Operand::Scratch(1)),
+    ];
+    conv_gemm::candidates(GemmForm::Outer, m, u(kw), caps.subgroups8, bias.is_some())
+        .into_iter()
+        .map(|tile| {
+            let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            operands.extend(bias);
+            operands.push(Operand::Output(0));
+            let mut calls = packs.clone();
+            calls.push(tile.call(params, 1, operands));
+            KernelPlan {
+                variant: format!("implicit-{}", tile.label()),
+                scratch: vec![a_tex, s_tex],
+                calls,
+            }
+        })
+        .collect()
+}
+
+/// Implicit-GEMM plans of the weight gradient (dot form, `conv_gemm.rs`), stride 1 and
+/// dilation 1 only: `grad_w[o, (c, ky, kx)] = Σ grad_y[n, o, oy, ox] · x[n, c, oy + ky - pad, ox + kx - pad]`.
+fn implicit_dot_plans(
+    caps: &DeviceCaps,
+    g: Conv2dGeometry,
+    gy: [usize; 4],
+    x: [usize; 4],
+    [kh, kw]: [usize; 2],
+) -> Vec<KernelPlan> {
+    if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
+        return Vec::new();
+    }
+    let [n, o, oh, ow] = gy;
+    let c = x[1];
+    let (ow4, kw4) = (ow.div_ceil(4), kw.div_ceil(4));
+    let grad = Staged {
+        src: gy,
+        py: 0,
+        px: 0,
+        hp: oh,
+        texels: ow4,
+    };
+    let staged = Staged {
+        src: x,
+        py: g.pad,
+        px: g.pad,
+        hp: oh + kh - 1,
+        texels: ow4 + kw4,
+    };
+    let (Some(a_tex), Some(s_tex)) = (
+        grad.texture(caps.max_texture_dim),
+        staged.texture(caps.max_texture_dim),
+    ) else {
+        return Vec::new();
+    };
+    let groups = c * kh;
+    if o > crate::ops::MAX_WORKGROUPS_PER_DIM as usize {
+        return Vec::new();
+    }
+    let u = |v: usize| v as u32;
+    let params = ConvGemmParams {
+        m: u(o),
+        cols: u(groups),
+        c_in: u(c),
+        kh: u(kh),
+        ow4: u(ow4),
+        ow: u(ow),
+        oh: u(oh),
+        ohw4: u(oh * ow4),
+        b_hp: u(staged.hp),
+        b_texels: u(staged.texels),
+        b_shift: staged.shift(),
+        a_c: u(o),
+        a_texels: u(grad.texels),
+        a_shift: grad.shift(),
+        n: u(n),
+        n_chunk: u(n),
+        ..ConvGemmParams::default()
+    };
+    let packs = vec![
+        grad.call(Operand::Input(0), Operand::Scratch(0)),
+        staged.call(Operand::Input(1), Operand::Scratch(1)),
+    ];
+    let out_len = o * groups * kw;
+    conv_gemm::candidates(GemmForm::Dot, o, u(kw), caps.subgroups8, false)
+        .into_iter()
+        .map(|tile| {
+            let mut scratch = vec![a_tex, s_tex];
+            let mut calls = packs.clone();
+            let mut params = params;
+            // Enough splits over images for about 32 workgroups.
+            let tiles = o.div_ceil(tile.wg_tile_rows() as usize)
+                * groups.div_ceil(tile.wg_tile_cols() as usize);
+            let chunk = n.div_ceil((32 / tiles.max(1)).clamp(1, n.max(1))).max(1);
+            params.n_chunk = u(chunk);
+            let splits = u(n.div_ceil(chunk));
+            let operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            if splits > 1 {
+                scratch.push(ScratchSpec::Buffer {
+                    bytes: u64::from(splits) * (out_len * 4) as u64,
+                });
+                let part = Operand::Scratch(2);
+                calls.push(tile.call(params, splits, [operands, vec![part]].concat()));
+                calls.push(gemm::reduce_call(out_len, splits, part, Operand::Output(0)));
+            } else {
+                calls.push(tile.call(params, 1, [operands, vec![Operand::Output(0)]].concat()));
+            }
+            KernelPlan {
+                variant: format!("implicit-{}", tile.label()),
+                scratch,
+                calls,
+            }
+        })
+        .collect()
 }
 
 /// Texture GEMM plans for a convolution product: `A` packed from a strided view, `B` from
@@ -605,6 +797,13 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         (2, 10, 6, 7, 17, 3, 3, 1, 1, 1),
         // Enough pixels (646) that the weight gradient's GEMM splits k and reduces.
         (2, 3, 17, 19, 5, 3, 3, 1, 1, 1),
+        // Stride 1 for the implicit-GEMM kernels: 5x5 (two texels of taps) padded and not,
+        // a 3x5 kernel, 2x2, 1x1, output widths that leave partial texels.
+        (3, 2, 9, 13, 6, 5, 5, 1, 2, 1),
+        (2, 6, 10, 11, 9, 5, 5, 1, 0, 1),
+        (2, 5, 8, 9, 7, 3, 5, 1, 1, 1),
+        (1, 3, 6, 7, 4, 2, 2, 1, 1, 1),
+        (2, 9, 5, 6, 19, 1, 1, 1, 0, 1),
     ] {
         let geometry = Conv2dGeometry {
             stride,

@@ -18,6 +18,7 @@ pub mod add;
 pub mod avg_pool2d;
 pub mod bias_add;
 pub mod conv2d;
+pub mod conv_gemm;
 pub mod gemm;
 pub mod matmul;
 pub mod max_pool2d;
@@ -59,6 +60,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &avg_pool2d::SHADER,
         &bias_add::SHADER,
         &conv2d::SHADER,
+        &conv_gemm::STAGE_SHADER,
         &gemm::PACK_SHADER,
         &gemm::IM2COL_SHADER,
         &gemm::REDUCE_SHADER,
@@ -68,6 +70,11 @@ pub fn shaders() -> Vec<&'static Shader> {
         &softmax_cross_entropy::SHADER,
     ];
     res.extend(gemm::all_tiles().iter().map(gemm::GemmTile::shader));
+    res.extend(
+        conv_gemm::all_tiles()
+            .iter()
+            .map(conv_gemm::ConvTile::shader),
+    );
     res
 }
 

@@ -1,0 +1,81 @@
+// conv_stage: the operands of the implicit-GEMM convolution kernels (src/ops/conv_gemm.rs).
+//
+// stage_padded: an NCHW tensor src[n, c, h, w] written into an rgba32float texture as rows
+//   (n, c, y') of `texels` texels, y' in [0, hp), x' in [0, 4 * texels), holding
+//   S[n, c, y', x'] = src[n, c, y' - py, x' - px], zero outside the tensor. The zero border is
+//   the convolution's padding, so the GEMM kernels fetch without bounds checks; every output
+//   texel is 4 consecutive x' of one row, so the kernel builds any window of 4 from two fetches.
+//   2^shift rows share a texture line: row r, texel t at ((r mod 2^shift) * texels + t, r >> shift).
+//   Grid: (line width / WG, lines); one invocation writes one texel.
+// stage_weights: a convolution kernel as the row operand A[row, (ci, ky, kx4)] of the GEMM,
+//   4 taps of kx per texel, zero for kx >= kw:
+//   A = src[row * sm + ci * sc + ky' * kw + kx'], ky' = ky, kx' = kx, or the flipped
+//   kh - 1 - ky, kw - 1 - kx when flip is 1 (the input gradient's kernel). Texel t of row r at
+//   (t mod 4096, r * lines + t / 4096), the GEMM layout (src/ops/gemm.rs).
+//   Grid: (texels / WG, rows).
+// No integer division by a runtime value: llvmpipe splits vector integer division into 8 scalar
+// divides; `div` divides through f32 and corrects.
+// Bindings: 0 = params, 1 = src, 2 = dst (storage texture).
+
+struct Params {
+    rows: u32, texels: u32, shift: u32, hp: u32,
+    h: u32, w: u32, py: i32, px: i32,
+    ch: u32, kh: u32, kw: u32, kw4: u32,
+    sm: u32, sc: u32, flip: u32, lines: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+
+// x / d for x, d < 2^24: the f32 quotient is off by at most one, then corrected.
+fn div(x: u32, d: u32) -> u32 {
+    var q = u32(f32(x) / f32(d));
+    q -= select(0u, 1u, q * d > x);
+    q += select(0u, 1u, (q + 1u) * d <= x);
+    return q;
+}
+
+@compute @workgroup_size(WG)
+fn stage_padded(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let in_line = div(gid.x, p.texels);
+    let t = gid.x - in_line * p.texels;
+    let r = (gid.y << p.shift) + in_line;
+    if (in_line >= (1u << p.shift) || r >= p.rows) { return; }
+    let nc = div(r, p.hp);
+    let y = i32(r - nc * p.hp) - p.py;
+    var v = vec4<f32>(0.0);
+    if (y >= 0 && y < i32(p.h)) {
+        let base = (nc * p.h + u32(y)) * p.w;
+        for (var i = 0u; i < 4u; i++) {
+            let x = i32(t * 4u + i) - p.px;
+            if (x >= 0 && x < i32(p.w)) {
+                v[i] = src[base + u32(x)];
+            }
+        }
+    }
+    textureStore(dst, gid.xy, v);
+}
+
+@compute @workgroup_size(WG)
+fn stage_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    let r = gid.y;
+    if (t >= p.texels || r >= p.rows) { return; }
+    let g = div(t, p.kw4);
+    let q = t - g * p.kw4;
+    let ci = div(g, p.kh);
+    let ky = g - ci * p.kh;
+    let kyf = select(ky, p.kh - 1u - ky, p.flip != 0u);
+    let base = r * p.sm + ci * p.sc + kyf * p.kw;
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let kx = q * 4u + i;
+        if (kx < p.kw) {
+            v[i] = src[base + select(kx, p.kw - 1u - kx, p.flip != 0u)];
+        }
+    }
+    textureStore(dst, vec2<u32>(t & 4095u, r * p.lines + (t >> 12u)), v);
+}

@@ -1,0 +1,672 @@
+//! Implicit-GEMM convolutions (stride 1, dilation 1): no im2col matrix is ever written.
+//!
+//! The explicit texture GEMM path (`gemm.rs`) writes the im2col matrix, `c·kh·kw` times the
+//! input, and reads it back; on llvmpipe that expansion cost as much as the product itself.
+//! Here the input is staged once, with its zero padding, in a texture of rows `(n, c, y')`
+//! ([`Staged`], `shaders/conv_stage.wgsl`), and the generated kernel forms the im2col operand
+//! while it runs. Each invocation owns output texels of 4 consecutive `x` positions in one
+//! output row (output rows are padded to whole texels, the spare columns are not written), so
+//! for one `(c, ky)` every kernel tap `kx` needs the 4 staged values starting at `x + kx`:
+//! the kernel fetches `⌈kw/4⌉ + 1` staged texels and takes all `kw` windows from them by
+//! swizzles. A 3x3 convolution thus fetches 2 texels per 3 taps where the im2col GEMM
+//! fetched 3, and writes nothing in between.
+//!
+//! Forms, as in `gemm.rs`:
+//! - outer (forward, and the input gradient as a convolution of `grad_y` with the flipped,
+//!   transposed kernel): `y[o, (n, oy, ox)] = Σ_{c, ky, kx} A[o, (c, ky, kx)] · S[n, c, oy + ky, ox + kx]`,
+//!   `A` the kernel packed by `stage_weights` (`⌈kw/4⌉` texels per `(c, ky)`);
+//! - dot (weight gradient): `grad_w[o, (c, ky, kx)] = Σ_{n, oy, ox} G[n, o, oy, ox] · S[n, c, oy + ky, ox + kx]`,
+//!   `G` = `grad_y` staged without padding, the sum split over images along `grid.z` and
+//!   finished by `reduce_splits` when the output alone gives too few workgroups.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::ops::gemm::{self, GemmForm, LINE_TEXELS};
+use crate::ops::{KernelCall, Operand, ScratchSpec, Shader};
+
+/// `shaders/conv_stage.wgsl`.
+pub static STAGE_SHADER: Shader = Shader::new(
+    "conv_stage",
+    include_str!("../../shaders/conv_stage.wgsl"),
+    size_of::<StageParams>(),
+);
+
+/// Mirrors `struct Params` in `shaders/conv_stage.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct StageParams {
+    /// Rows written.
+    pub rows: u32,
+    /// Texels per row.
+    pub texels: u32,
+    /// `stage_padded`: log2 of the rows per texture line.
+    pub shift: u32,
+    /// `stage_padded`: padded rows per `(n, c)`.
+    pub hp: u32,
+    /// `stage_padded`: source height.
+    pub h: u32,
+    /// `stage_padded`: source width.
+    pub w: u32,
+    /// `stage_padded`: zero rows above the source.
+    pub py: i32,
+    /// `stage_padded`: zero columns left of the source.
+    pub px: i32,
+    /// `stage_weights`: channels along k.
+    pub ch: u32,
+    /// `stage_weights`: kernel height.
+    pub kh: u32,
+    /// `stage_weights`: kernel width.
+    pub kw: u32,
+    /// `stage_weights`: texels per kernel row, `⌈kw / 4⌉`.
+    pub kw4: u32,
+    /// `stage_weights`: source stride between rows of A.
+    pub sm: u32,
+    /// `stage_weights`: source stride between channels.
+    pub sc: u32,
+    /// `stage_weights`: 1 to flip the kernel (input gradient).
+    pub flip: u32,
+    /// `stage_weights`: texture lines per row of A.
+    pub lines: u32,
+}
+
+/// Workgroup size of the stage kernels.
+const STAGE_WG: u32 = 64;
+
+/// An NCHW tensor staged with zero padding: rows `(n, c, y')`, `y'` in `0..hp`, of `texels`
+/// texels (`x'` in `0..4·texels`), `S[n, c, y', x'] = src[n, c, y' - py, x' - px]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Staged {
+    /// Source `[n, c, h, w]`.
+    pub src: [usize; 4],
+    /// Zero rows above.
+    pub py: usize,
+    /// Zero columns to the left.
+    pub px: usize,
+    /// Rows per `(n, c)`, at least `py + h`.
+    pub hp: usize,
+    /// Texels per row.
+    pub texels: usize,
+}
+
+impl Staged {
+    fn rows(&self) -> usize {
+        self.src[0] * self.src[1] * self.hp
+    }
+
+    /// log2 of the rows sharing a texture line.
+    pub fn shift(&self) -> u32 {
+        let per_line = (LINE_TEXELS as usize / self.texels.max(1)).max(1);
+        per_line
+            .ilog2()
+            .min(self.rows().next_power_of_two().ilog2())
+    }
+
+    fn dims(&self) -> (u32, u32) {
+        let per_line = 1usize << self.shift();
+        (
+            (per_line * self.texels) as u32,
+            self.rows().div_ceil(per_line) as u32,
+        )
+    }
+
+    /// The scratch texture, `None` when it would not fit.
+    pub fn texture(&self, max_dim: u32) -> Option<ScratchSpec> {
+        let (width, height) = self.dims();
+        (self.texels <= LINE_TEXELS as usize
+            && width <= max_dim
+            && height <= max_dim.min(crate::ops::MAX_WORKGROUPS_PER_DIM))
+        .then_some(ScratchSpec::Texture { width, height })
+    }
+
+    /// The staging call: buffer at binding 1, texture at binding 2.
+    pub fn call(&self, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
+        let [_, _, h, w] = self.src;
+        let params = StageParams {
+            rows: self.rows() as u32,
+            texels: self.texels as u32,
+            shift: self.shift(),
+            hp: self.hp as u32,
+            h: h as u32,
+            w: w as u32,
+            py: self.py as i32,
+            px: self.px as i32,
+            ..StageParams::default()
+        };
+        let (width, height) = self.dims();
+        let call = KernelCall::grid(
+            &STAGE_SHADER,
+            "stage_padded",
+            &params,
+            [width.div_ceil(STAGE_WG), height, 1],
+        )
+        .with_overrides(&[("WG", f64::from(STAGE_WG))]);
+        (call, vec![src, dst])
+    }
+}
+
+/// A convolution kernel `[o, i, kh, kw]` as the row operand of the outer form: rows `o`
+/// (or `i` when `transposed`, with the kernel flipped: the input gradient), `⌈kw/4⌉` texels
+/// per `(channel, ky)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights {
+    /// `[o, i, kh, kw]`.
+    pub dims: [usize; 4],
+    /// Rows are input channels and the kernel is flipped.
+    pub transposed: bool,
+}
+
+impl Weights {
+    fn rows(&self) -> usize {
+        self.dims[if self.transposed { 1 } else { 0 }]
+    }
+
+    fn texels(&self) -> usize {
+        let [o, i, kh, kw] = self.dims;
+        (if self.transposed { o } else { i }) * kh * kw.div_ceil(4)
+    }
+
+    /// (scratch texture, lines per row), `None` when it would not fit.
+    pub fn texture(&self, max_dim: u32) -> Option<(ScratchSpec, u32)> {
+        let (width, height, lines) = gemm::texture_dims(self.rows(), self.texels() * 4);
+        (width <= max_dim && height <= max_dim)
+            .then_some((ScratchSpec::Texture { width, height }, lines))
+    }
+
+    /// The packing call: kernel buffer at binding 1, texture at binding 2.
+    pub fn call(&self, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
+        let [o, i, kh, kw] = self.dims;
+        let taps = kh * kw;
+        let (_, _, lines) = gemm::texture_dims(self.rows(), self.texels() * 4);
+        let (ch, sm, sc) = if self.transposed {
+            (o, taps, i * taps)
+        } else {
+            (i, i * taps, taps)
+        };
+        let params = StageParams {
+            rows: self.rows() as u32,
+            texels: self.texels() as u32,
+            ch: ch as u32,
+            kh: kh as u32,
+            kw: kw as u32,
+            kw4: kw.div_ceil(4) as u32,
+            sm: sm as u32,
+            sc: sc as u32,
+            flip: u32::from(self.transposed),
+            lines,
+            ..StageParams::default()
+        };
+        let grid = [
+            (self.texels() as u32).div_ceil(STAGE_WG),
+            self.rows() as u32,
+            1,
+        ];
+        let call = KernelCall::grid(&STAGE_SHADER, "stage_weights", &params, grid)
+            .with_overrides(&[("WG", f64::from(STAGE_WG))]);
+        (call, vec![src, dst])
+    }
+}
+
+/// Mirrors `struct Params` of the generated convolution kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ConvGemmParams {
+    /// Rows of the product (output channels; input channels for the input gradient).
+    pub m: u32,
+    /// Outer: output column texels `n·oh·ow4`; dot: `(c, ky)` groups.
+    pub cols: u32,
+    /// Channels of the staged operand `S`.
+    pub c_in: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Output texels per row, `⌈ow / 4⌉`.
+    pub ow4: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Output height.
+    pub oh: u32,
+    /// `oh·ow4`.
+    pub ohw4: u32,
+    /// Rows per `(n, c)` of `S`.
+    pub b_hp: u32,
+    /// Texels per row of `S`.
+    pub b_texels: u32,
+    /// log2 of the rows per line of `S`.
+    pub b_shift: u32,
+    /// Outer: texture lines per row of A.
+    pub a_lines: u32,
+    /// Dot: channels of the staged `grad_y` (rows of the product).
+    pub a_c: u32,
+    /// Dot: texels per row of the staged `grad_y`.
+    pub a_texels: u32,
+    /// Dot: log2 of its rows per line.
+    pub a_shift: u32,
+    /// Dot: images per split.
+    pub n_chunk: u32,
+    /// Outer: output stride between images.
+    pub batch_stride: u32,
+    /// Outer: output stride between rows (channels).
+    pub row_stride: u32,
+    /// Outer: 1 to apply ReLU in the epilogue.
+    pub relu: u32,
+    /// Dot: images.
+    pub n: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 4],
+}
+
+/// One generated kernel: the autotuner's unit of choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTile {
+    /// Outer (forward, input gradient) or dot (weight gradient).
+    pub form: GemmForm,
+    /// Rows per subgroup of 8 lanes is `8·ra`.
+    pub ra: u32,
+    /// Output texels (outer) or `(c, ky)` groups (dot) per lane.
+    pub j: u32,
+    /// Subgroups (of the workgroup's 8) stacked along rows; the rest go along columns.
+    pub wg_rows: u32,
+    /// Share the row operand through `subgroupBroadcast` (needs subgroups of exactly 8).
+    pub subgroups: bool,
+    /// Add a per-row bias in the epilogue (binding 3; outer form only).
+    pub bias: bool,
+    /// Kernel width (the taps taken from each group of staged texels).
+    pub kw: u32,
+}
+
+impl ConvTile {
+    fn kw4(&self) -> u32 {
+        self.kw.div_ceil(4)
+    }
+
+    /// Rows one workgroup covers.
+    pub fn wg_tile_rows(&self) -> u32 {
+        8 * self.ra * self.wg_rows
+    }
+
+    /// Column texels (outer) or groups (dot) one workgroup covers.
+    pub fn wg_tile_cols(&self) -> u32 {
+        8 * self.j * (8 / self.wg_rows)
+    }
+
+    /// Short label, e.g. `outer-r16j2w1-sg`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}-r{}j{}w{}{}",
+            match self.form {
+                GemmForm::Outer => "outer",
+                GemmForm::Dot => "dot",
+            },
+            8 * self.ra,
+            self.j,
+            self.wg_rows,
+            if self.subgroups { "-sg" } else { "" }
+        )
+    }
+
+    /// The generated shader (made once, then shared).
+    pub fn shader(&self) -> &'static Shader {
+        static CACHE: OnceLock<Mutex<HashMap<ConvTile, &'static Shader>>> = OnceLock::new();
+        let mut cache = CACHE
+            .get_or_init(Mutex::default)
+            .lock()
+            .expect("conv shader cache");
+        cache.entry(*self).or_insert_with(|| {
+            let name: &'static str = Box::leak(
+                format!(
+                    "conv-{}-kw{}{}",
+                    self.label(),
+                    self.kw,
+                    if self.bias { "-bias" } else { "" }
+                )
+                .into_boxed_str(),
+            );
+            let source: &'static str = Box::leak(generate(self).into_boxed_str());
+            Box::leak(Box::new(Shader::new(
+                name,
+                source,
+                size_of::<ConvGemmParams>(),
+            )))
+        })
+    }
+
+    /// The kernel call over `a` and `s` (bindings 1, 2), the optional bias (3) and the output
+    /// (last); `splits` along `grid.z` (dot form).
+    pub fn call(
+        &self,
+        params: ConvGemmParams,
+        splits: u32,
+        operands: Vec<Operand>,
+    ) -> (KernelCall, Vec<Operand>) {
+        let grid = [
+            params.cols.div_ceil(self.wg_tile_cols()).max(1),
+            params.m.div_ceil(self.wg_tile_rows()).max(1),
+            splits.max(1),
+        ];
+        (
+            KernelCall::grid(self.shader(), "conv", &params, grid).with_overrides(&[]),
+            operands,
+        )
+    }
+}
+
+/// The candidate tiles for a product with `m` rows and kernel width `kw`, best first by a
+/// static guess (the autotuner times them).
+pub fn candidates(form: GemmForm, m: usize, kw: u32, subgroups: bool, bias: bool) -> Vec<ConvTile> {
+    let wide = kw > 4;
+    let shapes: &[(u32, u32, u32)] = match (form, wide) {
+        // (ra, j, wg_rows)
+        (GemmForm::Outer, false) => &[(2, 2, 1), (2, 4, 1), (1, 4, 1), (2, 1, 1)],
+        (GemmForm::Outer, true) => &[(2, 1, 1), (1, 2, 1), (2, 2, 1), (1, 4, 1)],
+        (GemmForm::Dot, false) => &[(2, 1, 1), (1, 2, 1), (1, 1, 1)],
+        (GemmForm::Dot, true) => &[(1, 1, 1), (2, 1, 1)],
+    };
+    let mut res = Vec::new();
+    for &(ra, j, wg_rows) in shapes {
+        if 8 * ra as usize > m.next_power_of_two().max(8) {
+            continue;
+        }
+        for sg in [true, false] {
+            if sg && !subgroups {
+                continue;
+            }
+            res.push(ConvTile {
+                form,
+                ra,
+                j,
+                wg_rows,
+                subgroups: sg,
+                bias,
+                kw,
+            });
+        }
+    }
+    res
+}
+
+/// Every tile `candidates` can return for the kernel widths of the op catalogue and the
+/// workloads, for shader validation.
+pub fn all_tiles() -> Vec<ConvTile> {
+    let mut res = Vec::new();
+    for kw in [1, 2, 3, 5] {
+        res.extend(candidates(GemmForm::Outer, 1 << 20, kw, true, true));
+        res.extend(candidates(GemmForm::Outer, 1 << 20, kw, true, false));
+        res.extend(candidates(GemmForm::Dot, 1 << 20, kw, true, false));
+    }
+    res
+}
+
+const XYZW: [&str; 4] = ["x", "y", "z", "w"];
+
+/// Emits `let a{r}_{q}` (the row operand's texel `q` of this k step, for every row `r`),
+/// loaded from `addr(row_expr)` once per lane and broadcast, or by every lane.
+/// `addr(i)` gives the texel address for lane-loaded block `i` (subgroups: rows
+/// `row0 + 8i + lane`) or row `row0 + i` (every lane).
+fn emit_rows(w: &mut String, t: &ConvTile, q: u32, addr: &dyn Fn(u32) -> String) {
+    let rr = 8 * t.ra;
+    if t.subgroups {
+        for qq in 0..t.ra {
+            let _ = writeln!(w, "      let al{qq}_{q} = textureLoad(a, {}, 0);", addr(qq));
+        }
+        for r in 0..rr {
+            let _ = writeln!(
+                w,
+                "      let a{r}_{q} = subgroupBroadcast(al{}_{q}, {}u);",
+                r / 8,
+                r % 8
+            );
+        }
+    } else {
+        for r in 0..rr {
+            let _ = writeln!(w, "      let a{r}_{q} = textureLoad(a, {}, 0);", addr(r));
+        }
+    }
+}
+
+/// The 4 staged values starting at tap `kx` of lane column `jj`, from texels `t{jj}_*`.
+fn window(jj: u32, kx: u32) -> String {
+    if kx.is_multiple_of(4) {
+        return format!("t{jj}_{}", kx / 4);
+    }
+    let comps: Vec<String> = (kx..kx + 4)
+        .map(|i| format!("t{jj}_{}.{}", i / 4, XYZW[(i % 4) as usize]))
+        .collect();
+    format!("vec4<f32>({})", comps.join(", "))
+}
+
+/// WGSL for one tile.
+fn generate(t: &ConvTile) -> String {
+    let rr = 8 * t.ra;
+    let wg_cols = 8 / t.wg_rows;
+    let kw4 = t.kw4();
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "// Generated by src/ops/conv_gemm.rs: implicit-GEMM convolution, {} tile, kernel width {}.",
+        t.label(),
+        t.kw
+    );
+    w.push_str(
+        "struct Params { m: u32, cols: u32, c_in: u32, kh: u32, ow4: u32, ow: u32, oh: u32, ohw4: u32, b_hp: u32, b_texels: u32, b_shift: u32, a_lines: u32, a_c: u32, a_texels: u32, a_shift: u32, n_chunk: u32, batch_stride: u32, row_stride: u32, relu: u32, n: u32, _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32 }\n\
+         @group(0) @binding(0) var<uniform> p: Params;\n\
+         @group(0) @binding(1) var a: texture_2d<f32>;\n\
+         @group(0) @binding(2) var b: texture_2d<f32>;\n",
+    );
+    if t.bias {
+        w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n");
+    } else {
+        w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n");
+    }
+    let _ = writeln!(
+        w,
+        "fn at(row: u32, t: u32, lines: u32) -> vec2<u32> {{ return vec2<u32>(t & {}u, row * lines + (t >> {}u)); }}",
+        LINE_TEXELS - 1,
+        LINE_TEXELS.ilog2()
+    );
+    w.push_str(
+        "// Texel t of staged row `row` (2^shift rows per line, `texels` per row).\n\
+         fn st(row: u32, t: u32, texels: u32, shift: u32) -> vec2<u32> {\n\
+         \x20 return vec2<u32>((row & ((1u << shift) - 1u)) * texels + t, row >> shift);\n\
+         }\n\
+         fn div(x: u32, d: u32) -> u32 {\n\
+         \x20 var q = u32(f32(x) / f32(d));\n\
+         \x20 q -= select(0u, 1u, q * d > x);\n\
+         \x20 q += select(0u, 1u, (q + 1u) * d <= x);\n\
+         \x20 return q;\n\
+         }\n\
+         fn act(x: f32) -> f32 { return select(x, max(x, 0.0), p.relu != 0u); }\n",
+    );
+    w.push_str("@compute @workgroup_size(8, 8)\nfn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
+    let _ = writeln!(w, "  let lane = lid.x;");
+    let _ = writeln!(
+        w,
+        "  let row0 = (wg.y * {}u + lid.y / {wg_cols}u) * {rr}u;",
+        t.wg_rows
+    );
+    let _ = writeln!(
+        w,
+        "  let col0 = (wg.x * {wg_cols}u + lid.y % {wg_cols}u) * {}u + lane;",
+        8 * t.j
+    );
+    let _ = writeln!(w, "  let last_row = max(p.m, 1u) - 1u;");
+    let _ = writeln!(w, "  let last_col = max(p.cols, 1u) - 1u;");
+    match t.form {
+        GemmForm::Outer => generate_outer(w, t),
+        GemmForm::Dot => generate_dot(w, t, kw4),
+    }
+    w.push_str("}\n");
+    s
+}
+
+fn generate_outer(w: &mut String, t: &ConvTile) {
+    let rr = 8 * t.ra;
+    let kw4 = t.kw4();
+    // Each lane column: (n, oy, ox4) and its staged row for c = 0, ky = 0.
+    for jj in 0..t.j {
+        let _ = writeln!(w, "  let ct{jj} = col0 + {}u;", 8 * jj);
+        let _ = writeln!(w, "  let cc{jj} = min(ct{jj}, last_col);");
+        let _ = writeln!(w, "  let n{jj} = div(cc{jj}, p.ohw4);");
+        let _ = writeln!(w, "  let rem{jj} = cc{jj} - n{jj} * p.ohw4;");
+        let _ = writeln!(w, "  let oy{jj} = div(rem{jj}, p.ow4);");
+        let _ = writeln!(w, "  let ox4{jj} = rem{jj} - oy{jj} * p.ow4;");
+        let _ = writeln!(w, "  let base{jj} = n{jj} * p.c_in * p.b_hp + oy{jj};");
+    }
+    for r in 0..rr {
+        for jj in 0..t.j {
+            let _ = writeln!(w, "  var acc{r}_{jj} = vec4<f32>();");
+        }
+    }
+    w.push_str("  var kt = 0u;\n  for (var ci = 0u; ci < p.c_in; ci++) {\n    for (var ky = 0u; ky < p.kh; ky++) {\n");
+    let _ = writeln!(w, "      let roff = ci * p.b_hp + ky;");
+    for jj in 0..t.j {
+        for s in 0..=kw4 {
+            let _ = writeln!(
+                w,
+                "      let t{jj}_{s} = textureLoad(b, st(base{jj} + roff, ox4{jj} + {s}u, p.b_texels, p.b_shift), 0);"
+            );
+        }
+    }
+    for q in 0..kw4 {
+        emit_rows(w, t, q, &|i| {
+            if t.subgroups {
+                format!(
+                    "at(min(row0 + {}u + lane, last_row), kt + {q}u, p.a_lines)",
+                    8 * i
+                )
+            } else {
+                format!("at(min(row0 + {i}u, last_row), kt + {q}u, p.a_lines)")
+            }
+        });
+        for kx in 4 * q..(4 * q + 4).min(t.kw) {
+            for jj in 0..t.j {
+                let win = window(jj, kx);
+                let _ = writeln!(w, "      let b{kx}_{jj} = {win};");
+                for r in 0..rr {
+                    let _ = writeln!(
+                        w,
+                        "      acc{r}_{jj} = fma(vec4<f32>(a{r}_{q}.{}), b{kx}_{jj}, acc{r}_{jj});",
+                        XYZW[(kx % 4) as usize]
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(w, "      kt += {kw4}u;");
+    w.push_str("    }\n  }\n");
+    // Epilogue: NCHW, skipping the spare columns of the last texel of each output row.
+    for jj in 0..t.j {
+        let _ = writeln!(
+            w,
+            "  let ob{jj} = n{jj} * p.batch_stride + oy{jj} * p.ow + ox4{jj} * 4u;"
+        );
+    }
+    for r in 0..rr {
+        let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
+        let _ = writeln!(w, "    let rb = (row0 + {r}u) * p.row_stride;");
+        let bias = if t.bias {
+            let _ = writeln!(w, "    let bv = bias[row0 + {r}u];");
+            " + bv"
+        } else {
+            ""
+        };
+        for jj in 0..t.j {
+            let _ = writeln!(w, "    if (ct{jj} < p.cols) {{");
+            for (ci, comp) in XYZW.iter().enumerate() {
+                let _ = writeln!(
+                    w,
+                    "      if (ox4{jj} * 4u + {ci}u < p.ow) {{ c[ob{jj} + rb + {ci}u] = act(acc{r}_{jj}.{comp}{bias}); }}"
+                );
+            }
+            w.push_str("    }\n");
+        }
+        w.push_str("  }\n");
+    }
+}
+
+fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
+    let rr = 8 * t.ra;
+    // Each lane column is a (c, ky) group: its staged row offset.
+    for jj in 0..t.j {
+        let _ = writeln!(w, "  let g{jj} = min(col0 + {}u, last_col);", 8 * jj);
+        let _ = writeln!(w, "  let ci{jj} = div(g{jj}, p.kh);");
+        let _ = writeln!(
+            w,
+            "  let boff{jj} = ci{jj} * p.b_hp + g{jj} - ci{jj} * p.kh;"
+        );
+    }
+    // Row offsets into the staged grad_y (rows (n, o, oy)).
+    if t.subgroups {
+        for qq in 0..t.ra {
+            let _ = writeln!(
+                w,
+                "  let am{qq} = min(row0 + {}u + lane, last_row) * p.oh;",
+                8 * qq
+            );
+        }
+    } else {
+        for r in 0..rr {
+            let _ = writeln!(w, "  let am{r} = min(row0 + {r}u, last_row) * p.oh;");
+        }
+    }
+    for r in 0..rr {
+        for jj in 0..t.j {
+            for kx in 0..t.kw {
+                let _ = writeln!(w, "  var acc{r}_{jj}_{kx} = vec4<f32>();");
+            }
+        }
+    }
+    w.push_str(
+        "  let n0 = wg.z * p.n_chunk;\n\
+         \x20 let n1 = min(p.n, n0 + p.n_chunk);\n\
+         \x20 for (var n = n0; n < n1; n++) {\n\
+         \x20   let abase = n * p.a_c * p.oh;\n\
+         \x20   let bbase = n * p.c_in * p.b_hp;\n\
+         \x20   for (var oy = 0u; oy < p.oh; oy++) {\n\
+         \x20     for (var x4 = 0u; x4 < p.ow4; x4++) {\n",
+    );
+    emit_rows(w, t, 0, &|i| {
+        format!("st(abase + am{i} + oy, x4, p.a_texels, p.a_shift)")
+    });
+    for jj in 0..t.j {
+        for s in 0..=kw4 {
+            let _ = writeln!(
+                w,
+                "      let t{jj}_{s} = textureLoad(b, st(bbase + boff{jj} + oy, x4 + {s}u, p.b_texels, p.b_shift), 0);"
+            );
+        }
+    }
+    for jj in 0..t.j {
+        for kx in 0..t.kw {
+            let _ = writeln!(w, "      let b{kx}_{jj} = {};", window(jj, kx));
+            for r in 0..rr {
+                let _ = writeln!(
+                    w,
+                    "      acc{r}_{jj}_{kx} = fma(a{r}_0, b{kx}_{jj}, acc{r}_{jj}_{kx});"
+                );
+            }
+        }
+    }
+    w.push_str("      }\n    }\n  }\n");
+    // Epilogue: partial sums (or the result) as rows m of c_in·kh·kw floats.
+    let _ = writeln!(w, "  let width = p.cols * {}u;", t.kw);
+    for r in 0..rr {
+        let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
+        let _ = writeln!(w, "    let rb = (wg.z * p.m + row0 + {r}u) * width;");
+        for jj in 0..t.j {
+            let _ = writeln!(w, "    if (col0 + {}u < p.cols) {{", 8 * jj);
+            for kx in 0..t.kw {
+                let _ = writeln!(
+                    w,
+                    "      c[rb + g{jj} * {}u + {kx}u] = dot(acc{r}_{jj}_{kx}, vec4<f32>(1.0));",
+                    t.kw
+                );
+            }
+            w.push_str("    }\n");
+        }
+        w.push_str("  }\n");
+    }
+}
