@@ -70,5 +70,5 @@ fn every_variant_matches_the_reference() {
         ["conv2d", "conv2d_backward_input", "conv2d_backward_weight"],
         "implicit-GEMM variants checked"
     );
-    println!("{n_checked} variants checked, {n_split} split-k reductions");
+    eprintln!("{n_checked} variants checked, {n_split} split-k reductions");
 }
