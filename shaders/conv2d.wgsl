@@ -22,6 +22,7 @@ struct Params {
     n: u32, c_in: u32, h: u32, w: u32,
     c_out: u32, kh: u32, kw: u32, oh: u32,
     ow: u32, stride: u32, pad: u32, dilation: u32,
+    relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -84,7 +85,9 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         if (co >= p.c_out) { break; }
         let y_row = ((n * p.c_out + co) * p.oh + oy) * p.ow;
         for (var j = 0u; j < TP; j++) {
-            if (ox0 + j < p.ow) { fwd_y[y_row + ox0 + j] = acc[c][j]; }
+            // conv2d_relu: ReLU applied in the epilogue.
+            let v = select(acc[c][j], max(acc[c][j], 0.0), p.relu != 0u);
+            if (ox0 + j < p.ow) { fwd_y[y_row + ox0 + j] = v; }
         }
     }
 }

@@ -59,6 +59,31 @@ impl<'g> Net<'g> {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
+        self.conv2d_with(name, x, [c_out, k, stride, pad], false)
+    }
+
+    /// `Conv2d` followed by `ReLU`, fused into one kernel (the ReLU runs in the convolution's
+    /// epilogue; its backward reads the output): the same model as `conv2d` then `relu`, with
+    /// one pass over the activation less each way.
+    pub fn conv2d_relu(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<TensorId> {
+        self.conv2d_with(name, x, [c_out, k, stride, pad], true)
+    }
+
+    fn conv2d_with(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        [c_out, k, stride, pad]: [usize; 4],
+        relu: bool,
+    ) -> Result<TensorId> {
         self.g.set_scope(name);
         let shape = self.g.shape(x).clone();
         let [_, c_in, _, _] = shape
@@ -67,16 +92,16 @@ impl<'g> Net<'g> {
         let fan_in = c_in * k * k;
         let w = self.uniform_param(format!("{name}.weight"), vec![c_out, c_in, k, k], fan_in);
         let b = self.uniform_param(format!("{name}.bias"), vec![c_out], fan_in);
-        self.g.conv2d(
-            x,
-            w,
-            b,
-            Conv2dGeometry {
-                stride,
-                pad,
-                dilation: 1,
-            },
-        )
+        let geometry = Conv2dGeometry {
+            stride,
+            pad,
+            dilation: 1,
+        };
+        if relu {
+            self.g.conv2d_relu(x, w, b, geometry)
+        } else {
+            self.g.conv2d(x, w, b, geometry)
+        }
     }
 
     /// `Linear(in, out)`: `y = x·Wᵀ + b` for `x: [n, in]`. Parameters `{name}.weight: [out, in]`
@@ -146,11 +171,9 @@ impl Model {
     pub fn build(self, net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
         match self {
             Model::Lenet5 => {
-                let x = net.conv2d("conv1", x, 6, 5, 1, 2)?;
-                let x = net.relu("relu1", x)?;
+                let x = net.conv2d_relu("conv1", x, 6, 5, 1, 2)?;
                 let x = net.max_pool2d("pool1", x, 2, 2)?;
-                let x = net.conv2d("conv2", x, 16, 5, 1, 0)?;
-                let x = net.relu("relu2", x)?;
+                let x = net.conv2d_relu("conv2", x, 16, 5, 1, 0)?;
                 let x = net.max_pool2d("pool2", x, 2, 2)?;
                 let x = net.flatten("flatten", x)?;
                 let x = net.linear("fc1", x, 120)?;
@@ -162,8 +185,7 @@ impl Model {
             Model::ConvnetS => {
                 let mut x = x;
                 for (i, c_out) in [(1, 32), (2, 32), (3, 64), (4, 64)] {
-                    x = net.conv2d(&format!("conv{i}"), x, c_out, 3, 1, 1)?;
-                    x = net.relu(&format!("relu{i}"), x)?;
+                    x = net.conv2d_relu(&format!("conv{i}"), x, c_out, 3, 1, 1)?;
                     if i % 2 == 0 {
                         x = net.max_pool2d(&format!("pool{}", i / 2), x, 2, 2)?;
                     }

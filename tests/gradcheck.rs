@@ -115,6 +115,7 @@ fn every_backward_rule_matches_finite_differences() {
         "avg_pool2d",
         "bias_add",
         "conv2d",
+        "conv2d_relu",
         "matmul",
         "max_pool2d",
         "relu",

@@ -101,5 +101,5 @@ fn eval_program_runs_only_the_forward_pass() {
         "{names:?}"
     );
     assert_eq!(names.last(), Some(&"classification_metrics"));
-    assert_eq!(names.iter().filter(|n| **n == "conv2d").count(), 2);
+    assert_eq!(names.iter().filter(|n| **n == "conv2d_relu").count(), 2);
 }

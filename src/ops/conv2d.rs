@@ -7,6 +7,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
+use crate::ops::activation::{Activation, ActivationBackward};
 use crate::ops::bias_add::BiasAddBackward;
 use crate::ops::conv_gemm::{self, ConvGemmParams, Staged, Weights};
 use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
@@ -47,6 +48,9 @@ struct Params {
     stride: u32,
     pad: u32,
     dilation: u32,
+    /// 1: ReLU in the forward epilogue (`conv2d_relu`).
+    relu: u32,
+    _pad: [u32; 3],
 }
 
 /// Hyper-parameters shared by the forward and backward ops.
@@ -125,6 +129,8 @@ impl Conv2dGeometry {
             stride: u(self.stride),
             pad: u(self.pad),
             dilation: u(self.dilation),
+            relu: 0,
+            _pad: [0; 3],
         }
     }
 
@@ -210,82 +216,147 @@ impl OpDef for Conv2d {
     // y = x ⋆ w + b ⇒ grad_x = grad_y ⋆ᵀ w, grad_w = Σ_{n,oy,ox} grad_y · x-window, grad_b = Σ_{n,oy,ox} grad_y.
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
-        let [_, _, h, w] = cx.shape(cx.input(0)).dims4(self.name(), "input")?;
-        let [_, _, kh, kw] = cx.shape(cx.input(1)).dims4(self.name(), "weight")?;
-        let grad_x = cx.push(
-            Conv2dBackwardInput {
-                geometry: self.0,
-                h,
-                w,
-            },
-            &[grad_y, cx.input(1)],
-        )?[0];
-        let grad_w = cx.push(
-            Conv2dBackwardWeight {
-                geometry: self.0,
-                kh,
-                kw,
-            },
-            &[grad_y, cx.input(0)],
-        )?[0];
-        let grad_b = cx.push(BiasAddBackward, &[grad_y])?[0];
-        cx.set_grad_input(0, grad_x);
-        cx.set_grad_input(1, grad_w);
-        cx.set_grad_input(2, grad_b);
-        Ok(())
+        conv_backward(self.0, cx, grad_y)
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        let y = outputs[0];
-        let params = self.0.params(dims(inputs[0]), dims(inputs[1]), dims(y));
-        let [n, c_out, oh, ow] = dims(y);
-        let n_blocks = n * oh * ow.div_ceil(TP) * c_out.div_ceil(TC);
-        KernelCall::per_element_wg(&SHADER, "conv2d_forward", &params, n_blocks, BLOCK_WG)
+        forward_kernel(self.0, false, inputs, outputs)
     }
 
     // Implicit GEMM: y[o, (n, oy, ox)] = w[o, (c, ky, kx)] · im2col(x), bias in the epilogue.
     fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
-        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 3, 1);
-        let (x, wt, y) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
-        let im2col = Im2col {
-            input: x,
-            kernel: [wt[2], wt[3]],
-            out: [y[2], y[3]],
-            stride: self.0.stride,
-            dilation: self.0.dilation,
-            pad: self.0.pad,
-        };
-        let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
-        let mut res = implicit_outer_plans(caps, self.0, x, wt, false, Some(Operand::Input(2)));
-        res.extend(gemm_plans(
-            caps,
-            GemmForm::Outer,
-            (weights, Operand::Input(1)),
-            (im2col, Operand::Input(0)),
-            Some(Operand::Input(2)),
-            y[2] * y[3],
-            y[1] * y[2] * y[3],
-        ));
-        res.push(direct);
-        res
+        forward_plans(self.0, false, inputs, outputs, caps)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (xd, wd, yd) = (
-            dims(&inputs[0].shape),
-            dims(&inputs[1].shape),
-            dims(&outputs[0].shape),
-        );
-        let (x, w, b) = (inputs[0].f32(), inputs[1].f32(), inputs[2].f32());
-        let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.0
-            .for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-                acc[flat(yd, [n, co, oy, ox])] += f64::from(x[flat(xd, [n, ci, iy, ix])])
-                    * f64::from(w[flat(wd, [co, ci, ky, kx])]);
-            });
-        for (i, y) in outputs[0].f32_mut().iter_mut().enumerate() {
-            *y = (acc[i] + f64::from(b[(i / (yd[2] * yd[3])) % yd[1]])) as f32;
+        forward_reference(self.0, inputs, outputs);
+    }
+}
+
+/// `conv2d` followed by ReLU, in one kernel: `y = max(0, conv2d(x, w) + b)`. Its backward
+/// applies the ReLU mask to `grad_y` (reading `y`), then is `conv2d`'s.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dRelu(pub Conv2dGeometry);
+
+impl OpDef for Conv2dRelu {
+    fn name(&self) -> &'static str {
+        "conv2d_relu"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        Conv2d(self.0).infer(inputs)
+    }
+
+    fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
+        let grad_y = cx.grad_output(0);
+        let grad_pre = cx.push(
+            ActivationBackward(Activation::Relu),
+            &[grad_y, cx.output(0)],
+        )?[0];
+        conv_backward(self.0, cx, grad_pre)
+    }
+
+    fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
+        forward_kernel(self.0, true, inputs, outputs)
+    }
+
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        forward_plans(self.0, true, inputs, outputs, caps)
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        forward_reference(self.0, inputs, outputs);
+        for y in outputs[0].f32_mut() {
+            *y = y.max(0.0);
         }
+    }
+}
+
+/// The backward ops of a convolution for the gradient `grad_y` of its (pre-activation) output.
+fn conv_backward(g: Conv2dGeometry, cx: &mut BackwardCtx<'_>, grad_y: TensorId) -> Result<()> {
+    let [_, _, h, w] = cx.shape(cx.input(0)).dims4("conv2d", "input")?;
+    let [_, _, kh, kw] = cx.shape(cx.input(1)).dims4("conv2d", "weight")?;
+    let grad_x = cx.push(
+        Conv2dBackwardInput { geometry: g, h, w },
+        &[grad_y, cx.input(1)],
+    )?[0];
+    let grad_w = cx.push(
+        Conv2dBackwardWeight {
+            geometry: g,
+            kh,
+            kw,
+        },
+        &[grad_y, cx.input(0)],
+    )?[0];
+    let grad_b = cx.push(BiasAddBackward, &[grad_y])?[0];
+    cx.set_grad_input(0, grad_x);
+    cx.set_grad_input(1, grad_w);
+    cx.set_grad_input(2, grad_b);
+    Ok(())
+}
+
+/// The direct forward kernel, with ReLU in the epilogue when `relu`.
+fn forward_kernel(
+    g: Conv2dGeometry,
+    relu: bool,
+    inputs: &[&Shape],
+    outputs: &[&Shape],
+) -> KernelCall {
+    let y = outputs[0];
+    let mut params = g.params(dims(inputs[0]), dims(inputs[1]), dims(y));
+    params.relu = u32::from(relu);
+    let [n, c_out, oh, ow] = dims(y);
+    let n_blocks = n * oh * ow.div_ceil(TP) * c_out.div_ceil(TC);
+    KernelCall::per_element_wg(&SHADER, "conv2d_forward", &params, n_blocks, BLOCK_WG)
+}
+
+/// Implicit GEMM, explicit im2col GEMM and direct plans of the forward convolution.
+fn forward_plans(
+    g: Conv2dGeometry,
+    relu: bool,
+    inputs: &[&Shape],
+    outputs: &[&Shape],
+    caps: &DeviceCaps,
+) -> Vec<KernelPlan> {
+    let direct = KernelPlan::direct(forward_kernel(g, relu, inputs, outputs), 3, 1);
+    let (x, wt, y) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
+    let im2col = Im2col {
+        input: x,
+        kernel: [wt[2], wt[3]],
+        out: [y[2], y[3]],
+        stride: g.stride,
+        dilation: g.dilation,
+        pad: g.pad,
+    };
+    let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
+    let mut res = implicit_outer_plans(caps, g, x, wt, false, Some(Operand::Input(2)), relu);
+    res.extend(gemm_plans(
+        caps,
+        GemmForm::Outer,
+        (weights, Operand::Input(1)),
+        (im2col, Operand::Input(0)),
+        Some(Operand::Input(2)),
+        (y[2] * y[3], y[1] * y[2] * y[3]),
+        relu,
+    ));
+    res.push(direct);
+    res
+}
+
+fn forward_reference(g: Conv2dGeometry, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+    let (xd, wd, yd) = (
+        dims(&inputs[0].shape),
+        dims(&inputs[1].shape),
+        dims(&outputs[0].shape),
+    );
+    let (x, w, b) = (inputs[0].f32(), inputs[1].f32(), inputs[2].f32());
+    let mut acc = vec![0f64; outputs[0].shape.numel()];
+    g.for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
+        acc[flat(yd, [n, co, oy, ox])] +=
+            f64::from(x[flat(xd, [n, ci, iy, ix])]) * f64::from(w[flat(wd, [co, ci, ky, kx])]);
+    });
+    for (i, y) in outputs[0].f32_mut().iter_mut().enumerate() {
+        *y = (acc[i] + f64::from(b[(i / (yd[2] * yd[3])) % yd[1]])) as f32;
     }
 }
 
@@ -333,7 +404,7 @@ impl OpDef for Conv2dBackwardInput {
         let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
         let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let g = self.geometry;
-        let mut res = implicit_outer_plans(caps, g, gy, wt, true, None);
+        let mut res = implicit_outer_plans(caps, g, gy, wt, true, None, false);
         let reach = g.dilation * (wt[2] - 1);
         if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
             res.push(direct);
@@ -365,8 +436,8 @@ impl OpDef for Conv2dBackwardInput {
             (flipped, Operand::Input(1)),
             (im2col, Operand::Input(0)),
             None,
-            x[2] * x[3],
-            x[1] * x[2] * x[3],
+            (x[2] * x[3], x[1] * x[2] * x[3]),
+            false,
         ));
         res.push(direct);
         res
@@ -457,8 +528,8 @@ impl OpDef for Conv2dBackwardWeight {
             (grad_rows, Operand::Input(0)),
             (im2col, Operand::Input(1)),
             None,
-            usize::MAX,
-            0,
+            (usize::MAX, 0),
+            false,
         ));
         res.push(direct);
         res
@@ -496,6 +567,7 @@ fn implicit_outer_plans(
     wt: [usize; 4],
     transposed: bool,
     bias: Option<Operand>,
+    relu: bool,
 ) -> Vec<KernelPlan> {
     let [o, i, kh, kw] = wt;
     if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
@@ -551,27 +623,35 @@ fn implicit_outer_plans(
         a_lines,
         batch_stride: u(m * oh * ow),
         row_stride: u(oh * ow),
+        relu: u32::from(relu),
         ..ConvGemmParams::default()
     };
     let packs = vec![
         weights.call(Operand::Input(1), Operand::Scratch(0)),
         staged.call(Operand::Input(0), Operand::Scratch(1)),
     ];
-    conv_gemm::candidates(GemmForm::Outer, m, u(kw), caps.subgroups8, bias.is_some())
-        .into_iter()
-        .map(|tile| {
-            let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
-            operands.extend(bias);
-            operands.push(Operand::Output(0));
-            let mut calls = packs.clone();
-            calls.push(tile.call(params, 1, operands));
-            KernelPlan {
-                variant: format!("implicit-{}", tile.label()),
-                scratch: vec![a_tex, s_tex],
-                calls,
-            }
-        })
-        .collect()
+    conv_gemm::candidates(
+        GemmForm::Outer,
+        m,
+        cols,
+        u(kw),
+        caps.subgroups8,
+        bias.is_some(),
+    )
+    .into_iter()
+    .map(|tile| {
+        let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+        operands.extend(bias);
+        operands.push(Operand::Output(0));
+        let mut calls = packs.clone();
+        calls.push(tile.call(params, 1, operands));
+        KernelPlan {
+            variant: format!("implicit-{}", tile.label()),
+            scratch: vec![a_tex, s_tex],
+            calls,
+        }
+    })
+    .collect()
 }
 
 /// Implicit-GEMM plans of the weight gradient (dot form, `conv_gemm.rs`), stride 1 and
@@ -638,26 +718,35 @@ fn implicit_dot_plans(
         staged.call(Operand::Input(1), Operand::Scratch(1)),
     ];
     let out_len = o * groups * kw;
-    conv_gemm::candidates(GemmForm::Dot, o, u(kw), caps.subgroups8, false)
+    conv_gemm::candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups8, false)
         .into_iter()
         .map(|tile| {
             let mut scratch = vec![a_tex, s_tex];
             let mut calls = packs.clone();
             let mut params = params;
-            // Enough splits over images for about 32 workgroups.
+            // Enough image splits along grid.z for about 32 workgroups (each of a `kslice`
+            // tile's subgroups then takes every 8th image of its split).
             let tiles = o.div_ceil(tile.wg_tile_rows() as usize)
                 * groups.div_ceil(tile.wg_tile_cols() as usize);
-            let chunk = n.div_ceil((32 / tiles.max(1)).clamp(1, n.max(1))).max(1);
+            let per_wg = tile.partials_per_wg() as usize;
+            let max_z = (n / per_wg).max(1);
+            let chunk = n.div_ceil((32 / tiles.max(1)).clamp(1, max_z));
             params.n_chunk = u(chunk);
-            let splits = u(n.div_ceil(chunk));
+            let z = n.div_ceil(chunk);
+            let partials = u(z * per_wg);
             let operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
-            if splits > 1 {
+            if partials > 1 {
                 scratch.push(ScratchSpec::Buffer {
-                    bytes: u64::from(splits) * (out_len * 4) as u64,
+                    bytes: u64::from(partials) * (out_len * 4) as u64,
                 });
                 let part = Operand::Scratch(2);
-                calls.push(tile.call(params, splits, [operands, vec![part]].concat()));
-                calls.push(gemm::reduce_call(out_len, splits, part, Operand::Output(0)));
+                calls.push(tile.call(params, u(z), [operands, vec![part]].concat()));
+                calls.push(gemm::reduce_call(
+                    out_len,
+                    partials,
+                    part,
+                    Operand::Output(0),
+                ));
             } else {
                 calls.push(tile.call(params, 1, [operands, vec![Operand::Output(0)]].concat()));
             }
@@ -679,8 +768,8 @@ fn gemm_plans(
     (a_view, a_src): (MatrixView, Operand),
     (im2col, b_src): (Im2col, Operand),
     bias: Option<Operand>,
-    inner: usize,
-    batch_stride: usize,
+    (inner, batch_stride): (usize, usize),
+    relu: bool,
 ) -> Vec<KernelPlan> {
     let u = |v: usize| v as u32;
     let mut res = Vec::new();
@@ -736,6 +825,7 @@ fn gemm_plans(
             batch_stride: u(batch_stride),
             row_stride: u(inner.min(u32::MAX as usize)),
             k_chunk: u(k4),
+            relu: u32::from(relu),
             ..GemmParams::default()
         };
         if form == GemmForm::Outer {
@@ -785,6 +875,17 @@ impl Graph {
     ) -> Result<TensorId> {
         Ok(self.push(Conv2d(geometry), &[x, w, b])?[0])
     }
+
+    /// `y = relu(conv2d(x, w) + b)` in one kernel (see [`Conv2dRelu`]).
+    pub fn conv2d_relu(
+        &mut self,
+        x: TensorId,
+        w: TensorId,
+        b: TensorId,
+        geometry: Conv2dGeometry,
+    ) -> Result<TensorId> {
+        Ok(self.push(Conv2dRelu(geometry), &[x, w, b])?[0])
+    }
 }
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
@@ -831,6 +932,25 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         res.push(CatalogEntry::new(
             Conv2dBackwardWeight { geometry, kh, kw },
             vec![Shape::f32([n, c_out, oh, ow]), Shape::f32([n, c_in, h, w])],
+        ));
+    }
+    // The fused ReLU: stride 1 (implicit GEMM, 5x5 and 3x3) and strided (explicit GEMM).
+    for (n, c_in, h, w, c_out, k, stride, pad) in [
+        (2, 3, 9, 11, 6, 5, 1, 2),
+        (2, 5, 7, 6, 9, 3, 1, 1),
+        (2, 3, 9, 8, 5, 3, 2, 1),
+    ] {
+        res.push(CatalogEntry::new(
+            Conv2dRelu(Conv2dGeometry {
+                stride,
+                pad,
+                dilation: 1,
+            }),
+            vec![
+                Shape::f32([n, c_in, h, w]),
+                Shape::f32([c_out, c_in, k, k]),
+                Shape::f32([c_out]),
+            ],
         ));
     }
     res

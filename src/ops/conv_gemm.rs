@@ -275,6 +275,10 @@ pub struct ConvTile {
     pub bias: bool,
     /// Kernel width (the taps taken from each group of staged texels).
     pub kw: u32,
+    /// Dot form: the subgroups of a workgroup split the images instead of taking more
+    /// `(c, ky)` groups (for weight gradients with few groups, like a first layer's), each
+    /// writing its own partial sums.
+    pub kslice: bool,
 }
 
 impl ConvTile {
@@ -289,7 +293,25 @@ impl ConvTile {
 
     /// Column texels (outer) or groups (dot) one workgroup covers.
     pub fn wg_tile_cols(&self) -> u32 {
-        8 * self.j * (8 / self.wg_rows)
+        if self.kslice {
+            8 * self.j
+        } else {
+            8 * self.j * (8 / self.wg_rows)
+        }
+    }
+
+    /// Subgroups along columns, which split the images when `kslice`.
+    pub fn kslices_per_wg(&self) -> u32 {
+        8 / self.wg_rows
+    }
+
+    /// Partial sums one workgroup writes (one per image slice).
+    pub fn partials_per_wg(&self) -> u32 {
+        if self.kslice {
+            self.kslices_per_wg()
+        } else {
+            1
+        }
     }
 
     /// Short label, e.g. `outer-r16j2w1-sg`.
@@ -304,7 +326,7 @@ impl ConvTile {
             self.j,
             self.wg_rows,
             if self.subgroups { "-sg" } else { "" }
-        )
+        ) + if self.kslice { "-ks" } else { "" }
     }
 
     /// The generated shader (made once, then shared).
@@ -355,7 +377,15 @@ impl ConvTile {
 
 /// The candidate tiles for a product with `m` rows and kernel width `kw`, best first by a
 /// static guess (the autotuner times them).
-pub fn candidates(form: GemmForm, m: usize, kw: u32, subgroups: bool, bias: bool) -> Vec<ConvTile> {
+/// `cols` is the number of output column texels (outer) or `(c, ky)` groups (dot).
+pub fn candidates(
+    form: GemmForm,
+    m: usize,
+    cols: usize,
+    kw: u32,
+    subgroups: bool,
+    bias: bool,
+) -> Vec<ConvTile> {
     let wide = kw > 4;
     let shapes: &[(u32, u32, u32)] = match (form, wide) {
         // (ra, j, wg_rows)
@@ -373,7 +403,7 @@ pub fn candidates(form: GemmForm, m: usize, kw: u32, subgroups: bool, bias: bool
             if sg && !subgroups {
                 continue;
             }
-            res.push(ConvTile {
+            let tile = ConvTile {
                 form,
                 ra,
                 j,
@@ -381,7 +411,17 @@ pub fn candidates(form: GemmForm, m: usize, kw: u32, subgroups: bool, bias: bool
                 subgroups: sg,
                 bias,
                 kw,
-            });
+                kslice: false,
+            };
+            // Few groups: the subgroups along columns would mostly idle; let them split k
+            // (the better guess, so first).
+            if form == GemmForm::Dot && cols <= (8 * j * (8 / wg_rows) / 2) as usize {
+                res.push(ConvTile {
+                    kslice: true,
+                    ..tile
+                });
+            }
+            res.push(tile);
         }
     }
     res
@@ -392,9 +432,23 @@ pub fn candidates(form: GemmForm, m: usize, kw: u32, subgroups: bool, bias: bool
 pub fn all_tiles() -> Vec<ConvTile> {
     let mut res = Vec::new();
     for kw in [1, 2, 3, 5] {
-        res.extend(candidates(GemmForm::Outer, 1 << 20, kw, true, true));
-        res.extend(candidates(GemmForm::Outer, 1 << 20, kw, true, false));
-        res.extend(candidates(GemmForm::Dot, 1 << 20, kw, true, false));
+        res.extend(candidates(
+            GemmForm::Outer,
+            1 << 20,
+            1 << 20,
+            kw,
+            true,
+            true,
+        ));
+        res.extend(candidates(
+            GemmForm::Outer,
+            1 << 20,
+            1 << 20,
+            kw,
+            true,
+            false,
+        ));
+        res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, false));
     }
     res
 }
@@ -487,11 +541,16 @@ fn generate(t: &ConvTile) -> String {
         "  let row0 = (wg.y * {}u + lid.y / {wg_cols}u) * {rr}u;",
         t.wg_rows
     );
-    let _ = writeln!(
-        w,
-        "  let col0 = (wg.x * {wg_cols}u + lid.y % {wg_cols}u) * {}u + lane;",
-        8 * t.j
-    );
+    if t.kslice {
+        let _ = writeln!(w, "  let col0 = wg.x * {}u + lane;", 8 * t.j);
+        let _ = writeln!(w, "  let ks = lid.y % {wg_cols}u;");
+    } else {
+        let _ = writeln!(
+            w,
+            "  let col0 = (wg.x * {wg_cols}u + lid.y % {wg_cols}u) * {}u + lane;",
+            8 * t.j
+        );
+    }
     let _ = writeln!(w, "  let last_row = max(p.m, 1u) - 1u;");
     let _ = writeln!(w, "  let last_col = max(p.cols, 1u) - 1u;");
     match t.form {
@@ -589,6 +648,7 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
 
 fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
     let rr = 8 * t.ra;
+    let wg_cols = 8 / t.wg_rows;
     // Each lane column is a (c, ky) group: its staged row offset.
     for jj in 0..t.j {
         let _ = writeln!(w, "  let g{jj} = min(col0 + {}u, last_col);", 8 * jj);
@@ -619,14 +679,20 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
             }
         }
     }
-    w.push_str(
+    let (ks0, kstep) = if t.kslice {
+        ("ks".to_string(), format!("{wg_cols}u"))
+    } else {
+        ("0u".to_string(), "1u".to_string())
+    };
+    let _ = write!(
+        w,
         "  let n0 = wg.z * p.n_chunk;\n\
          \x20 let n1 = min(p.n, n0 + p.n_chunk);\n\
-         \x20 for (var n = n0; n < n1; n++) {\n\
+         \x20 for (var n = n0 + {ks0}; n < n1; n += {kstep}) {{\n\
          \x20   let abase = n * p.a_c * p.oh;\n\
          \x20   let bbase = n * p.c_in * p.b_hp;\n\
-         \x20   for (var oy = 0u; oy < p.oh; oy++) {\n\
-         \x20     for (var x4 = 0u; x4 < p.ow4; x4++) {\n",
+         \x20   for (var oy = 0u; oy < p.oh; oy++) {{\n\
+         \x20     for (var x4 = 0u; x4 < p.ow4; x4++) {{\n"
     );
     emit_rows(w, t, 0, &|i| {
         format!("st(abase + am{i} + oy, x4, p.a_texels, p.a_shift)")
@@ -653,9 +719,15 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
     w.push_str("      }\n    }\n  }\n");
     // Epilogue: partial sums (or the result) as rows m of c_in·kh·kw floats.
     let _ = writeln!(w, "  let width = p.cols * {}u;", t.kw);
+    // The partial sums this subgroup writes.
+    let part = if t.kslice {
+        format!("wg.z * {wg_cols}u + ks")
+    } else {
+        "wg.z".to_string()
+    };
     for r in 0..rr {
         let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
-        let _ = writeln!(w, "    let rb = (wg.z * p.m + row0 + {r}u) * width;");
+        let _ = writeln!(w, "    let rb = (({part}) * p.m + row0 + {r}u) * width;");
         for jj in 0..t.j {
             let _ = writeln!(w, "    if (col0 + {}u < p.cols) {{", 8 * jj);
             for kx in 0..t.kw {
