@@ -4,12 +4,21 @@
 //! one. Each result is verified against the CPU reference (or, for training, against the
 //! accuracy it must reach) before it is reported, every timed run ends with a device sync, and
 //! each workload prints one machine-readable line: `striate-bench {"workload":"W3",...}`.
+//!
+//! Two measurements per workload: the figure WORKLOADS.md defines (W1: one whole epoch; W2:
+//! 50 steps after 5; W3: median of 20 after 3; W4: median of 10), which goes into the
+//! `striate-bench` line and BENCHMARKS.md, then a criterion benchmark of the same synced
+//! iteration (W1/W2: one training step, one inference batch; W3/W4: one product), whose
+//! statistics and change against the previous run criterion prints and keeps in
+//! `target/criterion`. Criterion's throughput is in elements: flops for W3/W4, images for W1/W2.
 //! `STRIATE_BENCH_PROFILE=1` adds per-dispatch times, `STRIATE_BENCH_TIMES=1` every timed run
 //! (these machines are noisy: look at the spread before trusting a median).
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput};
 
 use striate::data::{batches, load_fashion_mnist, synthetic, DataSplit};
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
@@ -35,19 +44,49 @@ fn main() -> anyhow::Result<()> {
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
     let gpu = GpuContext::from_env()?;
     println!("adapter: {}", gpu.describe());
+    // Few, long iterations: 10 samples of one iteration each ("flat"), as WORKLOADS.md times.
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .without_plots();
     if wanted("W1") {
-        w1(&gpu)?;
+        w1(&gpu, &mut c)?;
     }
     if wanted("W2") {
-        w2(&gpu)?;
+        w2(&gpu, &mut c)?;
     }
     if wanted("W3") {
-        w3(&gpu)?;
+        w3(&gpu, &mut c)?;
     }
     if wanted("W4") {
-        w4(&gpu)?;
+        w4(&gpu, &mut c)?;
     }
+    c.final_summary();
     Ok(())
+}
+
+/// A criterion benchmark of `run` (one synced iteration), `elements` per iteration.
+fn criterion_bench(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    elements: u64,
+    run: &mut dyn FnMut() -> anyhow::Result<()>,
+) {
+    let mut g = c.benchmark_group(group);
+    g.sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(elements));
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                run().expect("benchmark iteration");
+            }
+            start.elapsed()
+        });
+    });
+    g.finish();
 }
 
 fn report(json: serde_json::Value) {
@@ -79,7 +118,7 @@ fn peak_rss_mb() -> Option<f64> {
 
 /// W1: LeNet-5, Adam 1e-3, batch 64, shuffle seed 0, one epoch of 937 steps; images/s over
 /// steps 21..=937; test accuracy on all 10,000 test images after the epoch; peak RSS.
-fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
+fn w1(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     let split = data()?;
     let cfg = TrainConfig {
         model: Model::Lenet5,
@@ -91,7 +130,7 @@ fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
     let train = Arc::new(split.train);
     let mut start = Instant::now();
     let mut steps = 0;
-    for batch in batches(train, 64, Some(0), true) {
+    for batch in batches(train.clone(), 64, Some(0), true) {
         trainer.train_step(&batch.images, &batch.labels)?;
         steps += 1;
         if steps == 20 {
@@ -112,12 +151,18 @@ fn w1(gpu: &GpuContext) -> anyhow::Result<()> {
     report(
         serde_json::json!({"workload": "W1", "train_img_s": train_img_s, "test_acc": test.accuracy, "peak_rss_mb": peak_rss_mb()}),
     );
+    let batch = batches(train, 64, Some(1), true).recv()?;
+    criterion_bench(crit, "W1", "lenet5_train_step_b64", 64, &mut || {
+        trainer.train_step(&batch.images, &batch.labels)?;
+        gpu.wait()?;
+        Ok(())
+    });
     Ok(())
 }
 
 /// W2: ConvNet-S, Adam 1e-3, batch 128: train images/s over 50 steps after 5 warm-up steps;
 /// inference images/s at batch 256.
-fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
+fn w2(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     let split = data()?;
     let cfg = TrainConfig {
         model: Model::ConvnetS,
@@ -147,7 +192,7 @@ fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
         m.loss
     );
 
-    let infer = Trainer::new(
+    let infer = Trainer::new_tuned(
         gpu,
         &TrainConfig {
             batch_size: 256,
@@ -175,6 +220,16 @@ fn w2(gpu: &GpuContext) -> anyhow::Result<()> {
     report(
         serde_json::json!({"workload": "W2", "train_img_s": train_img_s, "infer_img_s": infer_img_s}),
     );
+    criterion_bench(crit, "W2", "convnet_s_train_step_b128", 128, &mut || {
+        trainer.train_step(&all[0].images, &all[0].labels)?;
+        gpu.wait()?;
+        Ok(())
+    });
+    criterion_bench(crit, "W2", "convnet_s_inference_b256", 256, &mut || {
+        infer.eval_step(&test[0].images, &test[0].labels)?;
+        gpu.wait()?;
+        Ok(())
+    });
     Ok(())
 }
 
@@ -278,7 +333,7 @@ impl OpBench {
 }
 
 /// W3: SGEMM C = A·B, M = N = K = 1024: median of 20 runs after 3 warm-up.
-fn w3(gpu: &GpuContext) -> anyhow::Result<()> {
+fn w3(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     let n = 1024;
     let op = Matmul {
         trans_a: false,
@@ -310,12 +365,19 @@ fn w3(gpu: &GpuContext) -> anyhow::Result<()> {
         seconds * 1e3
     );
     report(serde_json::json!({"workload": "W3", "gflops": gflops}));
+    criterion_bench(
+        crit,
+        "W3",
+        "sgemm_1024",
+        2 * (n * n * n) as u64,
+        &mut || bench.run_synced().map(drop),
+    );
     Ok(())
 }
 
 /// W4: conv2d N = 64, C = K = 64, 28x28, 3x3, stride 1, pad 1: forward, and backward (input +
 /// weight gradients); median of 10 after warm-up.
-fn w4(gpu: &GpuContext) -> anyhow::Result<()> {
+fn w4(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     let geometry = Conv2dGeometry {
         stride: 1,
         pad: 1,
@@ -389,5 +451,11 @@ fn w4(gpu: &GpuContext) -> anyhow::Result<()> {
     report(
         serde_json::json!({"workload": "W4", "fwd_gflops": fwd_gflops, "bwd_gflops": bwd_gflops}),
     );
+    criterion_bench(crit, "W4", "conv_forward", flops as u64, &mut || {
+        fwd.run_synced().map(drop)
+    });
+    criterion_bench(crit, "W4", "conv_backward", 2 * flops as u64, &mut || {
+        bwd.run_synced().map(drop)
+    });
     Ok(())
 }

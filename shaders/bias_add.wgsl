@@ -12,7 +12,7 @@
 struct Params { outer: u32, c: u32, inner: u32, _pad0: u32 }
 
 override WG: u32 = 256u;
-const RED: u32 = 256u;
+const RED: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -34,14 +34,27 @@ fn bias_add_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 var<workgroup> partial: array<f32, RED>;
 
+// One workgroup per channel. Lanes stride along the longer of inner and outer, so neither an
+// NCHW plane (inner = h*w) nor a matrix column (inner = 1) leaves most lanes idle, and no
+// index needs an integer division (llvmpipe scalarises those).
 @compute @workgroup_size(RED)
 fn bias_add_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wid.x;
     var acc = 0.0;
-    for (var t = lid; t < p.outer * p.inner; t += RED) {
-        let o = t / p.inner;
-        let i = t % p.inner;
-        acc += bwd_grad_y[(o * p.c + ch) * p.inner + i];
+    if (p.inner >= RED) {
+        for (var o = 0u; o < p.outer; o++) {
+            let base = (o * p.c + ch) * p.inner;
+            for (var i = lid; i < p.inner; i += RED) {
+                acc += bwd_grad_y[base + i];
+            }
+        }
+    } else {
+        for (var o = lid; o < p.outer; o += RED) {
+            let base = (o * p.c + ch) * p.inner;
+            for (var i = 0u; i < p.inner; i++) {
+                acc += bwd_grad_y[base + i];
+            }
+        }
     }
     partial[lid] = acc;
     workgroupBarrier();
