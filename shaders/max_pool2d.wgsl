@@ -6,7 +6,11 @@
 //
 // Threads: one invocation per output element (forward) or per input element (backward: a
 // gather, since WGSL has no f32 atomics and windows overlap when stride < k).
-// Flat index = gid.x + gid.y * nwg.x * WG.
+// max_pool2d_backward_tiled, for windows that tile the input exactly (stride = k, no padding,
+// k divides h and w): one invocation per output, writing its whole window (the gradient at
+// the argmax, zero elsewhere): no gather, and 2 loads per window instead of 2 per input.
+// Flat index = gid.x + gid.y * nwg.x * WG. Index arithmetic divides through `div` (f32 and
+// a correction): llvmpipe scalarises vector integer division, which cost more than the loads.
 // Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
 
 struct Params { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, stride: u32, pad: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
@@ -14,6 +18,14 @@ struct Params { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, stride
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+// x / d for x, d < 2^24: the f32 quotient is off by at most one, then corrected.
+fn div(x: u32, d: u32) -> u32 {
+    var q = u32(f32(x) / f32(d));
+    q -= select(0u, 1u, q * d > x);
+    q += select(0u, 1u, (q + 1u) * d <= x);
+    return q;
+}
 
 // ---- max_pool2d_forward: inputs (x), outputs (y, argmax)
 @group(0) @binding(1) var<storage, read> fwd_x: array<f32>;
@@ -24,9 +36,10 @@ override WG: u32 = 256u;
 fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = gid.x + gid.y * nwg.x * WG;
     if (o >= p.n * p.c * p.oh * p.ow) { return; }
-    let ox = o % p.ow;
-    let oy = (o / p.ow) % p.oh;
-    let nc = o / (p.oh * p.ow);
+    let q = div(o, p.ow);
+    let ox = o - q * p.ow;
+    let nc = div(q, p.oh);
+    let oy = q - nc * p.oh;
     let iy0 = i32(oy * p.stride) - i32(p.pad);
     let ix0 = i32(ox * p.stride) - i32(p.pad);
     var best = -3.4028235e38;
@@ -58,14 +71,15 @@ fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 fn max_pool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG;
     if (idx >= p.n * p.c * p.h * p.w) { return; }
-    let col = idx % p.w + p.pad;
-    let row = (idx / p.w) % p.h + p.pad;
-    let nc = idx / (p.h * p.w);
+    let q = div(idx, p.w);
+    let col = idx - q * p.w + p.pad;
+    let nc = div(q, p.h);
+    let row = q - nc * p.h + p.pad;
     // Window i covers padded row r iff i*stride <= r < i*stride + k.
-    let i_lo = select(0u, (row + 1u - p.k + p.stride - 1u) / p.stride, row + 1u >= p.k);
-    let j_lo = select(0u, (col + 1u - p.k + p.stride - 1u) / p.stride, col + 1u >= p.k);
-    let i_hi = min(row / p.stride, p.oh - 1u);
-    let j_hi = min(col / p.stride, p.ow - 1u);
+    let i_lo = select(0u, div(row + 1u - p.k + p.stride - 1u, p.stride), row + 1u >= p.k);
+    let j_lo = select(0u, div(col + 1u - p.k + p.stride - 1u, p.stride), col + 1u >= p.k);
+    let i_hi = min(div(row, p.stride), p.oh - 1u);
+    let j_hi = min(div(col, p.stride), p.ow - 1u);
     var acc = 0.0;
     for (var i = i_lo; i <= i_hi; i++) {
         for (var j = j_lo; j <= j_hi; j++) {
@@ -74,4 +88,23 @@ fn max_pool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         }
     }
     bwd_grad_x[idx] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn max_pool2d_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = gid.x + gid.y * nwg.x * WG;
+    if (o >= p.n * p.c * p.oh * p.ow) { return; }
+    let q = div(o, p.ow);
+    let ox = o - q * p.ow;
+    let nc = div(q, p.oh);
+    let oy = q - nc * p.oh;
+    let g = bwd_grad_y[o];
+    let at = bwd_argmax[o];
+    let base = (nc * p.h + oy * p.k) * p.w + ox * p.k;
+    for (var a = 0u; a < p.k; a++) {
+        for (var b = 0u; b < p.k; b++) {
+            let idx = base + a * p.w + b;
+            bwd_grad_x[idx] = select(0.0, g, idx == at);
+        }
+    }
 }

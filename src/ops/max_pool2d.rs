@@ -7,7 +7,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
+    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
+    KernelPlan, OpDef, Shader,
 };
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
@@ -207,6 +208,31 @@ impl OpDef for MaxPool2dBackward {
         )
     }
 
+    // Windows that tile the input exactly: scatter each window instead of gathering.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let gather = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
+        let Pool2d { k, stride, pad } = self.pool;
+        let dims = &outputs[0].dims;
+        let tiles = stride == k && pad == 0 && dims[2] % k == 0 && dims[3] % k == 0;
+        if !tiles {
+            return vec![gather];
+        }
+        let tiled = KernelPlan {
+            variant: "tiled".into(),
+            ..KernelPlan::direct(
+                KernelCall::per_element(
+                    &SHADER,
+                    "max_pool2d_backward_tiled",
+                    &self.pool.params(outputs[0], inputs[0]),
+                    inputs[0].numel(),
+                ),
+                2,
+                1,
+            )
+        };
+        vec![tiled, gather]
+    }
+
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (grad_y, argmax) = (inputs[0].f32(), inputs[1].u32());
         let grad_x = outputs[0].f32_mut();
@@ -233,7 +259,14 @@ impl Graph {
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
-    for (h, w, k, stride, pad) in [(5, 7, 2, 2, 0), (9, 9, 3, 2, 1), (8, 6, 3, 1, 1)] {
+    // The last two tile their input exactly (the scattering backward plan).
+    for (h, w, k, stride, pad) in [
+        (5, 7, 2, 2, 0),
+        (9, 9, 3, 2, 1),
+        (8, 6, 3, 1, 1),
+        (6, 10, 2, 2, 0),
+        (9, 6, 3, 3, 0),
+    ] {
         let pool = Pool2d { k, stride, pad };
         let x = Shape::f32([2, 3, h, w]);
         res.push(CatalogEntry::new(MaxPool2d(pool), vec![x.clone()]));
