@@ -74,8 +74,13 @@ fn criterion_bench(
     elements: u64,
     run: &mut dyn FnMut() -> anyhow::Result<()>,
 ) {
+    // One iteration first, to give criterion enough measurement time for its 10 samples.
+    let start = Instant::now();
+    run().expect("benchmark iteration");
+    let once = start.elapsed();
     let mut g = c.benchmark_group(group);
     g.sampling_mode(SamplingMode::Flat)
+        .measurement_time((once * 12).max(Duration::from_secs(5)))
         .throughput(Throughput::Elements(elements));
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
