@@ -213,7 +213,8 @@ impl OpDef for MaxPool2dBackward {
         let gather = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
         let Pool2d { k, stride, pad } = self.pool;
         let dims = &outputs[0].dims;
-        let tiles = stride == k && pad == 0 && dims[2].is_multiple_of(k) && dims[3].is_multiple_of(k);
+        let tiles =
+            stride == k && pad == 0 && dims[2].is_multiple_of(k) && dims[3].is_multiple_of(k);
         if !tiles {
             return vec![gather];
         }
