@@ -88,6 +88,22 @@ pub struct Metrics {
     pub count: u64,
 }
 
+impl Metrics {
+    fn from_sums(loss_sum: f64, correct: f64, count: f64) -> Self {
+        let denom = count.max(1.0);
+        Metrics {
+            loss: loss_sum / denom,
+            accuracy: correct / denom,
+            count: count as u64,
+        }
+    }
+}
+
+/// (loss sum, correct, count) of the metrics tensor.
+fn sums(m: &CpuTensor) -> [f64; 3] {
+    [m.f32()[0], m.f32()[1], m.f32()[2]].map(f64::from)
+}
+
 /// A model baked for training and evaluation on one GPU.
 pub struct Trainer {
     exe: Executable,
@@ -219,16 +235,36 @@ impl Trainer {
         self.take_metrics()
     }
 
-    /// Reads the metric sums accumulated since the last call (12 bytes), then zeroes them.
+    /// Reads the metric sums accumulated since the last read (12 bytes), then zeroes them;
+    /// waits for the GPU. A read started by [`Trainer::request_metrics`] and not yet collected
+    /// is waited for and included.
     pub fn take_metrics(&self) -> Result<Metrics> {
-        let m = self.exe.take_small(self.metrics)?;
-        let [loss_sum, correct, count] = [m.f32()[0], m.f32()[1], m.f32()[2]].map(f64::from);
-        let denom = count.max(1.0);
-        Ok(Metrics {
-            loss: loss_sum / denom,
-            accuracy: correct / denom,
-            count: count as u64,
-        })
+        let earlier = self.exe.wait_small()?.map(|(_, m)| sums(&m));
+        let now = sums(&self.exe.take_small(self.metrics)?);
+        let [loss_sum, correct, count] = match earlier {
+            Some(e) => [e[0] + now[0], e[1] + now[1], e[2] + now[2]],
+            None => now,
+        };
+        Ok(Metrics::from_sums(loss_sum, correct, count))
+    }
+
+    /// Starts reading the metric sums accumulated since the last read without waiting for the
+    /// GPU (the copy queues behind the steps already submitted); [`Trainer::poll_metrics`]
+    /// collects them. Does nothing while a read is pending.
+    pub fn request_metrics(&self) -> Result<()> {
+        if self.exe.small_read_pending() {
+            return Ok(());
+        }
+        self.exe.request_small(self.metrics)
+    }
+
+    /// The metrics of the pending [`Trainer::request_metrics`] once the GPU has got there;
+    /// `None` before that (never blocks).
+    pub fn poll_metrics(&self) -> Result<Option<Metrics>> {
+        Ok(self.exe.poll_small()?.map(|(_, m)| {
+            let [loss_sum, correct, count] = sums(&m);
+            Metrics::from_sums(loss_sum, correct, count)
+        }))
     }
 
     /// Downloads every parameter, by PyTorch-style name.

@@ -210,6 +210,59 @@ fn training_steps_create_nothing_and_download_only_requested_metrics() {
 }
 
 #[test]
+fn metrics_read_asynchronously_while_training_goes_on() {
+    // Its own context: counters are per context, and other tests run in parallel.
+    let Some(_) = common::gpu() else { return };
+    let gpu = striate::GpuContext::from_env().expect("adapter");
+    let batch = 16;
+    let data = synthetic(batch, 1, 3).train;
+    let images = data.images(0, data.len());
+    let trainer =
+        Trainer::new(&gpu, &config(Model::Lenet5, batch, Optimizer::adam(1e-3))).expect("trainer");
+    assert!(
+        trainer.poll_metrics().expect("poll").is_none(),
+        "nothing requested yet"
+    );
+
+    let before = gpu.counters();
+    for _ in 0..5 {
+        trainer.train_step(&images, &data.labels).expect("step");
+    }
+    trainer.request_metrics().expect("request");
+    trainer
+        .request_metrics()
+        .expect("a second request while one is pending is a no-op");
+    // Keep training until the read arrives; polling never blocks.
+    let mut polled = None;
+    let mut steps_after = 0;
+    while polled.is_none() {
+        assert!(steps_after < 200, "the requested metrics never arrived");
+        trainer.train_step(&images, &data.labels).expect("step");
+        steps_after += 1;
+        polled = trainer.poll_metrics().expect("poll");
+    }
+    let during = gpu.counters() - before;
+    assert_eq!(
+        during.blocking_waits, 0,
+        "requesting and polling never wait: {during:?}"
+    );
+    assert_eq!(during.bytes_downloaded, 12, "{during:?}");
+    let first = polled.expect("arrived");
+    assert_eq!(first.count, 5 * batch as u64, "the sums up to the request");
+    assert!(first.loss.is_finite() && first.loss > 0.0, "{first:?}");
+
+    // A request left pending is included by the next take: nothing is lost or counted twice.
+    trainer.request_metrics().expect("request");
+    trainer.train_step(&images, &data.labels).expect("step");
+    let rest = trainer.take_metrics().expect("take");
+    assert_eq!(rest.count, (steps_after + 1) as u64 * batch as u64);
+    assert!(
+        trainer.poll_metrics().expect("poll").is_none(),
+        "take collected the pending read"
+    );
+}
+
+#[test]
 fn evaluation_counts_every_image_including_a_partial_last_batch() {
     let Some(gpu) = common::gpu() else { return };
     let split = synthetic(10, 203, 4);

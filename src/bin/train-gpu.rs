@@ -265,13 +265,23 @@ fn run() -> Result<()> {
             .enumerate()
         {
             trainer.train_step(&batch.images, &batch.labels)?;
-            if (step + 1) % args.log_every.max(1) == 0 || step + 1 == steps_per_epoch {
-                let m = trainer.take_metrics()?;
+            // The loss is read asynchronously: ask every `log_every` steps, show it when the
+            // GPU has got there; only the epoch's end waits.
+            let last = step + 1 == steps_per_epoch;
+            let polled = if last {
+                Some(trainer.take_metrics()?)
+            } else {
+                trainer.poll_metrics()?
+            };
+            if let Some(m) = polled {
                 loss_sum += m.loss * m.count as f64;
                 correct += m.accuracy * m.count as f64;
                 seen += m.count;
                 let rate = ((step + 1) * args.batch_size) as f64 / start.elapsed().as_secs_f64();
                 bar.set_message(format!("loss {:.4}  {rate:.0} img/s", m.loss));
+            }
+            if !last && (step + 1) % args.log_every.max(1) == 0 {
+                trainer.request_metrics()?;
             }
             bar.inc(1);
         }

@@ -43,6 +43,14 @@ pub struct Executable {
     small_staging: wgpu::Buffer,
     /// Runs submitted and maybe not finished, oldest first.
     in_flight: Mutex<VecDeque<wgpu::SubmissionIndex>>,
+    /// A small read started by `request_small` and not yet collected.
+    pending_small: Mutex<Option<PendingRead>>,
+}
+
+/// A read of a small tensor into `small_staging`, mapping in the background.
+struct PendingRead {
+    tensor: TensorId,
+    done: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 
 /// The process-wide tuning cache, loaded on first use.
@@ -181,6 +189,7 @@ impl Executable {
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             ),
             in_flight: Mutex::default(),
+            pending_small: Mutex::default(),
         };
         for spec in specs {
             let program = exe.bake(g, spec)?;
@@ -614,13 +623,32 @@ impl Executable {
 
     /// Reads a small persistent tensor (at most 256 bytes, e.g. metrics) through the
     /// preallocated staging buffer, then zeroes it on the GPU. Creates nothing; downloads
-    /// exactly the tensor's bytes.
+    /// exactly the tensor's bytes. Waits for the GPU; a read still pending from
+    /// [`Executable::request_small`] must be collected first ([`Executable::wait_small`]).
     pub fn take_small(&self, t: TensorId) -> Result<CpuTensor> {
+        self.request_small(t)?;
+        self.wait_small()?
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Readback("the small read vanished".into()))
+    }
+
+    /// Starts reading a small persistent tensor (as [`Executable::take_small`]: copy, then
+    /// zero it on the GPU) without waiting: the copy is queued behind the runs already
+    /// submitted, and [`Executable::poll_small`] collects it once they are done, so training
+    /// can go on meanwhile. One read may be pending at a time.
+    pub fn request_small(&self, t: TensorId) -> Result<()> {
+        let mut pending = self.pending_small.lock().expect("pending read lock");
+        if let Some(p) = pending.as_ref() {
+            return Err(Error::InvalidArgument(format!(
+                "a read of {} is still pending; collect it with poll_small or wait_small first",
+                self.names[p.tensor.0 as usize]
+            )));
+        }
         let buffer = self.persistent_buffer(t)?;
         let shape = &self.shapes[t.0 as usize];
         if shape.bytes() > SMALL_READ_BYTES {
             return Err(Error::InvalidArgument(format!(
-                "{} is {} bytes; take_small reads at most {SMALL_READ_BYTES}",
+                "{} is {} bytes; small reads take at most {SMALL_READ_BYTES}",
                 self.names[t.0 as usize],
                 shape.bytes()
             )));
@@ -629,9 +657,63 @@ impl Executable {
         encoder.copy_buffer_to_buffer(buffer, 0, &self.small_staging, 0, shape.bytes());
         encoder.clear_buffer(buffer, 0, None);
         self.gpu.submit(encoder);
-        let bytes = self.gpu.read_mapped(&self.small_staging, shape.bytes())?;
+        let done = self.gpu.map_read_async(&self.small_staging, shape.bytes());
+        *pending = Some(PendingRead { tensor: t, done });
+        Ok(())
+    }
+
+    /// True while a read started by [`Executable::request_small`] is not collected.
+    pub fn small_read_pending(&self) -> bool {
+        self.pending_small
+            .lock()
+            .expect("pending read lock")
+            .is_some()
+    }
+
+    /// The pending small read, if the GPU has finished it (never blocks); `None` while it is
+    /// still running or when none is pending.
+    pub fn poll_small(&self) -> Result<Option<(TensorId, CpuTensor)>> {
+        if !self.small_read_pending() {
+            return Ok(None);
+        }
+        self.gpu.poll()?;
+        self.collect_small(false)
+    }
+
+    /// The pending small read, waiting for the GPU; `None` when none is pending.
+    pub fn wait_small(&self) -> Result<Option<(TensorId, CpuTensor)>> {
+        if self
+            .pending_small
+            .lock()
+            .expect("pending read lock")
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.gpu.wait()?;
         self.in_flight.lock().expect("in-flight lock").clear(); // The wait finished everything.
-        Ok(CpuTensor::from_bytes(shape, &bytes))
+        self.collect_small(true)
+    }
+
+    fn collect_small(&self, must: bool) -> Result<Option<(TensorId, CpuTensor)>> {
+        let mut pending = self.pending_small.lock().expect("pending read lock");
+        let Some(p) = pending.as_ref() else {
+            return Ok(None);
+        };
+        let outcome = match p.done.try_recv() {
+            Ok(outcome) => outcome,
+            Err(std::sync::mpsc::TryRecvError::Empty) if !must => return Ok(None),
+            Err(_) => {
+                *pending = None;
+                return Err(Error::Readback("map callback never ran".into()));
+            }
+        };
+        let t = p.tensor;
+        *pending = None;
+        outcome.map_err(|e| Error::Readback(e.to_string()))?;
+        let shape = &self.shapes[t.0 as usize];
+        let bytes = self.gpu.finish_mapped(&self.small_staging, shape.bytes())?;
+        Ok(Some((t, CpuTensor::from_bytes(shape, &bytes))))
     }
 
     /// Bytes of transient memory each program's plan uses, and what it would use unplanned.

@@ -328,6 +328,42 @@ impl GpuContext {
         Ok(bytes)
     }
 
+    /// Starts mapping a `MAP_READ` buffer without waiting: the receiver gets the outcome once
+    /// the GPU has finished the work before it and the device has been polled
+    /// ([`GpuContext::poll`]); then [`GpuContext::finish_mapped`] copies the bytes out.
+    pub fn map_read_async(
+        &self,
+        staging: &wgpu::Buffer,
+        size: u64,
+    ) -> std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, ..size, move |res| {
+            let _ = tx.send(res);
+        });
+        rx
+    }
+
+    /// Processes finished GPU work and its callbacks without blocking.
+    pub fn poll(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::Poll)
+            .map(|_| ())
+            .map_err(|e| Error::Device(e.to_string()))
+    }
+
+    /// Copies out the first `size` bytes of a buffer [`GpuContext::map_read_async`] mapped
+    /// (counted as download) and unmaps it.
+    pub fn finish_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let bytes = staging
+            .get_mapped_range(..size)
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        CounterCells::bump(&self.inner.counters.bytes_downloaded, size);
+        Ok(bytes)
+    }
+
     /// Copies `size` bytes of `buffer` to the host through a temporary staging buffer. For
     /// tests, checkpoints and inspection; training steps use a preallocated one.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
