@@ -1,7 +1,8 @@
 // max_pool2d: NCHW, f32, square k×k window, stride, implicit -inf padding (floor mode).
 //
 //   forward:  y[o] = max over the window of x;  argmax[o] = flat index into x of that maximum
-//             (the first one, in row-major window order, on ties)
+//             (the first one, in row-major window order, on ties); with nonneg (the input is a
+//             ReLU's output) none (0xffffffff) when the maximum is 0
 //   backward: grad_x[idx] = sum of grad_y[o] over the outputs o whose argmax[o] == idx
 //
 // Threads: one invocation per output element (forward) or per input element (backward: a
@@ -13,7 +14,7 @@
 // a correction): llvmpipe scalarises vector integer division, which cost more than the loads.
 // Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
 
-struct Params { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, stride: u32, pad: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+struct Params { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, stride: u32, pad: u32, nonneg: u32, _pad1: u32, _pad2: u32 }
 
 override WG: u32 = 256u;
 
@@ -59,7 +60,9 @@ fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         }
     }
     fwd_y[o] = best;
-    fwd_argmax[o] = best_idx;
+    // Over a ReLU's output (nonneg), a window of zeros has no argmax: no gradient flows back,
+    // as the ReLU's backward would have masked it.
+    fwd_argmax[o] = select(best_idx, 0xffffffffu, p.nonneg != 0u && best <= 0.0);
 }
 
 // ---- max_pool2d_backward: inputs (grad_y, argmax), outputs (grad_x)

@@ -22,6 +22,9 @@ fn every_backward_rule_matches_finite_differences() {
         if !entry.op.mutates().is_empty() {
             continue; // In-place updates (optimizers, metrics) have no gradient.
         }
+        if !entry.finite_differences {
+            continue; // Inputs on a kink on purpose (see the entry).
+        }
         let mut g = Graph::new();
         let inputs = random_inputs(entry, 7 + entry_idx as u64);
         let ids: Vec<_> = inputs
@@ -129,4 +132,78 @@ fn every_backward_rule_matches_finite_differences() {
         want,
         "differentiable ops checked"
     );
+}
+
+/// A ReLU (here inside `conv2d_relu`) feeding a max pool skips its backward: the pool marks
+/// windows of zeros as having no argmax, which masks the gradient the same way. The gradients
+/// must equal, bit for bit, those of the unfused graph (the pool told nothing about its input).
+#[test]
+fn relu_mask_folded_into_max_pool_gives_the_unfused_gradients() {
+    use std::sync::Arc;
+    use striate::ops::conv2d::Conv2dGeometry;
+    use striate::ops::max_pool2d::{MaxPool2d, Pool2d};
+
+    let run = |fold: bool| {
+        let mut g = Graph::new();
+        let mut rng = Rng::new(3);
+        let x_val = CpuTensor::from_f32([2, 3, 12, 12], distinct_values(&mut rng, 2 * 3 * 144));
+        let w_val = CpuTensor::from_f32([4, 3, 3, 3], distinct_values(&mut rng, 4 * 27));
+        // Negative biases: many windows of the ReLU's output are all zero.
+        let b_val = CpuTensor::from_f32([4], vec![-1.5, -0.5, -2.0, 0.2]);
+        let x = g.input("x", x_val.shape.clone());
+        let w = g.input("w", w_val.shape.clone());
+        let b = g.input("b", b_val.shape.clone());
+        let geometry = Conv2dGeometry {
+            stride: 1,
+            pad: 1,
+            dilation: 1,
+        };
+        let y = g.conv2d_relu(x, w, b, geometry).expect("conv");
+        let pool = Pool2d {
+            k: 2,
+            stride: 2,
+            pad: 0,
+        };
+        let pooled = if fold {
+            g.max_pool2d(y, 2, 2, 0).expect("pool")
+        } else {
+            let op = MaxPool2d {
+                pool,
+                nonneg_input: false,
+            };
+            g.push_arc(Arc::new(op), &[y]).expect("pool")[0]
+        };
+        let seed_val = CpuTensor::from_f32(
+            g.shape(pooled).dims.clone(),
+            distinct_values(&mut rng, g.shape(pooled).numel()),
+        );
+        let seed = g.constant("seed", seed_val);
+        let grads = append_backward(&mut g, &[(pooled, seed)], &[x, w, b]).expect("backward");
+        let relu_backwards = g
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name() == "relu_backward")
+            .count();
+        let order = schedule(&g, &grads, &[]);
+        let mut cpu = CpuInterpreter::new(&g);
+        for (id, v) in [(x, &x_val), (w, &w_val), (b, &b_val)] {
+            cpu.set(id, v.clone());
+        }
+        cpu.run(&g, &order);
+        let zero_windows = cpu.get(pooled).f32().iter().filter(|&&v| v == 0.0).count();
+        let grads: Vec<Vec<f32>> = grads.iter().map(|&t| cpu.get(t).f32().to_vec()).collect();
+        (grads, relu_backwards, zero_windows)
+    };
+    let (folded, folded_relus, zero_windows) = run(true);
+    let (unfolded, unfolded_relus, _) = run(false);
+    assert_eq!(
+        (folded_relus, unfolded_relus),
+        (0, 1),
+        "the fold removes the ReLU backward"
+    );
+    assert!(
+        zero_windows > 10,
+        "only {zero_windows} all-zero windows: the fold is not exercised"
+    );
+    assert_eq!(folded, unfolded, "gradients of x, w, b");
 }

@@ -34,6 +34,14 @@ fn lenet_training_plan_never_shares_a_buffer_between_live_tensors() {
         "{}",
         s.describe(&g)
     );
+    // The ReLUs of both convolutions feed max pools, which mask their gradients: only the
+    // fully connected layers' ReLUs run a backward.
+    let relu_backwards = s
+        .steps
+        .iter()
+        .filter(|st| g.node(st.node).op.name() == "relu_backward")
+        .count();
+    assert_eq!(relu_backwards, 2, "{}", s.describe(&g));
     // The flatten is a view: scheduled, not dispatched, sharing its input's storage.
     let views: Vec<_> = s.steps.iter().filter(|st| !st.dispatch).collect();
     assert_eq!(views.len(), 2, "flatten and its backward reshape are views");

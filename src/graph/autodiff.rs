@@ -103,6 +103,29 @@ impl BackwardCtx<'_> {
         self.g.shape(t)
     }
 
+    /// The op that produced `t`, if a node did.
+    pub fn producer(&self, t: TensorId) -> Option<&dyn crate::ops::OpDef> {
+        match self.g.tensor(t).kind {
+            crate::graph::TensorKind::Activation(node) => Some(self.g.node(node).op.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// `grad_y` masked by a ReLU's backward (`y` its output), unless the op that produced
+    /// `grad_y` already zeroed it wherever the ReLU was inactive.
+    pub fn relu_backward(&mut self, grad_y: TensorId, y: TensorId) -> Result<TensorId> {
+        if self
+            .producer(grad_y)
+            .is_some_and(crate::ops::OpDef::gradient_relu_masked)
+        {
+            return Ok(grad_y);
+        }
+        Ok(self.push(
+            crate::ops::activation::ActivationBackward(crate::ops::activation::Activation::Relu),
+            &[grad_y, y],
+        )?[0])
+    }
+
     /// Appends a gradient node; returns its outputs.
     pub fn push(&mut self, op: impl OpDef + 'static, inputs: &[TensorId]) -> Result<Vec<TensorId>> {
         self.g.push_arc(Arc::new(op), inputs)

@@ -88,9 +88,16 @@ impl OpDef for Activation {
     // relu: y = max(x, 0) ⇒ dy/dx = [y > 0]; sigmoid: y(1 − y); tanh: 1 − y².
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
-        let grad_x = cx.push(ActivationBackward(*self), &[grad_y, cx.output(0)])?[0];
+        let grad_x = match self {
+            Activation::Relu => cx.relu_backward(grad_y, cx.output(0))?,
+            _ => cx.push(ActivationBackward(*self), &[grad_y, cx.output(0)])?[0],
+        };
         cx.set_grad_input(0, grad_x);
         Ok(())
+    }
+
+    fn output_nonnegative(&self) -> bool {
+        *self == Activation::Relu
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {

@@ -7,7 +7,6 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
-use crate::ops::activation::{Activation, ActivationBackward};
 use crate::ops::bias_add::BiasAddBackward;
 use crate::ops::conv_gemm::{self, ConvGemmParams, Staged, Weights};
 use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
@@ -247,12 +246,13 @@ impl OpDef for Conv2dRelu {
         Conv2d(self.0).infer(inputs)
     }
 
+    fn output_nonnegative(&self) -> bool {
+        true
+    }
+
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
-        let grad_pre = cx.push(
-            ActivationBackward(Activation::Relu),
-            &[grad_y, cx.output(0)],
-        )?[0];
+        let grad_pre = cx.relu_backward(grad_y, cx.output(0))?;
         conv_backward(self.0, cx, grad_pre)
     }
 

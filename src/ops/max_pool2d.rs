@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, TensorId};
+use crate::graph::{Graph, TensorId, TensorKind};
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
     KernelPlan, OpDef, Shader,
@@ -33,7 +33,9 @@ pub(crate) struct PoolParams {
     k: u32,
     stride: u32,
     pad: u32,
-    _pad: [u32; 3],
+    /// max_pool2d_forward: 1 when the input is non-negative (see [`MaxPool2d`]).
+    nonneg: u32,
+    _pad: [u32; 2],
 }
 
 /// Window geometry of a 2-d pool.
@@ -78,7 +80,8 @@ impl Pool2d {
             k: self.k as u32,
             stride: self.stride as u32,
             pad: self.pad as u32,
-            _pad: [0; 3],
+            nonneg: 0,
+            _pad: [0; 2],
         }
     }
 
@@ -114,8 +117,18 @@ impl Pool2d {
 }
 
 /// `y[n, c, i, j] = max over the window`; second output `argmax` (u32, flat input index).
+///
+/// With `nonneg_input` (set by [`Graph::max_pool2d`] when the input comes from a ReLU) a
+/// window whose maximum is 0 has no argmax (`u32::MAX`), so the backward pass sends it no
+/// gradient: exactly what the ReLU's backward would have masked, which then passes the
+/// gradient through instead of running (`OpDef::gradient_relu_masked`).
 #[derive(Clone, Copy, Debug)]
-pub struct MaxPool2d(pub Pool2d);
+pub struct MaxPool2d {
+    /// Window, stride, padding.
+    pub pool: Pool2d,
+    /// The input is never negative.
+    pub nonneg_input: bool,
+}
 
 /// `grad_x` from `grad_y` and the forward `argmax`; stores the input shape.
 #[derive(Clone, Debug)]
@@ -124,6 +137,8 @@ pub struct MaxPool2dBackward {
     pub pool: Pool2d,
     /// Shape of the forward input.
     pub x: Shape,
+    /// The forward had `nonneg_input`: `grad_x` is zero wherever the input was 0.
+    pub masks_relu: bool,
 }
 
 impl OpDef for MaxPool2d {
@@ -133,7 +148,7 @@ impl OpDef for MaxPool2d {
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 1)?;
-        let y = self.0.infer(self.name(), inputs[0])?;
+        let y = self.pool.infer(self.name(), inputs[0])?;
         let argmax = Shape::u32(y.dims.clone());
         Ok(vec![y, argmax])
     }
@@ -143,7 +158,11 @@ impl OpDef for MaxPool2d {
         let grad_y = cx.grad_output(0);
         let x = cx.shape(cx.input(0)).clone();
         let grad_x = cx.push(
-            MaxPool2dBackward { pool: self.0, x },
+            MaxPool2dBackward {
+                pool: self.pool,
+                x,
+                masks_relu: self.nonneg_input,
+            },
             &[grad_y, cx.output(1)],
         )?[0];
         cx.set_grad_input(0, grad_x);
@@ -151,18 +170,15 @@ impl OpDef for MaxPool2d {
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        KernelCall::per_element(
-            &SHADER,
-            "max_pool2d_forward",
-            &self.0.params(inputs[0], outputs[0]),
-            outputs[0].numel(),
-        )
+        let mut params = self.pool.params(inputs[0], outputs[0]);
+        params.nonneg = u32::from(self.nonneg_input);
+        KernelCall::per_element(&SHADER, "max_pool2d_forward", &params, outputs[0].numel())
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let x = inputs[0].f32();
         let mut best: Vec<Option<usize>> = vec![None; outputs[0].shape.numel()];
-        self.0
+        self.pool
             .for_each_window(&inputs[0].shape, &outputs[0].shape, |o, i| {
                 if best[o].is_none_or(|b| x[i] > x[b]) {
                     best[o] = Some(i);
@@ -174,7 +190,8 @@ impl OpDef for MaxPool2d {
             .collect();
         for (o, &i) in best.iter().enumerate() {
             outputs[0].f32_mut()[o] = x[i];
-            outputs[1].u32_mut()[o] = i as u32;
+            let none = self.nonneg_input && x[i] <= 0.0;
+            outputs[1].u32_mut()[o] = if none { u32::MAX } else { i as u32 };
         }
     }
 }
@@ -182,6 +199,10 @@ impl OpDef for MaxPool2d {
 impl OpDef for MaxPool2dBackward {
     fn name(&self) -> &'static str {
         "max_pool2d_backward"
+    }
+
+    fn gradient_relu_masked(&self) -> bool {
+        self.masks_relu
     }
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
@@ -239,7 +260,9 @@ impl OpDef for MaxPool2dBackward {
         let grad_x = outputs[0].f32_mut();
         grad_x.fill(0.0);
         for (o, &i) in argmax.iter().enumerate() {
-            grad_x[i as usize] += grad_y[o];
+            if i != u32::MAX {
+                grad_x[i as usize] += grad_y[o];
+            }
         }
     }
 }
@@ -254,7 +277,15 @@ impl Graph {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        Ok(self.push(MaxPool2d(Pool2d { k, stride, pad }), &[x])?[0])
+        let nonneg_input = match self.tensor(x).kind {
+            TensorKind::Activation(node) => self.node(node).op.output_nonnegative(),
+            _ => false,
+        };
+        let op = MaxPool2d {
+            pool: Pool2d { k, stride, pad },
+            nonneg_input,
+        };
+        Ok(self.push(op, &[x])?[0])
     }
 }
 
@@ -270,12 +301,39 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     ] {
         let pool = Pool2d { k, stride, pad };
         let x = Shape::f32([2, 3, h, w]);
-        res.push(CatalogEntry::new(MaxPool2d(pool), vec![x.clone()]));
+        res.push(CatalogEntry::new(
+            MaxPool2d {
+                pool,
+                nonneg_input: false,
+            },
+            vec![x.clone()],
+        ));
+        // Over a ReLU's output: non-negative values, some windows all zero (no argmax).
+        let mut entry = CatalogEntry::new(
+            MaxPool2d {
+                pool,
+                nonneg_input: true,
+            },
+            vec![x.clone()],
+        );
+        entry.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
+            for v in inputs[0].f32_mut() {
+                *v = v.max(0.0);
+            }
+        }));
+        // Zeros are the ReLU's kink: tests/train.rs checks the fused gradient equals the
+        // unfused one instead.
+        entry.finite_differences = false;
+        res.push(entry);
         let y = pool
             .infer("max_pool2d", &x)
             .expect("catalog shapes are valid");
         let mut entry = CatalogEntry::new(
-            MaxPool2dBackward { pool, x },
+            MaxPool2dBackward {
+                pool,
+                x,
+                masks_relu: false,
+            },
             vec![y.clone(), Shape::u32(y.dims.clone())],
         );
         let y = y.clone();
@@ -304,11 +362,14 @@ mod tests {
         // 4×4 arange, k = stride = 2: each window's maximum is its bottom-right element.
         let x = CpuTensor::from_f32([1, 1, 4, 4], (0..16).map(|v| v as f32).collect());
         let out = run_reference(
-            &MaxPool2d(Pool2d {
-                k: 2,
-                stride: 2,
-                pad: 0,
-            }),
+            &MaxPool2d {
+                pool: Pool2d {
+                    k: 2,
+                    stride: 2,
+                    pad: 0,
+                },
+                nonneg_input: false,
+            },
             &[x],
         );
         assert_eq!(out[0].f32(), [5.0, 7.0, 13.0, 15.0]);

@@ -375,6 +375,19 @@ pub trait OpDef: fmt::Debug + Send + Sync {
         &[]
     }
 
+    /// True when output 0 is never negative (a ReLU, a convolution with ReLU): a max pool
+    /// over it may then drop windows whose maximum is 0 from its backward pass.
+    fn output_nonnegative(&self) -> bool {
+        false
+    }
+
+    /// True when output 0, a gradient, is already zero wherever the ReLU before the forward
+    /// op was inactive, so that ReLU's backward may pass it through instead of running
+    /// (`max_pool2d_backward` over a ReLU's output).
+    fn gradient_relu_masked(&self) -> bool {
+        false
+    }
+
     /// True when output 0 is a view of input 0 (same buffer, new shape): no kernel runs.
     fn is_view(&self) -> bool {
         false
@@ -395,6 +408,9 @@ pub struct CatalogEntry {
     /// Turns random inputs into valid ones where the op needs structure (an argmax that
     /// points into its window).
     pub prepare: Option<PrepareInputs>,
+    /// Checked by finite differences (false only where the prepared inputs sit on a kink on
+    /// purpose, e.g. a ReLU's zeros; such rules are tested against their unfused form).
+    pub finite_differences: bool,
 }
 
 impl fmt::Debug for CatalogEntry {
@@ -418,6 +434,7 @@ impl CatalogEntry {
             inputs,
             u32_bound: 1,
             prepare: None,
+            finite_differences: true,
         }
     }
 }
