@@ -271,7 +271,8 @@ pub struct ConvTile {
     pub wg_rows: u32,
     /// Share the row operand through `subgroupBroadcast` (needs subgroups of exactly 8).
     pub subgroups: bool,
-    /// Add a per-row bias in the epilogue (binding 3; outer form only).
+    /// Outer form: add a per-row bias in the epilogue (binding 3). Dot form: also sum the
+    /// row operand (`grad_y`) per row, the bias gradient (last binding).
     pub bias: bool,
     /// Kernel width (the taps taken from each group of staged texels).
     pub kw: u32,
@@ -449,6 +450,7 @@ pub fn all_tiles() -> Vec<ConvTile> {
             false,
         ));
         res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, false));
+        res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, true));
     }
     res
 }
@@ -510,10 +512,10 @@ fn generate(t: &ConvTile) -> String {
          @group(0) @binding(1) var a: texture_2d<f32>;\n\
          @group(0) @binding(2) var b: texture_2d<f32>;\n",
     );
-    if t.bias {
-        w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n");
-    } else {
-        w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n");
+    match (t.bias, t.form) {
+        (true, GemmForm::Outer) => w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n"),
+        (true, GemmForm::Dot) => w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n@group(0) @binding(4) var<storage, read_write> cb: array<f32>;\n"),
+        (false, _) => w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n"),
     }
     let _ = writeln!(
         w,
@@ -678,6 +680,9 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
                 let _ = writeln!(w, "  var acc{r}_{jj}_{kx} = vec4<f32>();");
             }
         }
+        if t.bias {
+            let _ = writeln!(w, "  var accb{r} = vec4<f32>();");
+        }
     }
     let (ks0, kstep) = if t.kslice {
         ("ks".to_string(), format!("{wg_cols}u"))
@@ -697,6 +702,11 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
     emit_rows(w, t, 0, &|i| {
         format!("st(abase + am{i} + oy, x4, p.a_texels, p.a_shift)")
     });
+    if t.bias {
+        for r in 0..rr {
+            let _ = writeln!(w, "      accb{r} += a{r}_0;");
+        }
+    }
     for jj in 0..t.j {
         for s in 0..=kw4 {
             let _ = writeln!(
@@ -725,6 +735,17 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
     } else {
         "wg.z".to_string()
     };
+    if t.bias {
+        // Every lane of a row sees the same grad_y texels: the one owning column 0 writes.
+        w.push_str("  if (col0 == 0u) {\n");
+        for r in 0..rr {
+            let _ = writeln!(
+                w,
+                "    if (row0 + {r}u < p.m) {{ cb[({part}) * p.m + row0 + {r}u] = dot(accb{r}, vec4<f32>(1.0)); }}"
+            );
+        }
+        w.push_str("  }\n");
+    }
     for r in 0..rr {
         let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
         let _ = writeln!(w, "    let rb = (({part}) * p.m + row0 + {r}u) * width;");
