@@ -421,6 +421,7 @@ fn w4(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         geometry,
         kh: 3,
         kw: 3,
+        bias: false,
     };
     let grad_y = Shape::f32([n, k, hw, hw]);
     let bwd = OpBench::new(

@@ -80,7 +80,9 @@ pub struct Conv2dBackwardInput {
     pub w: usize,
 }
 
-/// `grad_w: [c_out, c_in, kh, kw]` from `grad_y: [n, c_out, oh, ow]` and `x`.
+/// `grad_w: [c_out, c_in, kh, kw]` from `grad_y: [n, c_out, oh, ow]` and `x`; with `bias`,
+/// also `grad_b: [c_out]` (the sums of `grad_y`), which the implicit-GEMM kernel forms from
+/// the `grad_y` texels it loads anyway.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dBackwardWeight {
     /// Geometry of the forward conv.
@@ -89,6 +91,8 @@ pub struct Conv2dBackwardWeight {
     pub kh: usize,
     /// Kernel width.
     pub kw: usize,
+    /// Second output: the bias gradient.
+    pub bias: bool,
 }
 
 impl Conv2dGeometry {
@@ -280,15 +284,17 @@ fn conv_backward(g: Conv2dGeometry, cx: &mut BackwardCtx<'_>, grad_y: TensorId) 
         Conv2dBackwardInput { geometry: g, h, w },
         &[grad_y, cx.input(1)],
     )?[0];
-    let grad_w = cx.push(
+    // The bias gradient comes with the weight gradient (from the same grad_y loads).
+    let grads = cx.push(
         Conv2dBackwardWeight {
             geometry: g,
             kh,
             kw,
+            bias: true,
         },
         &[grad_y, cx.input(0)],
-    )?[0];
-    let grad_b = cx.push(BiasAddBackward, &[grad_y])?[0];
+    )?;
+    let (grad_w, grad_b) = (grads[0], grads[1]);
     cx.set_grad_input(0, grad_x);
     cx.set_grad_input(1, grad_w);
     cx.set_grad_input(2, grad_b);
@@ -478,7 +484,11 @@ impl OpDef for Conv2dBackwardWeight {
                 format!("grad_y {} does not match input {}", inputs[0], inputs[1]),
             ));
         }
-        Ok(vec![Shape::f32([c_out, c_in, self.kh, self.kw])])
+        let mut res = vec![Shape::f32([c_out, c_in, self.kh, self.kw])];
+        if self.bias {
+            res.push(Shape::f32([c_out]));
+        }
+        Ok(res)
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
@@ -500,7 +510,7 @@ impl OpDef for Conv2dBackwardWeight {
     // Dot-form GEMM over k = n·oh·ow: grad_w[o, (c, tap)] = Σ grad_y[o, k] · im2col(x)[(c, tap), k],
     // split along k when the output alone would give too few workgroups.
     fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
-        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
+        let direct = KernelPlan::direct(self.kernel(inputs, &outputs[..1]), 2, 1);
         let (gy, x, wt) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let im2col = Im2col {
             input: x,
@@ -521,8 +531,8 @@ impl OpDef for Conv2dBackwardWeight {
             sb: (gy[1] * ohw) as isize,
             sc: 1,
         };
-        let mut res = implicit_dot_plans(caps, self.geometry, gy, x, [wt[2], wt[3]]);
-        res.extend(gemm_plans(
+        let mut res = implicit_dot_plans(caps, self.geometry, gy, x, [wt[2], wt[3]], self.bias);
+        let mut others = gemm_plans(
             caps,
             GemmForm::Dot,
             (grad_rows, Operand::Input(0)),
@@ -530,8 +540,17 @@ impl OpDef for Conv2dBackwardWeight {
             None,
             (usize::MAX, 0),
             false,
-        ));
-        res.push(direct);
+        );
+        others.push(direct);
+        // These compute grad_w only: the bias gradient is bias_add's reduction after them.
+        if self.bias {
+            let call = BiasAddBackward.kernel(&[inputs[0]], &[outputs[1]]);
+            for plan in &mut others {
+                plan.calls
+                    .push((call.clone(), vec![Operand::Input(0), Operand::Output(1)]));
+            }
+        }
+        res.extend(others);
         res
     }
 
@@ -550,6 +569,9 @@ impl OpDef for Conv2dBackwardWeight {
             });
         for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
             *g = a as f32;
+        }
+        if self.bias {
+            BiasAddBackward.reference(&inputs[..1], &mut outputs[1..]);
         }
     }
 }
@@ -662,6 +684,7 @@ fn implicit_dot_plans(
     gy: [usize; 4],
     x: [usize; 4],
     [kh, kw]: [usize; 2],
+    bias: bool,
 ) -> Vec<KernelPlan> {
     if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
         return Vec::new();
@@ -718,7 +741,7 @@ fn implicit_dot_plans(
         staged.call(Operand::Input(1), Operand::Scratch(1)),
     ];
     let out_len = o * groups * kw;
-    conv_gemm::candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups8, false)
+    conv_gemm::candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups8, bias)
         .into_iter()
         .map(|tile| {
             let mut scratch = vec![a_tex, s_tex];
@@ -734,21 +757,27 @@ fn implicit_dot_plans(
             params.n_chunk = u(chunk);
             let z = n.div_ceil(chunk);
             let partials = u(z * per_wg);
-            let operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            // (length, output) of grad_w and, with bias, grad_b.
+            let results: Vec<(usize, Operand)> = [(out_len, Operand::Output(0))]
+                .into_iter()
+                .chain(bias.then_some((o, Operand::Output(1))))
+                .collect();
             if partials > 1 {
-                scratch.push(ScratchSpec::Buffer {
-                    bytes: u64::from(partials) * (out_len * 4) as u64,
-                });
-                let part = Operand::Scratch(2);
-                calls.push(tile.call(params, u(z), [operands, vec![part]].concat()));
-                calls.push(gemm::reduce_call(
-                    out_len,
-                    partials,
-                    part,
-                    Operand::Output(0),
-                ));
+                let mut reduces = Vec::new();
+                for &(len, out) in &results {
+                    scratch.push(ScratchSpec::Buffer {
+                        bytes: u64::from(partials) * (len * 4) as u64,
+                    });
+                    let part = Operand::Scratch(scratch.len() - 1);
+                    operands.push(part);
+                    reduces.push(gemm::reduce_call(len, partials, part, out));
+                }
+                calls.push(tile.call(params, u(z), operands));
+                calls.extend(reduces);
             } else {
-                calls.push(tile.call(params, 1, [operands, vec![Operand::Output(0)]].concat()));
+                operands.extend(results.iter().map(|&(_, out)| out));
+                calls.push(tile.call(params, 1, operands));
             }
             KernelPlan {
                 variant: format!("implicit-{}", tile.label()),
@@ -930,7 +959,13 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
             ],
         ));
         res.push(CatalogEntry::new(
-            Conv2dBackwardWeight { geometry, kh, kw },
+            // Half the shapes also give the bias gradient.
+            Conv2dBackwardWeight {
+                geometry,
+                kh,
+                kw,
+                bias: c_out % 2 == 1,
+            },
             vec![Shape::f32([n, c_out, oh, ow]), Shape::f32([n, c_in, h, w])],
         ));
     }
