@@ -30,13 +30,6 @@ override WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
-// x / d for x, d < 2^24: the f32 quotient is off by at most one, then corrected.
-fn div(x: u32, d: u32) -> u32 {
-    var q = u32(f32(x) / f32(d));
-    q -= select(0u, 1u, q * d > x);
-    q += select(0u, 1u, (q + 1u) * d <= x);
-    return q;
-}
 
 @compute @workgroup_size(WG)
 fn stage_padded(@builtin(global_invocation_id) gid: vec3<u32>) {

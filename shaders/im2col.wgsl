@@ -20,12 +20,6 @@ override WG: u32 = 64u;
 @group(0) @binding(1) var src: texture_2d<f32>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
-fn div(x: u32, d: u32) -> u32 {
-    var q = u32(f32(x) / f32(d));
-    q -= select(0u, 1u, q * d > x);
-    q += select(0u, 1u, (q + 1u) * d <= x);
-    return q;
-}
 
 // Component j of t, by selects: indexing a vector with a per-invocation index is a memory
 // round trip on llvmpipe.

@@ -20,13 +20,6 @@ override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// x / d for x, d < 2^24: the f32 quotient is off by at most one, then corrected.
-fn div(x: u32, d: u32) -> u32 {
-    var q = u32(f32(x) / f32(d));
-    q -= select(0u, 1u, q * d > x);
-    q += select(0u, 1u, (q + 1u) * d <= x);
-    return q;
-}
 
 // ---- max_pool2d_forward: inputs (x), outputs (y, argmax)
 @group(0) @binding(1) var<storage, read> fwd_x: array<f32>;

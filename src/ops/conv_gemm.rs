@@ -19,19 +19,20 @@
 //!   `G` = `grad_y` staged without padding, the sum split over images along `grid.z` and
 //!   finished by `reduce_splits` when the output alone gives too few workgroups.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::ops::gemm::{self, GemmForm, LINE_TEXELS};
-use crate::ops::{KernelCall, Operand, ScratchSpec, Shader};
+use crate::ops::{KernelCall, Operand, ScratchSpec, Shader, DIV_WGSL};
 
 /// `shaders/conv_stage.wgsl`.
 pub static STAGE_SHADER: Shader = Shader::new(
     "conv_stage",
-    include_str!("../../shaders/conv_stage.wgsl"),
+    concat!(
+        include_str!("../../shaders/conv_stage.wgsl"),
+        include_str!("../../shaders/div.wgsl")
+    ),
     size_of::<StageParams>(),
 );
 
@@ -332,28 +333,13 @@ impl ConvTile {
 
     /// The generated shader (made once, then shared).
     pub fn shader(&self) -> &'static Shader {
-        static CACHE: OnceLock<Mutex<HashMap<ConvTile, &'static Shader>>> = OnceLock::new();
-        let mut cache = CACHE
-            .get_or_init(Mutex::default)
-            .lock()
-            .expect("conv shader cache");
-        cache.entry(*self).or_insert_with(|| {
-            let name: &'static str = Box::leak(
-                format!(
-                    "conv-{}-kw{}{}",
-                    self.label(),
-                    self.kw,
-                    if self.bias { "-bias" } else { "" }
-                )
-                .into_boxed_str(),
-            );
-            let source: &'static str = Box::leak(generate(self).into_boxed_str());
-            Box::leak(Box::new(Shader::new(
-                name,
-                source,
-                size_of::<ConvGemmParams>(),
-            )))
-        })
+        let name = format!(
+            "conv-{}-kw{}{}",
+            self.label(),
+            self.kw,
+            if self.bias { "-bias" } else { "" }
+        );
+        crate::ops::generated_shader(name, size_of::<ConvGemmParams>(), || generate(self))
     }
 
     /// The kernel call over `a` and `s` (bindings 1, 2), the optional bias (3) and the output
@@ -528,14 +514,9 @@ fn generate(t: &ConvTile) -> String {
          fn st(row: u32, t: u32, texels: u32, shift: u32) -> vec2<u32> {\n\
          \x20 return vec2<u32>((row & ((1u << shift) - 1u)) * texels + t, row >> shift);\n\
          }\n\
-         fn div(x: u32, d: u32) -> u32 {\n\
-         \x20 var q = u32(f32(x) / f32(d));\n\
-         \x20 q -= select(0u, 1u, q * d > x);\n\
-         \x20 q += select(0u, 1u, (q + 1u) * d <= x);\n\
-         \x20 return q;\n\
-         }\n\
          fn act(x: f32) -> f32 { return select(x, max(x, 0.0), p.relu != 0u); }\n",
     );
+    w.push_str(DIV_WGSL);
     w.push_str("@compute @workgroup_size(8, 8)\nfn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
     let _ = writeln!(w, "  let lane = lid.x;");
     let _ = writeln!(

@@ -20,13 +20,11 @@
 //! indexed in a loop lives in memory with per-lane access (1.8 GFLOP/s against 7.6 for the
 //! same tile with named registers).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{KernelCall, Operand, ScratchSpec, Shader};
+use crate::ops::{KernelCall, Operand, ScratchSpec, Shader, DIV_WGSL};
 
 /// Texels per texture line (a power of two every adapter supports: WebGPU's default limit
 /// is 8192).
@@ -36,7 +34,10 @@ const LINE_SHIFT: u32 = 12;
 /// `shaders/pack.wgsl`.
 pub static PACK_SHADER: Shader = Shader::new(
     "pack",
-    include_str!("../../shaders/pack.wgsl"),
+    concat!(
+        include_str!("../../shaders/pack.wgsl"),
+        include_str!("../../shaders/div.wgsl")
+    ),
     size_of::<PackParams>(),
 );
 
@@ -211,7 +212,10 @@ impl Im2col {
 /// `shaders/im2col.wgsl`.
 pub static IM2COL_SHADER: Shader = Shader::new(
     "im2col",
-    include_str!("../../shaders/im2col.wgsl"),
+    concat!(
+        include_str!("../../shaders/im2col.wgsl"),
+        include_str!("../../shaders/div.wgsl")
+    ),
     size_of::<PackParams>(),
 );
 
@@ -361,23 +365,12 @@ impl GemmTile {
 
     /// The generated shader for this tile (made once, then shared).
     pub fn shader(&self) -> &'static Shader {
-        static CACHE: OnceLock<Mutex<HashMap<GemmTile, &'static Shader>>> = OnceLock::new();
-        let mut cache = CACHE
-            .get_or_init(Mutex::default)
-            .lock()
-            .expect("gemm shader cache");
-        cache.entry(*self).or_insert_with(|| {
-            let name: &'static str = Box::leak(
-                format!(
-                    "gemm-{}{}",
-                    self.label(),
-                    if self.bias { "-bias" } else { "" }
-                )
-                .into_boxed_str(),
-            );
-            let source: &'static str = Box::leak(generate(self).into_boxed_str());
-            Box::leak(Box::new(Shader::new(name, source, size_of::<GemmParams>())))
-        })
+        let name = format!(
+            "gemm-{}{}",
+            self.label(),
+            if self.bias { "-bias" } else { "" }
+        );
+        crate::ops::generated_shader(name, size_of::<GemmParams>(), || generate(self))
     }
 
     /// The GEMM call over packed textures `a`, `b` (bindings 1, 2), optional `bias` (3) and
@@ -484,15 +477,7 @@ fn generate(t: &GemmTile) -> String {
         "fn at(row: u32, t: u32, lines: u32) -> vec2<u32> {{ return vec2<u32>(t & {}u, row * lines + (t >> {LINE_SHIFT}u)); }}",
         LINE_TEXELS - 1
     );
-    // Division through f32, corrected (llvmpipe scalarises vector integer division).
-    w.push_str(
-        "fn div(x: u32, d: u32) -> u32 {\n\
-         \x20 var q = u32(f32(x) / f32(d));\n\
-         \x20 q -= select(0u, 1u, q * d > x);\n\
-         \x20 q += select(0u, 1u, (q + 1u) * d <= x);\n\
-         \x20 return q;\n\
-         }\n",
-    );
+    w.push_str(DIV_WGSL);
     w.push_str("@compute @workgroup_size(8, 8)\nfn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
     let _ = writeln!(w, "  let lane = lid.x;");
     let _ = writeln!(

@@ -16,7 +16,10 @@ use crate::{Error, Result};
 /// `shaders/max_pool2d.wgsl`.
 pub static SHADER: Shader = Shader::new(
     "max_pool2d",
-    include_str!("../../shaders/max_pool2d.wgsl"),
+    concat!(
+        include_str!("../../shaders/max_pool2d.wgsl"),
+        include_str!("../../shaders/div.wgsl")
+    ),
     size_of::<PoolParams>(),
 );
 

@@ -53,6 +53,31 @@ impl Shader {
     }
 }
 
+/// `div`, exact `u32` division through `f32` (`shaders/div.wgsl`): appended to every shader
+/// that divides by runtime values, since llvmpipe scalarises vector integer division.
+pub(crate) const DIV_WGSL: &str = include_str!("../../shaders/div.wgsl");
+
+/// The shader generated under `name` (unique per variant): made by `make` on first use,
+/// then shared for the life of the process.
+pub(crate) fn generated_shader(
+    name: String,
+    params_size: usize,
+    make: impl FnOnce() -> String,
+) -> &'static Shader {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, &'static Shader>>,
+    > = std::sync::OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("generated shader cache");
+    cache.entry(name).or_insert_with_key(|name| {
+        let name: &'static str = Box::leak(name.clone().into_boxed_str());
+        let source: &'static str = Box::leak(make().into_boxed_str());
+        Box::leak(Box::new(Shader::new(name, source, params_size)))
+    })
+}
+
 /// Every shader: the files and every generated GEMM variant, for validation in tests.
 pub fn shaders() -> Vec<&'static Shader> {
     let mut res = vec![
