@@ -579,6 +579,9 @@ impl OpDef for Conv2dBackwardWeight {
 /// Widest kernel the implicit-GEMM kernels are generated for.
 const IMPLICIT_MAX_KW: usize = 8;
 
+/// Workgroups per grid dimension.
+const MAX_GRID: usize = crate::ops::MAX_WORKGROUPS_PER_DIM as usize;
+
 /// Implicit-GEMM plans of the outer form (`conv_gemm.rs`), stride 1 and dilation 1 only:
 /// the forward convolution of `x` with `wt`, or (`transposed`) the input gradient as the
 /// convolution of `x` = `grad_y` with the flipped, transposed kernel.
@@ -626,7 +629,7 @@ fn implicit_outer_plans(
         return Vec::new();
     };
     let cols = n * oh * ow4;
-    if cols >= 1 << 24 || m > crate::ops::MAX_WORKGROUPS_PER_DIM as usize {
+    if cols >= 1 << 24 || m > MAX_GRID {
         return Vec::new();
     }
     let u = |v: usize| v as u32;
@@ -661,6 +664,8 @@ fn implicit_outer_plans(
         bias.is_some(),
     )
     .into_iter()
+    // Grids past the per-dimension limit (very large batches) are left to the other plans.
+    .filter(|tile| cols.div_ceil(tile.wg_tile_cols() as usize) <= MAX_GRID)
     .map(|tile| {
         let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
         operands.extend(bias);
@@ -713,7 +718,7 @@ fn implicit_dot_plans(
         return Vec::new();
     };
     let groups = c * kh;
-    if o > crate::ops::MAX_WORKGROUPS_PER_DIM as usize {
+    if o > MAX_GRID || groups > MAX_GRID {
         return Vec::new();
     }
     let u = |v: usize| v as u32;
@@ -1011,6 +1016,43 @@ mod tests {
             &[x, w, b],
         );
         assert_eq!(y[0].f32(), [8.5, 12.5, 20.5, 24.5]);
+    }
+
+    #[test]
+    fn no_plan_dispatches_a_grid_past_the_limit() {
+        // A batch large enough that the narrowest implicit-GEMM tiles would need more than
+        // 65,535 workgroups along x.
+        let op = Conv2d(Conv2dGeometry {
+            stride: 1,
+            pad: 1,
+            dilation: 1,
+        });
+        let shapes = [
+            Shape::f32([4096, 1, 64, 64]),
+            Shape::f32([16, 1, 3, 3]),
+            Shape::f32([16]),
+        ];
+        let inputs: Vec<&Shape> = shapes.iter().collect();
+        let y = op.infer(&inputs).expect("valid");
+        let caps = DeviceCaps {
+            subgroups8: true,
+            max_texture_dim: 16384,
+        };
+        let plans = op.plans(&inputs, &[&y[0]], &caps);
+        assert!(plans.iter().any(|p| p.variant.starts_with("implicit-")));
+        for plan in &plans {
+            for (call, _) in &plan.calls {
+                assert!(
+                    call.workgroups
+                        .iter()
+                        .all(|&g| g <= crate::ops::MAX_WORKGROUPS_PER_DIM),
+                    "{} {}: grid {:?}",
+                    plan.variant,
+                    call.entry,
+                    call.workgroups
+                );
+            }
+        }
     }
 
     #[test]
