@@ -19,9 +19,10 @@ fn lenet_training_plan_never_shares_a_buffer_between_live_tensors() {
     let s = schedule(&g, &[], &parts.train_effects);
     let p = plan(&s);
 
-    // Every node is needed for a training step but two: the mean-loss forward, whose value
-    // feeds nothing (the fused backward reads logits and labels; the metrics sum their own
-    // loss), and conv1's input gradient (the gradient of the images).
+    // Every node is needed for a training step but these: both convolutions unpooled (each
+    // 2x2 max pool after a conv2d_relu became one conv2d_relu_pool), the mean-loss forward,
+    // whose value feeds nothing (the fused backward reads logits and labels; the metrics sum
+    // their own loss), and conv1's input gradient (the gradient of the images).
     let scheduled: Vec<_> = s.steps.iter().map(|st| st.node).collect();
     let pruned: Vec<&str> = (0..g.nodes().len() as u32)
         .map(striate::NodeId)
@@ -30,7 +31,12 @@ fn lenet_training_plan_never_shares_a_buffer_between_live_tensors() {
         .collect();
     assert_eq!(
         pruned,
-        ["softmax_cross_entropy", "conv2d_backward_input"],
+        [
+            "conv2d_relu",
+            "conv2d_relu",
+            "softmax_cross_entropy",
+            "conv2d_backward_input"
+        ],
         "{}",
         s.describe(&g)
     );
@@ -109,5 +115,8 @@ fn eval_program_runs_only_the_forward_pass() {
         "{names:?}"
     );
     assert_eq!(names.last(), Some(&"classification_metrics"));
-    assert_eq!(names.iter().filter(|n| **n == "conv2d_relu").count(), 2);
+    assert_eq!(
+        names.iter().filter(|n| **n == "conv2d_relu_pool").count(),
+        2
+    );
 }

@@ -4,12 +4,15 @@
 //! outputs each input element feeds) and the weight gradient a reduction over `n·oh·ow`. The
 //! bias gradient reuses `bias_add`'s reduction.
 
+use std::sync::Arc;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::bias_add::BiasAddBackward;
 use crate::ops::conv_gemm::{self, ConvGemmParams, Staged, Weights};
 use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
+use crate::ops::max_pool2d::{MaxPool2d, MaxPool2dBackward, Pool2d};
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
     KernelPlan, OpDef, Operand, ScratchSpec, Shader,
@@ -254,6 +257,10 @@ impl OpDef for Conv2dRelu {
         true
     }
 
+    fn absorb_max_pool(&self, pool: &Pool2d) -> Option<Arc<dyn OpDef>> {
+        (*pool == FUSED_POOL).then(|| Arc::new(Conv2dReluPool(self.0)) as Arc<dyn OpDef>)
+    }
+
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
         let grad_pre = cx.relu_backward(grad_y, cx.output(0))?;
@@ -273,6 +280,118 @@ impl OpDef for Conv2dRelu {
         for y in outputs[0].f32_mut() {
             *y = y.max(0.0);
         }
+    }
+}
+
+/// The max pool [`Conv2dReluPool`] absorbs: 2x2, stride 2, no padding.
+pub const FUSED_POOL: Pool2d = Pool2d {
+    k: 2,
+    stride: 2,
+    pad: 0,
+};
+
+/// `max_pool2d(relu(conv2d(x, w) + b))`, 2x2 window, stride 2: outputs the pooled tensor and
+/// the argmax into the convolution's output, exactly as `max_pool2d` over a ReLU's output
+/// (windows with no positive value have none). Stride-1 convolutions pool in the
+/// implicit-GEMM kernel's epilogue, so the convolution's output is never written; other
+/// plans run a convolution plan into scratch, then the pool. [`Graph::max_pool2d`] makes it
+/// from a `conv2d_relu` followed by such a pool.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dReluPool(pub Conv2dGeometry);
+
+impl Conv2dReluPool {
+    fn conv_shape(&self, inputs: &[&Shape]) -> Result<Shape> {
+        Ok(Conv2d(self.0).infer(inputs)?.remove(0))
+    }
+}
+
+impl OpDef for Conv2dReluPool {
+    fn name(&self) -> &'static str {
+        "conv2d_relu_pool"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        let y = FUSED_POOL.infer(self.name(), &self.conv_shape(inputs)?)?;
+        let argmax = Shape::u32(y.dims.clone());
+        Ok(vec![y, argmax])
+    }
+
+    fn output_nonnegative(&self) -> bool {
+        true
+    }
+
+    // The pool's backward (which already applies the ReLU's mask), then the convolution's.
+    fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
+        let grad_p = cx.grad_output(0);
+        let inputs = [cx.input(0), cx.input(1), cx.input(2)].map(|t| cx.shape(t).clone());
+        let conv = self.conv_shape(&[&inputs[0], &inputs[1], &inputs[2]])?;
+        let grad_y = cx.push(
+            MaxPool2dBackward {
+                pool: FUSED_POOL,
+                x: conv,
+                masks_relu: true,
+            },
+            &[grad_p, cx.output(1)],
+        )?[0];
+        conv_backward(self.0, cx, grad_y)
+    }
+
+    /// The convolution half of the unfused plan (see `plans`).
+    fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        let conv = self.conv_shape(inputs).expect("infer checked the shapes");
+        forward_kernel(self.0, true, inputs, &[&conv])
+    }
+
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let conv = self.conv_shape(inputs).expect("infer checked the shapes");
+        let (x, wt) = (dims(inputs[0]), dims(inputs[1]));
+        let mut res = implicit_outer_plans(
+            caps,
+            self.0,
+            x,
+            wt,
+            false,
+            Some(Operand::Input(2)),
+            true,
+            Some(dims(&conv)),
+        );
+        // Unfused: any convolution plan into a scratch buffer, then the pool over it.
+        let pool = MaxPool2d {
+            pool: FUSED_POOL,
+            nonneg_input: true,
+        };
+        let pool_call = pool.kernel(&[&conv], outputs);
+        for mut plan in forward_plans(self.0, true, inputs, &[&conv], caps) {
+            let y = Operand::Scratch(plan.scratch.len());
+            plan.scratch.push(ScratchSpec::Buffer {
+                bytes: conv.bytes(),
+            });
+            for (_, operands) in &mut plan.calls {
+                for o in operands.iter_mut() {
+                    if *o == Operand::Output(0) {
+                        *o = y;
+                    }
+                }
+            }
+            plan.calls.push((
+                pool_call.clone(),
+                vec![y, Operand::Output(0), Operand::Output(1)],
+            ));
+            plan.variant = format!("{}+pool", plan.variant);
+            res.push(plan);
+        }
+        res
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let conv = self.conv_shape(&inputs.iter().map(|t| &t.shape).collect::<Vec<_>>());
+        let mut y = [CpuTensor::zeros(&conv.expect("infer checked the shapes"))];
+        Conv2dRelu(self.0).reference(inputs, &mut y);
+        MaxPool2d {
+            pool: FUSED_POOL,
+            nonneg_input: true,
+        }
+        .reference(&[&y[0]], outputs);
     }
 }
 
@@ -335,7 +454,7 @@ fn forward_plans(
         pad: g.pad,
     };
     let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
-    let mut res = implicit_outer_plans(caps, g, x, wt, false, Some(Operand::Input(2)), relu);
+    let mut res = implicit_outer_plans(caps, g, x, wt, false, Some(Operand::Input(2)), relu, None);
     res.extend(gemm_plans(
         caps,
         GemmForm::Outer,
@@ -410,7 +529,7 @@ impl OpDef for Conv2dBackwardInput {
         let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
         let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let g = self.geometry;
-        let mut res = implicit_outer_plans(caps, g, gy, wt, true, None, false);
+        let mut res = implicit_outer_plans(caps, g, gy, wt, true, None, false, None);
         let reach = g.dilation * (wt[2] - 1);
         if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
             res.push(direct);
@@ -593,6 +712,7 @@ fn implicit_outer_plans(
     transposed: bool,
     bias: Option<Operand>,
     relu: bool,
+    pool_of: Option<[usize; 4]>,
 ) -> Vec<KernelPlan> {
     let [o, i, kh, kw] = wt;
     if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
@@ -628,8 +748,13 @@ fn implicit_outer_plans(
     ) else {
         return Vec::new();
     };
-    let cols = n * oh * ow4;
-    if cols >= 1 << 24 || m > MAX_GRID {
+    // Output rows per lane column: 2 when pooling (2x2, stride 2, floor: pooled (oh/2, ow/2)).
+    let (rows, (ph, pw)) = match pool_of {
+        Some(_) => (oh / 2, (oh / 2, ow / 2)),
+        None => (oh, (oh, ow)),
+    };
+    let cols = n * rows * ow4;
+    if cols == 0 || pw == 0 || cols >= 1 << 24 || m > MAX_GRID {
         return Vec::new();
     }
     let u = |v: usize| v as u32;
@@ -641,44 +766,53 @@ fn implicit_outer_plans(
         ow4: u(ow4),
         ow: u(ow),
         oh: u(oh),
-        ohw4: u(oh * ow4),
+        ohw4: u(rows * ow4),
         b_hp: u(staged.hp),
         b_texels: u(staged.texels),
         b_shift: staged.shift(),
         a_lines,
-        batch_stride: u(m * oh * ow),
-        row_stride: u(oh * ow),
+        batch_stride: u(m * ph * pw),
+        row_stride: u(ph * pw),
         relu: u32::from(relu),
+        pw: u(pw),
+        ph: u(ph),
         ..ConvGemmParams::default()
     };
     let packs = vec![
         weights.call(Operand::Input(1), Operand::Scratch(0)),
         staged.call(Operand::Input(0), Operand::Scratch(1)),
     ];
-    conv_gemm::candidates(
-        GemmForm::Outer,
-        m,
-        cols,
-        u(kw),
-        caps.subgroups8,
-        bias.is_some(),
-    )
-    .into_iter()
-    // Grids past the per-dimension limit (very large batches) are left to the other plans.
-    .filter(|tile| cols.div_ceil(tile.wg_tile_cols() as usize) <= MAX_GRID)
-    .map(|tile| {
-        let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
-        operands.extend(bias);
-        operands.push(Operand::Output(0));
-        let mut calls = packs.clone();
-        calls.push(tile.call(params, 1, operands));
-        KernelPlan {
-            variant: format!("implicit-{}", tile.label()),
-            scratch: vec![a_tex, s_tex],
-            calls,
-        }
-    })
-    .collect()
+    let tiles = match pool_of {
+        Some(_) => conv_gemm::pool_candidates(m, cols, u(kw), caps.subgroups8),
+        None => conv_gemm::candidates(
+            GemmForm::Outer,
+            m,
+            cols,
+            u(kw),
+            caps.subgroups8,
+            bias.is_some(),
+        ),
+    };
+    tiles
+        .into_iter()
+        // Grids past the per-dimension limit (very large batches) are left to the other plans.
+        .filter(|tile| cols.div_ceil(tile.wg_tile_cols() as usize) <= MAX_GRID)
+        .map(|tile| {
+            let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            operands.extend(bias);
+            operands.push(Operand::Output(0));
+            if pool_of.is_some() {
+                operands.push(Operand::Output(1));
+            }
+            let mut calls = packs.clone();
+            calls.push(tile.call(params, 1, operands));
+            KernelPlan {
+                variant: format!("implicit-{}", tile.label()),
+                scratch: vec![a_tex, s_tex],
+                calls,
+            }
+        })
+        .collect()
 }
 
 /// Implicit-GEMM plans of the weight gradient (dot form, `conv_gemm.rs`), stride 1 and
@@ -972,6 +1106,27 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 bias: c_out % 2 == 1,
             },
             vec![Shape::f32([n, c_out, oh, ow]), Shape::f32([n, c_in, h, w])],
+        ));
+    }
+    // Convolution, ReLU and 2x2 max pool in one: odd output sizes (floor pooling, partial
+    // texels), 5x5 and 3x3, and a strided convolution (only the unfused plans apply).
+    for (n, c_in, h, w, c_out, k, stride, pad) in [
+        (2, 3, 11, 13, 6, 5, 1, 2),
+        (3, 4, 9, 7, 7, 3, 1, 1),
+        (2, 2, 8, 10, 5, 3, 1, 0),
+        (2, 3, 9, 9, 4, 3, 2, 1),
+    ] {
+        res.push(CatalogEntry::new(
+            Conv2dReluPool(Conv2dGeometry {
+                stride,
+                pad,
+                dilation: 1,
+            }),
+            vec![
+                Shape::f32([n, c_in, h, w]),
+                Shape::f32([c_out, c_in, k, k]),
+                Shape::f32([c_out]),
+            ],
         ));
     }
     // The fused ReLU: stride 1 (implicit GEMM, 5x5 and 3x3) and strided (explicit GEMM).

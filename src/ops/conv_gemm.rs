@@ -255,8 +255,12 @@ pub struct ConvGemmParams {
     pub relu: u32,
     /// Dot: images.
     pub n: u32,
+    /// Outer with `pool`: pooled output width.
+    pub pw: u32,
+    /// Outer with `pool`: pooled output height.
+    pub ph: u32,
     /// Padding to 16 bytes.
-    pub _pad: [u32; 4],
+    pub _pad: [u32; 2],
 }
 
 /// One generated kernel: the autotuner's unit of choice.
@@ -281,6 +285,10 @@ pub struct ConvTile {
     /// `(c, ky)` groups (for weight gradients with few groups, like a first layer's), each
     /// writing its own partial sums.
     pub kslice: bool,
+    /// Outer form: ReLU, then 2x2 max pooling (stride 2) in the epilogue: each lane computes
+    /// two output rows per column and writes the pooled value and its argmax (bindings after
+    /// the bias: pooled output, argmax); the convolution's own output is never written.
+    pub pool: bool,
 }
 
 impl ConvTile {
@@ -329,6 +337,7 @@ impl ConvTile {
             self.wg_rows,
             if self.subgroups { "-sg" } else { "" }
         ) + if self.kslice { "-ks" } else { "" }
+            + if self.pool { "-pool" } else { "" }
     }
 
     /// The generated shader (made once, then shared).
@@ -399,6 +408,7 @@ pub fn candidates(
                 bias,
                 kw,
                 kslice: false,
+                pool: false,
             };
             // Few groups: the subgroups along columns would mostly idle; let them split k
             // (the better guess, so first).
@@ -412,6 +422,16 @@ pub fn candidates(
         }
     }
     res
+}
+
+/// The candidates of [`candidates`] (outer form, with bias) that pool in their epilogue.
+pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<ConvTile> {
+    candidates(GemmForm::Outer, m, cols, kw, subgroups, true)
+        .into_iter()
+        // Two output rows per column: half the columns' accumulators.
+        .filter(|t| t.j <= 2)
+        .map(|t| ConvTile { pool: true, ..t })
+        .collect()
 }
 
 /// Every tile `candidates` can return for the kernel widths of the op catalogue and the
@@ -437,6 +457,7 @@ pub fn all_tiles() -> Vec<ConvTile> {
         ));
         res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, false));
         res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, true));
+        res.extend(pool_candidates(1 << 20, 1 << 20, kw, true));
     }
     res
 }
@@ -493,12 +514,13 @@ fn generate(t: &ConvTile) -> String {
         t.kw
     );
     w.push_str(
-        "struct Params { m: u32, cols: u32, c_in: u32, kh: u32, ow4: u32, ow: u32, oh: u32, ohw4: u32, b_hp: u32, b_texels: u32, b_shift: u32, a_lines: u32, a_c: u32, a_texels: u32, a_shift: u32, n_chunk: u32, batch_stride: u32, row_stride: u32, relu: u32, n: u32, _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32 }\n\
+        "struct Params { m: u32, cols: u32, c_in: u32, kh: u32, ow4: u32, ow: u32, oh: u32, ohw4: u32, b_hp: u32, b_texels: u32, b_shift: u32, a_lines: u32, a_c: u32, a_texels: u32, a_shift: u32, n_chunk: u32, batch_stride: u32, row_stride: u32, relu: u32, n: u32, pw: u32, ph: u32, _pad2: u32, _pad3: u32 }\n\
          @group(0) @binding(0) var<uniform> p: Params;\n\
          @group(0) @binding(1) var a: texture_2d<f32>;\n\
          @group(0) @binding(2) var b: texture_2d<f32>;\n",
     );
     match (t.bias, t.form) {
+        (true, GemmForm::Outer) if t.pool => w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n@group(0) @binding(5) var<storage, read_write> am: array<u32>;\n"),
         (true, GemmForm::Outer) => w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n"),
         (true, GemmForm::Dot) => w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n@group(0) @binding(4) var<storage, read_write> cb: array<f32>;\n"),
         (false, _) => w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n"),
@@ -547,7 +569,11 @@ fn generate(t: &ConvTile) -> String {
 fn generate_outer(w: &mut String, t: &ConvTile) {
     let rr = 8 * t.ra;
     let kw4 = t.kw4();
-    // Each lane column: (n, oy, ox4) and its staged row for c = 0, ky = 0.
+    // Virtual columns: one output row of 4 pixels each; two per lane column when pooling
+    // (rows 2py and 2py + 1).
+    let per = if t.pool { 2 } else { 1 };
+    let vcols = t.j * per;
+    // Each lane column: (n, oy, ox4) (pooling: (n, py, ox4)) and its staged row for c = 0, ky = 0.
     for jj in 0..t.j {
         let _ = writeln!(w, "  let ct{jj} = col0 + {}u;", 8 * jj);
         let _ = writeln!(w, "  let cc{jj} = min(ct{jj}, last_col);");
@@ -555,20 +581,29 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
         let _ = writeln!(w, "  let rem{jj} = cc{jj} - n{jj} * p.ohw4;");
         let _ = writeln!(w, "  let oy{jj} = div(rem{jj}, p.ow4);");
         let _ = writeln!(w, "  let ox4{jj} = rem{jj} - oy{jj} * p.ow4;");
-        let _ = writeln!(w, "  let base{jj} = n{jj} * p.c_in * p.b_hp + oy{jj};");
+        for d in 0..per {
+            let v = jj * per + d;
+            let row = if t.pool {
+                format!("2u * oy{jj} + {d}u")
+            } else {
+                format!("oy{jj}")
+            };
+            let _ = writeln!(w, "  let base{v} = n{jj} * p.c_in * p.b_hp + {row};");
+            let _ = writeln!(w, "  let x4_{v} = ox4{jj};");
+        }
     }
     for r in 0..rr {
-        for jj in 0..t.j {
-            let _ = writeln!(w, "  var acc{r}_{jj} = vec4<f32>();");
+        for v in 0..vcols {
+            let _ = writeln!(w, "  var acc{r}_{v} = vec4<f32>();");
         }
     }
     w.push_str("  var kt = 0u;\n  for (var ci = 0u; ci < p.c_in; ci++) {\n    for (var ky = 0u; ky < p.kh; ky++) {\n");
     let _ = writeln!(w, "      let roff = ci * p.b_hp + ky;");
-    for jj in 0..t.j {
+    for v in 0..vcols {
         for s in 0..=kw4 {
             let _ = writeln!(
                 w,
-                "      let t{jj}_{s} = textureLoad(b, st(base{jj} + roff, ox4{jj} + {s}u, p.b_texels, p.b_shift), 0);"
+                "      let t{v}_{s} = textureLoad(b, st(base{v} + roff, x4_{v} + {s}u, p.b_texels, p.b_shift), 0);"
             );
         }
     }
@@ -584,13 +619,13 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
             }
         });
         for kx in 4 * q..(4 * q + 4).min(t.kw) {
-            for jj in 0..t.j {
-                let win = window(jj, kx);
-                let _ = writeln!(w, "      let b{kx}_{jj} = {win};");
+            for v in 0..vcols {
+                let win = window(v, kx);
+                let _ = writeln!(w, "      let b{kx}_{v} = {win};");
                 for r in 0..rr {
                     let _ = writeln!(
                         w,
-                        "      acc{r}_{jj} = fma(vec4<f32>(a{r}_{q}.{}), b{kx}_{jj}, acc{r}_{jj});",
+                        "      acc{r}_{v} = fma(vec4<f32>(a{r}_{q}.{}), b{kx}_{v}, acc{r}_{v});",
                         XYZW[(kx % 4) as usize]
                     );
                 }
@@ -599,6 +634,10 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
     }
     let _ = writeln!(w, "      kt += {kw4}u;");
     w.push_str("    }\n  }\n");
+    if t.pool {
+        generate_pool_epilogue(w, t);
+        return;
+    }
     // Epilogue: NCHW, skipping the spare columns of the last texel of each output row.
     for jj in 0..t.j {
         let _ = writeln!(
@@ -622,6 +661,66 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
                     w,
                     "      if (ox4{jj} * 4u + {ci}u < p.ow) {{ c[ob{jj} + rb + {ci}u] = act(acc{r}_{jj}.{comp}{bias}); }}"
                 );
+            }
+            w.push_str("    }\n");
+        }
+        w.push_str("  }\n");
+    }
+}
+
+/// ReLU and 2x2 max pooling of the two rows (virtual columns `2jj`, `2jj + 1`) of each lane
+/// column: the pooled value, and the argmax as a flat index into the convolution's output
+/// (first maximum in row-major window order; none when the maximum is not positive, as
+/// `max_pool2d` over a ReLU's output).
+fn generate_pool_epilogue(w: &mut String, t: &ConvTile) {
+    let rr = 8 * t.ra;
+    for jj in 0..t.j {
+        let _ = writeln!(
+            w,
+            "  let ob{jj} = n{jj} * p.batch_stride + oy{jj} * p.pw + ox4{jj} * 2u;"
+        );
+    }
+    for r in 0..rr {
+        let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
+        let _ = writeln!(w, "    let row = row0 + {r}u;");
+        let _ = writeln!(w, "    let rb = row * p.row_stride;");
+        let _ = writeln!(w, "    let bv = bias[row];");
+        for jj in 0..t.j {
+            let (top, bot) = (2 * jj, 2 * jj + 1);
+            let _ = writeln!(w, "    if (ct{jj} < p.cols) {{");
+            let _ = writeln!(
+                w,
+                "      let cb = ((n{jj} * p.m + row) * p.oh + 2u * oy{jj}) * p.ow + ox4{jj} * 4u;"
+            );
+            for q in 0..2 {
+                let (c0, c1) = (XYZW[2 * q], XYZW[2 * q + 1]);
+                let _ = writeln!(w, "      if (ox4{jj} * 2u + {q}u < p.pw) {{");
+                let _ = writeln!(w, "        var best = acc{r}_{top}.{c0} + bv;");
+                let _ = writeln!(w, "        var off = {}u;", 2 * q);
+                let _ = writeln!(w, "        let v1 = acc{r}_{top}.{c1} + bv;");
+                let _ = writeln!(
+                    w,
+                    "        if (v1 > best) {{ best = v1; off = {}u; }}",
+                    2 * q + 1
+                );
+                let _ = writeln!(w, "        let v2 = acc{r}_{bot}.{c0} + bv;");
+                let _ = writeln!(
+                    w,
+                    "        if (v2 > best) {{ best = v2; off = p.ow + {}u; }}",
+                    2 * q
+                );
+                let _ = writeln!(w, "        let v3 = acc{r}_{bot}.{c1} + bv;");
+                let _ = writeln!(
+                    w,
+                    "        if (v3 > best) {{ best = v3; off = p.ow + {}u; }}",
+                    2 * q + 1
+                );
+                let _ = writeln!(w, "        c[ob{jj} + rb + {q}u] = max(best, 0.0);");
+                let _ = writeln!(
+                    w,
+                    "        am[ob{jj} + rb + {q}u] = select(cb + off, 0xffffffffu, best <= 0.0);"
+                );
+                w.push_str("      }\n");
             }
             w.push_str("    }\n");
         }

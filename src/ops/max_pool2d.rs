@@ -280,14 +280,28 @@ impl Graph {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        let nonneg_input = match self.tensor(x).kind {
-            TensorKind::Activation(node) => self.node(node).op.output_nonnegative(),
-            _ => false,
+        let pool = Pool2d { k, stride, pad };
+        let producer = match self.tensor(x).kind {
+            TensorKind::Activation(node) => Some(self.node(node).clone()),
+            _ => None,
         };
         let op = MaxPool2d {
-            pool: Pool2d { k, stride, pad },
-            nonneg_input,
+            pool,
+            nonneg_input: producer.as_ref().is_some_and(|n| n.op.output_nonnegative()),
         };
+        // A producer that can pool in its own kernel (conv2d_relu) does; its unpooled node is
+        // left for any other consumer, and dropped by the scheduler if there is none. Invalid
+        // geometry is reported by the plain pool, as the user wrote it.
+        let valid = op.infer(&[self.shape(x)]).is_ok();
+        if let Some(node) = producer.as_ref().filter(|_| valid) {
+            if let Some(fused) = node.op.absorb_max_pool(&pool) {
+                let scope = self.scope().to_string();
+                self.set_scope(format!("{}+{scope}", node.name));
+                let y = self.push_arc(fused, &node.inputs);
+                self.set_scope(scope);
+                return Ok(y?[0]);
+            }
+        }
         Ok(self.push(op, &[x])?[0])
     }
 }

@@ -406,6 +406,12 @@ pub trait OpDef: fmt::Debug + Send + Sync {
         false
     }
 
+    /// The op computing this op's output 0 followed by the max pool `pool`, when one exists
+    /// (`conv2d_relu` absorbs a 2x2 pool); `Graph::max_pool2d` pushes it instead.
+    fn absorb_max_pool(&self, _pool: &max_pool2d::Pool2d) -> Option<std::sync::Arc<dyn OpDef>> {
+        None
+    }
+
     /// True when output 0, a gradient, is already zero wherever the ReLU before the forward
     /// op was inactive, so that ReLU's backward may pass it through instead of running
     /// (`max_pool2d_backward` over a ReLU's output).
