@@ -60,7 +60,8 @@ struct Args {
     /// Print one JSON object per epoch on stdout instead of the table.
     #[arg(long)]
     json: bool,
-    /// Read the running loss for the progress bar every N steps.
+    /// Ask for the running loss every N steps; it is read back asynchronously and shown on
+    /// the progress bar when the GPU gets there (only the end of an epoch waits).
     #[arg(long, default_value_t = 50)]
     log_every: usize,
     /// Skip autotuning: run every op's first (best-guess) kernel variant instead of timing
@@ -329,6 +330,7 @@ fn load_data(args: &Args) -> Result<DataSplit> {
     let mut split = split.unwrap_or_else(|| data::synthetic(12_000, 2_000, 0));
     if let Some(n) = args.train_limit {
         split.train = split.train.truncate(n);
+        split.description += &format!("; training on the first {}", split.train.len());
     }
     Ok(split)
 }
