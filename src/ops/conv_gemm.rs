@@ -1,4 +1,5 @@
-//! Implicit-GEMM convolutions (stride 1, dilation 1): no im2col matrix is ever written.
+//! Implicit-GEMM convolutions (stride 1, dilation 1): no im2col matrix is ever written. This
+//! module holds the staging, the kernel generator and the plans the convolution ops offer.
 //!
 //! The explicit texture GEMM path (`gemm.rs`) writes the im2col matrix, `c·kh·kw` times the
 //! input, and reads it back; on llvmpipe that expansion cost as much as the product itself.
@@ -23,8 +24,9 @@ use std::fmt::Write as _;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::ops::conv2d::Conv2dGeometry;
 use crate::ops::gemm::{self, GemmForm, LINE_TEXELS};
-use crate::ops::{KernelCall, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::ops::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
 
 /// `shaders/conv_stage.wgsl`.
 pub static STAGE_SHADER: Shader = Shader::new(
@@ -842,4 +844,239 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
         }
         w.push_str("  }\n");
     }
+}
+
+// ---- Plans: the calls and scratch of each candidate tile, for the convolution ops.
+
+/// Widest kernel the implicit-GEMM kernels are generated for.
+const IMPLICIT_MAX_KW: usize = 8;
+
+/// Workgroups per grid dimension.
+const MAX_GRID: usize = crate::ops::MAX_WORKGROUPS_PER_DIM as usize;
+
+/// Implicit-GEMM plans of the outer form, stride 1 and dilation 1 only (with `pool_of`, the
+/// conv output dims, ReLU and 2x2 max pooling in the epilogue):
+/// the forward convolution of `x` with `wt`, or (`transposed`) the input gradient as the
+/// convolution of `x` = `grad_y` with the flipped, transposed kernel.
+pub(crate) fn outer_plans(
+    caps: &DeviceCaps,
+    g: Conv2dGeometry,
+    x: [usize; 4],
+    wt: [usize; 4],
+    transposed: bool,
+    bias: Option<Operand>,
+    relu: bool,
+    pool_of: Option<[usize; 4]>,
+) -> Vec<KernelPlan> {
+    let [o, i, kh, kw] = wt;
+    if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
+        return Vec::new();
+    }
+    // The input gradient pads by k - 1 - pad, so pad must stay below the kernel.
+    let (py, px) = if transposed {
+        if g.pad >= kh || g.pad >= kw {
+            return Vec::new();
+        }
+        (kh - 1 - g.pad, kw - 1 - g.pad)
+    } else {
+        (g.pad, g.pad)
+    };
+    let [n, c, h, w] = x;
+    let (oh, ow) = (h + 2 * py + 1 - kh, w + 2 * px + 1 - kw);
+    let (ow4, kw4) = (ow.div_ceil(4), kw.div_ceil(4));
+    let staged = Staged {
+        src: x,
+        py,
+        px,
+        hp: oh + kh - 1,
+        texels: ow4 + kw4,
+    };
+    let weights = Weights {
+        dims: wt,
+        transposed,
+    };
+    let m = if transposed { i } else { o };
+    let (Some((a_tex, a_lines)), Some(s_tex)) = (
+        weights.texture(caps.max_texture_dim),
+        staged.texture(caps.max_texture_dim),
+    ) else {
+        return Vec::new();
+    };
+    // Output rows per lane column: 2 when pooling (2x2, stride 2, floor: pooled (oh/2, ow/2)).
+    let (rows, (ph, pw)) = match pool_of {
+        Some(_) => (oh / 2, (oh / 2, ow / 2)),
+        None => (oh, (oh, ow)),
+    };
+    let cols = n * rows * ow4;
+    if cols == 0 || pw == 0 || cols >= 1 << 24 || m > MAX_GRID {
+        return Vec::new();
+    }
+    let u = |v: usize| v as u32;
+    let params = ConvGemmParams {
+        m: u(m),
+        cols: u(cols),
+        c_in: u(c),
+        kh: u(kh),
+        ow4: u(ow4),
+        ow: u(ow),
+        oh: u(oh),
+        ohw4: u(rows * ow4),
+        b_hp: u(staged.hp),
+        b_texels: u(staged.texels),
+        b_shift: staged.shift(),
+        a_lines,
+        batch_stride: u(m * ph * pw),
+        row_stride: u(ph * pw),
+        relu: u32::from(relu),
+        pw: u(pw),
+        ph: u(ph),
+        ..ConvGemmParams::default()
+    };
+    let packs = vec![
+        weights.call(Operand::Input(1), Operand::Scratch(0)),
+        staged.call(Operand::Input(0), Operand::Scratch(1)),
+    ];
+    let tiles = match pool_of {
+        Some(_) => pool_candidates(m, cols, u(kw), caps.subgroups8),
+        None => candidates(
+            GemmForm::Outer,
+            m,
+            cols,
+            u(kw),
+            caps.subgroups8,
+            bias.is_some(),
+        ),
+    };
+    tiles
+        .into_iter()
+        // Grids past the per-dimension limit (very large batches) are left to the other plans.
+        .filter(|tile| cols.div_ceil(tile.wg_tile_cols() as usize) <= MAX_GRID)
+        .map(|tile| {
+            let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            operands.extend(bias);
+            operands.push(Operand::Output(0));
+            if pool_of.is_some() {
+                operands.push(Operand::Output(1));
+            }
+            let mut calls = packs.clone();
+            calls.push(tile.call(params, 1, operands));
+            KernelPlan {
+                variant: format!("implicit-{}", tile.label()),
+                scratch: vec![a_tex, s_tex],
+                calls,
+            }
+        })
+        .collect()
+}
+
+/// Implicit-GEMM plans of the weight gradient (dot form), stride 1 and
+/// dilation 1 only: `grad_w[o, (c, ky, kx)] = Σ grad_y[n, o, oy, ox] · x[n, c, oy + ky - pad, ox + kx - pad]`.
+pub(crate) fn dot_plans(
+    caps: &DeviceCaps,
+    g: Conv2dGeometry,
+    gy: [usize; 4],
+    x: [usize; 4],
+    [kh, kw]: [usize; 2],
+    bias: bool,
+) -> Vec<KernelPlan> {
+    if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
+        return Vec::new();
+    }
+    let [n, o, oh, ow] = gy;
+    let c = x[1];
+    let (ow4, kw4) = (ow.div_ceil(4), kw.div_ceil(4));
+    let grad = Staged {
+        src: gy,
+        py: 0,
+        px: 0,
+        hp: oh,
+        texels: ow4,
+    };
+    let staged = Staged {
+        src: x,
+        py: g.pad,
+        px: g.pad,
+        hp: oh + kh - 1,
+        texels: ow4 + kw4,
+    };
+    let (Some(a_tex), Some(s_tex)) = (
+        grad.texture(caps.max_texture_dim),
+        staged.texture(caps.max_texture_dim),
+    ) else {
+        return Vec::new();
+    };
+    let groups = c * kh;
+    if o > MAX_GRID || groups > MAX_GRID {
+        return Vec::new();
+    }
+    let u = |v: usize| v as u32;
+    let params = ConvGemmParams {
+        m: u(o),
+        cols: u(groups),
+        c_in: u(c),
+        kh: u(kh),
+        ow4: u(ow4),
+        ow: u(ow),
+        oh: u(oh),
+        ohw4: u(oh * ow4),
+        b_hp: u(staged.hp),
+        b_texels: u(staged.texels),
+        b_shift: staged.shift(),
+        a_c: u(o),
+        a_texels: u(grad.texels),
+        a_shift: grad.shift(),
+        n: u(n),
+        n_chunk: u(n),
+        ..ConvGemmParams::default()
+    };
+    let packs = vec![
+        grad.call(Operand::Input(0), Operand::Scratch(0)),
+        staged.call(Operand::Input(1), Operand::Scratch(1)),
+    ];
+    let out_len = o * groups * kw;
+    candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups8, bias)
+        .into_iter()
+        .map(|tile| {
+            let mut scratch = vec![a_tex, s_tex];
+            let mut calls = packs.clone();
+            let mut params = params;
+            // Enough image splits along grid.z for about 32 workgroups (each of a `kslice`
+            // tile's subgroups then takes every 8th image of its split).
+            let tiles = o.div_ceil(tile.wg_tile_rows() as usize)
+                * groups.div_ceil(tile.wg_tile_cols() as usize);
+            let per_wg = tile.partials_per_wg() as usize;
+            let max_z = (n / per_wg).max(1);
+            let chunk = n.div_ceil((32 / tiles.max(1)).clamp(1, max_z));
+            params.n_chunk = u(chunk);
+            let z = n.div_ceil(chunk);
+            let partials = u(z * per_wg);
+            let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
+            // (length, output) of grad_w and, with bias, grad_b.
+            let results: Vec<(usize, Operand)> = [(out_len, Operand::Output(0))]
+                .into_iter()
+                .chain(bias.then_some((o, Operand::Output(1))))
+                .collect();
+            if partials > 1 {
+                let mut reduces = Vec::new();
+                for &(len, out) in &results {
+                    scratch.push(ScratchSpec::Buffer {
+                        bytes: u64::from(partials) * (len * 4) as u64,
+                    });
+                    let part = Operand::Scratch(scratch.len() - 1);
+                    operands.push(part);
+                    reduces.push(gemm::reduce_call(len, partials, part, out));
+                }
+                calls.push(tile.call(params, u(z), operands));
+                calls.extend(reduces);
+            } else {
+                operands.extend(results.iter().map(|&(_, out)| out));
+                calls.push(tile.call(params, 1, operands));
+            }
+            KernelPlan {
+                variant: format!("implicit-{}", tile.label()),
+                scratch,
+                calls,
+            }
+        })
+        .collect()
 }
