@@ -89,7 +89,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn from_sums(loss_sum: f64, correct: f64, count: f64) -> Self {
+    fn from_sums([loss_sum, correct, count]: [f64; 3]) -> Self {
         let denom = count.max(1.0);
         Metrics {
             loss: loss_sum / denom,
@@ -241,11 +241,11 @@ impl Trainer {
     pub fn take_metrics(&self) -> Result<Metrics> {
         let earlier = self.exe.wait_small()?.map(|(_, m)| sums(&m));
         let now = sums(&self.exe.take_small(self.metrics)?);
-        let [loss_sum, correct, count] = match earlier {
+        let total = match earlier {
             Some(e) => [e[0] + now[0], e[1] + now[1], e[2] + now[2]],
             None => now,
         };
-        Ok(Metrics::from_sums(loss_sum, correct, count))
+        Ok(Metrics::from_sums(total))
     }
 
     /// Starts reading the metric sums accumulated since the last read without waiting for the
@@ -261,10 +261,10 @@ impl Trainer {
     /// The metrics of the pending [`Trainer::request_metrics`] once the GPU has got there;
     /// `None` before that (never blocks).
     pub fn poll_metrics(&self) -> Result<Option<Metrics>> {
-        Ok(self.exe.poll_small()?.map(|(_, m)| {
-            let [loss_sum, correct, count] = sums(&m);
-            Metrics::from_sums(loss_sum, correct, count)
-        }))
+        Ok(self
+            .exe
+            .poll_small()?
+            .map(|(_, m)| Metrics::from_sums(sums(&m))))
     }
 
     /// Downloads every parameter, by PyTorch-style name.

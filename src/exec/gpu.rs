@@ -682,12 +682,7 @@ impl Executable {
 
     /// The pending small read, waiting for the GPU; `None` when none is pending.
     pub fn wait_small(&self) -> Result<Option<(TensorId, CpuTensor)>> {
-        if self
-            .pending_small
-            .lock()
-            .expect("pending read lock")
-            .is_none()
-        {
+        if !self.small_read_pending() {
             return Ok(None);
         }
         self.gpu.wait()?;
