@@ -396,6 +396,9 @@ impl Executable {
                             if t < best.0 {
                                 best = (t, p);
                             }
+                            // Its pipelines are held by nothing now: keep host memory to
+                            // one candidate's worth (the winner is compiled again to bake).
+                            self.gpu.release_unused_pipelines();
                         }
                         report.tuned += 1;
                         report.seconds += start.elapsed().as_secs_f64();

@@ -421,6 +421,17 @@ impl GpuContext {
         Ok(pipeline)
     }
 
+    /// Drops the cached pipelines nothing else holds (the losers of an autotuning round):
+    /// software adapters keep each pipeline's compiled code in host memory, and tuning tries
+    /// dozens. A dropped pipeline is compiled again if it is asked for later.
+    pub fn release_unused_pipelines(&self) {
+        self.inner
+            .pipelines
+            .lock()
+            .expect("pipeline cache lock")
+            .retain(|_, p| Arc::strong_count(p) > 1);
+    }
+
     fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
         let mut modules = self.inner.modules.lock().expect("module cache lock");
         modules
