@@ -353,8 +353,9 @@ impl ConvTile {
         crate::ops::generated_shader(name, size_of::<ConvGemmParams>(), || generate(self))
     }
 
-    /// The kernel call over `a` and `s` (bindings 1, 2), the optional bias (3) and the output
-    /// (last); `splits` along `grid.z` (dot form).
+    /// The kernel call over `a` and `s` (bindings 1, 2), then the bias (outer form with
+    /// `bias`), then the outputs: `y` (and the argmax with `pool`), or the weight gradient
+    /// (and the bias gradient with `bias`, dot form); `splits` along `grid.z` (dot form).
     pub fn call(
         &self,
         params: ConvGemmParams,
