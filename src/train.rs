@@ -328,6 +328,11 @@ impl Trainer {
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
 
+    /// How [`Trainer::profile_step`] times dispatches on this adapter.
+    pub fn profile_method(&self) -> crate::exec::gpu::ProfileMethod {
+        self.exe.profile_method()
+    }
+
     /// Runs one training step on `images`/`labels` dispatch by dispatch and returns each
     /// dispatch's label and seconds (see [`Executable::profile`]). The step does train.
     pub fn profile_step(&self, images: &[f32], labels: &[u32]) -> Result<Vec<(String, f64)>> {

@@ -362,3 +362,56 @@ fn checkpoints_hold_pytorch_names_and_layouts() {
     assert!(!bad.exists());
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// `profile` times every dispatch both ways: the host clock around each (what CPU adapters
+/// such as lavapipe use: their timestamps mark when a dispatch is handed to the worker threads)
+/// and GPU timestamp queries (real GPUs). Both give one finite time per dispatch, in order.
+#[test]
+fn profile_times_every_dispatch_with_either_method() {
+    use striate::exec::gpu::{Executable, ProfileMethod, ProgramSpec};
+    let Some(gpu) = common::gpu() else { return };
+    let mut g = striate::Graph::new();
+    let a = g.input("a", striate::Shape::f32([37, 29]));
+    let b = g.input("b", striate::Shape::f32([29, 41]));
+    let c = g.matmul(a, b, false, false).expect("matmul");
+    let y = g.relu(c).expect("relu");
+    let exe = Executable::build(
+        &gpu,
+        &g,
+        &[ProgramSpec {
+            name: "p".into(),
+            outputs: vec![y],
+            effects: vec![],
+        }],
+    )
+    .expect("build");
+    let program = exe.program("p").expect("program");
+    let labels: Vec<String> = exe
+        .dispatch_labels(program)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let expected = if cpu || gpu.timestamp_period().is_none() {
+        ProfileMethod::HostSynced
+    } else {
+        ProfileMethod::Timestamps
+    };
+    assert_eq!(exe.profile_method(), expected, "{}", gpu.describe());
+    let mut methods = vec![ProfileMethod::HostSynced];
+    if gpu.timestamp_period().is_some() {
+        methods.push(ProfileMethod::Timestamps);
+    }
+    for method in methods {
+        let times = exe.profile_with(program, method).expect("profile");
+        let got: Vec<&str> = times.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(got, labels, "{method:?}: one entry per dispatch, in order");
+        assert!(
+            times.iter().all(|(_, s)| s.is_finite() && *s >= 0.0),
+            "{method:?}: {times:?}"
+        );
+        if method == ProfileMethod::HostSynced {
+            assert!(times.iter().all(|(_, s)| *s > 0.0), "{times:?}");
+        }
+    }
+}

@@ -69,7 +69,8 @@ struct Args {
     #[arg(long)]
     no_tune: bool,
     /// Before training, print the time of every kernel of one training step and its share
-    /// of the step (each dispatch synced on its own). With --epochs 0, only profile.
+    /// of the step (GPU timestamps where the adapter has them, else the host clock around
+    /// each dispatch synced on its own). With --epochs 0, only profile.
     #[arg(long)]
     profile: bool,
 }
@@ -96,9 +97,10 @@ fn print_profile(trainer: &Trainer, train: &Dataset, batch: usize) -> anyhow::Re
     }
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
-        "profile: one training step of batch {n}, {} dispatches, {:.2} ms (each dispatch synced on its own; measured on the host, so the sum is a little above a pipelined step)",
+        "profile: one training step of batch {n}, {} dispatches, {:.2} ms ({})",
         dispatches.len(),
-        total * 1e3
+        total * 1e3,
+        trainer.profile_method()
     );
     println!(
         "{:>9}  {:>6}  kernel (layer:op[variant]:entry)",

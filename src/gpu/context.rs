@@ -149,7 +149,10 @@ impl GpuContext {
         let limits = adapter.limits();
         // Subgroup operations where the adapter has them: the texture GEMM shares its row
         // operand through subgroup broadcasts when subgroups are exactly 8 lanes wide.
-        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        // Timestamp queries where the adapter has them: `Executable::profile` times each
+        // dispatch on the device instead of syncing the host around it.
+        let features =
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("striate"),
@@ -185,6 +188,15 @@ impl GpuContext {
                 && info.subgroup_max_size == 8,
             max_texture_dim: self.inner.limits.max_texture_dimension_2d,
         }
+    }
+
+    /// Nanoseconds per timestamp tick, when the device has timestamp queries.
+    pub fn timestamp_period(&self) -> Option<f64> {
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| f64::from(self.inner.queue.get_timestamp_period()))
     }
 
     /// Creates a 2D texture, counted.
