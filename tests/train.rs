@@ -160,24 +160,30 @@ fn loss_falls_when_overfitting_one_batch() {
     );
 }
 
-#[test]
-fn training_steps_create_nothing_and_download_only_requested_metrics() {
-    // Its own context: counters are per context, and other tests run in parallel.
-    let Some(_) = common::gpu() else { return };
+/// A LeNet-5 trainer on its own context (counters are per context, and other tests run in
+/// parallel), with one synthetic batch of `batch` images; `None` where GPU tests are skipped.
+fn counted_lenet(batch: usize) -> Option<(striate::GpuContext, Trainer, Vec<f32>, Vec<u32>)> {
+    common::gpu()?;
     let gpu = striate::GpuContext::from_env().expect("adapter");
-    let batch = 16;
     let data = synthetic(batch, 1, 3).train;
     let images = data.images(0, data.len());
     let trainer =
         Trainer::new(&gpu, &config(Model::Lenet5, batch, Optimizer::adam(1e-3))).expect("trainer");
-    trainer
-        .train_step(&images, &data.labels)
-        .expect("warm-up step");
+    Some((gpu, trainer, images, data.labels))
+}
+
+#[test]
+fn training_steps_create_nothing_and_download_only_requested_metrics() {
+    let batch = 16;
+    let Some((gpu, trainer, images, labels)) = counted_lenet(batch) else {
+        return;
+    };
+    trainer.train_step(&images, &labels).expect("warm-up step");
     trainer.take_metrics().expect("metrics");
 
     let before = gpu.counters();
     for _ in 0..100 {
-        trainer.train_step(&images, &data.labels).expect("step");
+        trainer.train_step(&images, &labels).expect("step");
     }
     let steps = gpu.counters() - before;
     assert_eq!(steps.gpu_objects_created(), 0, "{steps:?}");
@@ -211,14 +217,10 @@ fn training_steps_create_nothing_and_download_only_requested_metrics() {
 
 #[test]
 fn metrics_read_asynchronously_while_training_goes_on() {
-    // Its own context: counters are per context, and other tests run in parallel.
-    let Some(_) = common::gpu() else { return };
-    let gpu = striate::GpuContext::from_env().expect("adapter");
     let batch = 16;
-    let data = synthetic(batch, 1, 3).train;
-    let images = data.images(0, data.len());
-    let trainer =
-        Trainer::new(&gpu, &config(Model::Lenet5, batch, Optimizer::adam(1e-3))).expect("trainer");
+    let Some((gpu, trainer, images, labels)) = counted_lenet(batch) else {
+        return;
+    };
     assert!(
         trainer.poll_metrics().expect("poll").is_none(),
         "nothing requested yet"
@@ -226,7 +228,7 @@ fn metrics_read_asynchronously_while_training_goes_on() {
 
     let before = gpu.counters();
     for _ in 0..5 {
-        trainer.train_step(&images, &data.labels).expect("step");
+        trainer.train_step(&images, &labels).expect("step");
     }
     trainer.request_metrics().expect("request");
     trainer
@@ -237,7 +239,7 @@ fn metrics_read_asynchronously_while_training_goes_on() {
     let mut steps_after = 0;
     while polled.is_none() {
         assert!(steps_after < 200, "the requested metrics never arrived");
-        trainer.train_step(&images, &data.labels).expect("step");
+        trainer.train_step(&images, &labels).expect("step");
         steps_after += 1;
         polled = trainer.poll_metrics().expect("poll");
     }
@@ -253,7 +255,7 @@ fn metrics_read_asynchronously_while_training_goes_on() {
 
     // A request left pending is included by the next take: nothing is lost or counted twice.
     trainer.request_metrics().expect("request");
-    trainer.train_step(&images, &data.labels).expect("step");
+    trainer.train_step(&images, &labels).expect("step");
     let rest = trainer.take_metrics().expect("take");
     assert_eq!(rest.count, (steps_after + 1) as u64 * batch as u64);
     assert!(

@@ -323,21 +323,12 @@ impl GpuContext {
 
     /// Maps a `MAP_READ` buffer, waits, and copies out `size` bytes (counted as download).
     pub fn read_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, ..size, move |res| {
-            let _ = tx.send(res);
-        });
+        let done = self.map_read_async(staging, size);
         self.wait()?;
-        rx.recv()
+        done.recv()
             .map_err(|_| Error::Readback("map callback never ran".into()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
-        let bytes = staging
-            .get_mapped_range(..size)
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .to_vec();
-        staging.unmap();
-        CounterCells::bump(&self.inner.counters.bytes_downloaded, size);
-        Ok(bytes)
+        self.finish_mapped(staging, size)
     }
 
     /// Starts mapping a `MAP_READ` buffer without waiting: the receiver gets the outcome once

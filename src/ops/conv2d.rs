@@ -877,44 +877,41 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
             vec![Shape::f32([n, c_out, oh, ow]), Shape::f32([n, c_in, h, w])],
         ));
     }
+    // [n, c_in, h, w, c_out, k, stride, pad] → the op's geometry and inputs (x, w, b).
+    let geometry = |[.., stride, pad]: [usize; 8]| Conv2dGeometry {
+        stride,
+        pad,
+        dilation: 1,
+    };
+    let inputs = |[n, c_in, h, w, c_out, k, _, _]: [usize; 8]| {
+        vec![
+            Shape::f32([n, c_in, h, w]),
+            Shape::f32([c_out, c_in, k, k]),
+            Shape::f32([c_out]),
+        ]
+    };
     // Convolution, ReLU and 2x2 max pool in one: odd output sizes (floor pooling, partial
     // texels), 5x5 and 3x3, and a strided convolution (only the unfused plans apply).
-    for (n, c_in, h, w, c_out, k, stride, pad) in [
-        (2, 3, 11, 13, 6, 5, 1, 2),
-        (3, 4, 9, 7, 7, 3, 1, 1),
-        (2, 2, 8, 10, 5, 3, 1, 0),
-        (2, 3, 9, 9, 4, 3, 2, 1),
+    for shape in [
+        [2, 3, 11, 13, 6, 5, 1, 2],
+        [3, 4, 9, 7, 7, 3, 1, 1],
+        [2, 2, 8, 10, 5, 3, 1, 0],
+        [2, 3, 9, 9, 4, 3, 2, 1],
     ] {
         res.push(CatalogEntry::new(
-            Conv2dReluPool(Conv2dGeometry {
-                stride,
-                pad,
-                dilation: 1,
-            }),
-            vec![
-                Shape::f32([n, c_in, h, w]),
-                Shape::f32([c_out, c_in, k, k]),
-                Shape::f32([c_out]),
-            ],
+            Conv2dReluPool(geometry(shape)),
+            inputs(shape),
         ));
     }
     // The fused ReLU: stride 1 (implicit GEMM, 5x5 and 3x3) and strided (explicit GEMM).
-    for (n, c_in, h, w, c_out, k, stride, pad) in [
-        (2, 3, 9, 11, 6, 5, 1, 2),
-        (2, 5, 7, 6, 9, 3, 1, 1),
-        (2, 3, 9, 8, 5, 3, 2, 1),
+    for shape in [
+        [2, 3, 9, 11, 6, 5, 1, 2],
+        [2, 5, 7, 6, 9, 3, 1, 1],
+        [2, 3, 9, 8, 5, 3, 2, 1],
     ] {
         res.push(CatalogEntry::new(
-            Conv2dRelu(Conv2dGeometry {
-                stride,
-                pad,
-                dilation: 1,
-            }),
-            vec![
-                Shape::f32([n, c_in, h, w]),
-                Shape::f32([c_out, c_in, k, k]),
-                Shape::f32([c_out]),
-            ],
+            Conv2dRelu(geometry(shape)),
+            inputs(shape),
         ));
     }
     res
