@@ -192,6 +192,9 @@ fn run() -> Result<()> {
         optimizer,
         seed: args.seed,
     };
+    if !args.no_tune {
+        log("building: kernels not in the tuning cache are timed first (a minute or two for a new model or batch size; --no-tune skips)".to_string());
+    }
     let build_start = Instant::now();
     let trainer = if args.no_tune {
         Trainer::new(&gpu, &config)?

@@ -361,7 +361,18 @@ impl OpDef for Conv2dReluPool {
             nonneg_input: true,
         };
         let pool_call = pool.kernel(&[&conv], outputs);
-        for mut plan in forward_plans(self.0, true, inputs, &[&conv], caps) {
+        // One unfused plan per kind (implicit GEMM, explicit GEMM, direct), each kind's best
+        // guess: the fused tiles cover the rest, and every candidate costs tuning time.
+        let mut kinds = Vec::new();
+        let unfused = forward_plans(self.0, true, inputs, &[&conv], caps)
+            .into_iter()
+            .filter(|p| {
+                let kind = p.variant.split('-').next().unwrap_or_default().to_string();
+                let first = !kinds.contains(&kind);
+                kinds.push(kind);
+                first
+            });
+        for mut plan in unfused {
             let y = Operand::Scratch(plan.scratch.len());
             plan.scratch.push(ScratchSpec::Buffer {
                 bytes: conv.bytes(),
