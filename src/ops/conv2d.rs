@@ -758,7 +758,7 @@ fn gemm_plans(
         }
         None => packs.push(im2col.pack(b_rows, b_src, Operand::Scratch(1))),
     }
-    for tile in gemm::candidates(form, m, caps.subgroups8, bias.is_some()) {
+    for tile in gemm::candidates(form, m, n, caps.subgroups8, bias.is_some()) {
         let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
         operands.extend(bias);
         let mut scratch = textures.clone();

@@ -325,8 +325,11 @@ pub struct GemmTile {
     pub ra: u32,
     /// Column texels (outer) or B rows (dot) per lane.
     pub j: u32,
-    /// Subgroups (of the workgroup's 8) stacked along rows; the rest go along columns.
+    /// Subgroups of the workgroup stacked along rows.
     pub wg_rows: u32,
+    /// Subgroups of the workgroup side by side along columns (`wg_rows·wg_cols ≤ 8`; small
+    /// products get small workgroups so that no lane computes columns past the product).
+    pub wg_cols: u32,
     /// Share the row operand through `subgroupBroadcast` (needs subgroups of exactly 8).
     pub subgroups: bool,
     /// Add a per-row bias in the epilogue (binding 3).
@@ -341,17 +344,18 @@ impl GemmTile {
 
     /// Columns of C (outer) or rows of B (dot) one workgroup covers.
     pub fn wg_tile_cols(&self) -> u32 {
-        let lanes_cols = 8 * self.j * (8 / self.wg_rows);
+        let lanes_cols = 8 * self.j * self.wg_cols;
         match self.form {
             GemmForm::Outer => 4 * lanes_cols,
             GemmForm::Dot => lanes_cols,
         }
     }
 
-    /// Short label, e.g. `outer-r16x4c-sg`.
+    /// Short label, e.g. `outer-r16j4w1x8-sg`: rows per subgroup, texels per lane, workgroup
+    /// subgroups along rows x columns.
     pub fn label(&self) -> String {
         format!(
-            "{}-r{}j{}w{}{}",
+            "{}-r{}j{}w{}x{}{}",
             match self.form {
                 GemmForm::Outer => "outer",
                 GemmForm::Dot => "dot",
@@ -359,6 +363,7 @@ impl GemmTile {
             8 * self.ra,
             self.j,
             self.wg_rows,
+            self.wg_cols,
             if self.subgroups { "-sg" } else { "" }
         )
     }
@@ -394,40 +399,69 @@ impl GemmTile {
     }
 }
 
-/// The candidate tiles for a product of this size, best first by a static guess (the
-/// autotuner times them on the adapter).
-pub fn candidates(form: GemmForm, m: usize, subgroups: bool, bias: bool) -> Vec<GemmTile> {
+/// The candidate tiles for an `m x n` product, best first by a static guess (the autotuner
+/// times them on the adapter).
+///
+/// Each (rows, texels) shape gets the workgroup layout that fits the product: up to 8 subgroups,
+/// stacked along rows and columns only as far as the product reaches, so a 64 x 120 linear layer
+/// is not computed as 64 x 1024 with most columns thrown away.
+pub fn candidates(
+    form: GemmForm,
+    m: usize,
+    n: usize,
+    subgroups: bool,
+    bias: bool,
+) -> Vec<GemmTile> {
     let mut res = Vec::new();
-    let shapes: &[(u32, u32, u32)] = match form {
-        // (ra, j, wg_rows)
-        GemmForm::Outer => &[(2, 4, 1), (2, 2, 1), (1, 4, 1), (1, 2, 1), (2, 2, 2)],
-        GemmForm::Dot => &[(2, 4, 1), (1, 4, 1), (2, 2, 1), (1, 8, 1)],
+    let shapes: &[(u32, u32)] = match form {
+        // (ra, j)
+        GemmForm::Outer => &[(2, 4), (2, 2), (1, 4), (1, 2), (2, 1), (1, 1)],
+        GemmForm::Dot => &[(2, 4), (1, 4), (2, 2), (1, 8), (1, 2)],
     };
-    for &(ra, j, wg_rows) in shapes {
-        // No point in tiles far taller than the product.
-        if 8 * ra as usize > m.next_power_of_two().max(8) {
+    for &(ra, j) in shapes {
+        let sub_rows = 8 * ra as usize;
+        let sub_cols = match form {
+            GemmForm::Outer => 32 * j as usize,
+            GemmForm::Dot => 8 * j as usize,
+        };
+        // No point in subgroup tiles far taller or wider than the product, unless nothing fits.
+        if sub_rows > m.next_power_of_two().max(8) || (j > 1 && sub_cols > n.next_power_of_two()) {
             continue;
         }
-        for sg in [true, false] {
-            if sg && !subgroups {
-                continue;
+        let wg_cols = n.div_ceil(sub_cols).next_power_of_two().min(8) as u32;
+        let wg_rows = m
+            .div_ceil(sub_rows)
+            .next_power_of_two()
+            .min((8 / wg_cols) as usize) as u32;
+        let mut layouts = vec![(wg_rows, wg_cols)];
+        // The tall layout large products used before fitting, for the autotuner to compare.
+        if wg_rows == 1 && wg_cols == 8 && ra == 1 && j == 2 {
+            layouts.push((2, 4));
+        }
+        for (wg_rows, wg_cols) in layouts {
+            for sg in [true, false] {
+                if sg && !subgroups {
+                    continue;
+                }
+                res.push(GemmTile {
+                    form,
+                    ra,
+                    j,
+                    wg_rows,
+                    wg_cols,
+                    subgroups: sg,
+                    bias,
+                });
             }
-            res.push(GemmTile {
-                form,
-                ra,
-                j,
-                wg_rows,
-                subgroups: sg,
-                bias,
-            });
         }
     }
     if res.is_empty() {
         res.push(GemmTile {
             form,
             ra: 1,
-            j: 2,
+            j: 1,
             wg_rows: 1,
+            wg_cols: 1,
             subgroups,
             bias,
         });
@@ -443,7 +477,16 @@ pub fn all_tiles() -> Vec<GemmTile> {
             if bias && form == GemmForm::Dot {
                 continue;
             }
-            res.extend(candidates(form, 1 << 20, true, bias));
+            // `candidates` sees m and n only through their next powers of two.
+            for m in (0..=20).map(|e| 1usize << e) {
+                for n in (0..=20).map(|e| 1usize << e) {
+                    for tile in candidates(form, m, n, true, bias) {
+                        if !res.contains(&tile) {
+                            res.push(tile);
+                        }
+                    }
+                }
+            }
         }
     }
     res
@@ -452,7 +495,7 @@ pub fn all_tiles() -> Vec<GemmTile> {
 /// WGSL for one tile.
 fn generate(t: &GemmTile) -> String {
     let r_rows = 8 * t.ra;
-    let wg_cols = 8 / t.wg_rows;
+    let wg_cols = t.wg_cols;
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(
@@ -478,7 +521,8 @@ fn generate(t: &GemmTile) -> String {
         LINE_TEXELS - 1
     );
     w.push_str(DIV_WGSL);
-    w.push_str("@compute @workgroup_size(8, 8)\nfn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
+    let _ = writeln!(w, "@compute @workgroup_size(8, {})", t.wg_rows * t.wg_cols);
+    w.push_str("fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
     let _ = writeln!(w, "  let lane = lid.x;");
     let _ = writeln!(
         w,
@@ -639,4 +683,33 @@ pub fn reduce_call(
         KernelCall::per_element(&REDUCE_SHADER, "reduce_splits", &params, len),
         vec![part, out],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_tiles_holds_every_candidate_of_any_size() {
+        let all = all_tiles();
+        for m in (1..300).step_by(7).chain([1000, 4097]) {
+            for n in (1..300).step_by(5).chain([1024, 3136]) {
+                for form in [GemmForm::Outer, GemmForm::Dot] {
+                    for tile in candidates(form, m, n, true, form == GemmForm::Outer) {
+                        assert!(all.contains(&tile), "{m}x{n}: {} missing", tile.label());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_products_get_workgroups_that_fit() {
+        // fc1 of LeNet-5 at batch 64: 64 x 120. Every candidate's workgroup tile stays within
+        // twice the product along each side.
+        for tile in candidates(GemmForm::Outer, 64, 120, true, false) {
+            assert!(tile.wg_tile_rows() <= 128, "{}", tile.label());
+            assert!(tile.wg_tile_cols() <= 256, "{}", tile.label());
+        }
+    }
 }

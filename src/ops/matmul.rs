@@ -177,7 +177,7 @@ impl OpDef for Matmul {
                 row_stride: n as u32,
                 ..GemmParams::default()
             };
-            for tile in gemm::candidates(GemmForm::Outer, m, caps.subgroups8, false) {
+            for tile in gemm::candidates(GemmForm::Outer, m, n, caps.subgroups8, false) {
                 res.push(KernelPlan {
                     variant: format!("tex-{}", tile.label()),
                     scratch: vec![
