@@ -7,6 +7,11 @@
 //   texel is 4 consecutive x' of one row, so the kernel builds any window of 4 from two fetches.
 //   2^shift rows share a texture line: row r, texel t at ((r mod 2^shift) * texels + t, r >> shift).
 //   Grid: (line width / WG, lines); one invocation writes one texel.
+// stage_unpool: as stage_padded, for src the gradient of a 2x2, stride-2 max pool's input,
+//   formed on the fly from the pool's output gradient gp[n, c, ph, pw] and its argmax (flat
+//   index into src, 0xffffffff for none): src[i] = gp[o] where argmax[o] == i, else 0. One
+//   pool window holds two x of a row, so a texel's 4 values take 2 or 3 windows' loads: the
+//   pool's backward is never written out.
 // stage_weights: a convolution kernel as the row operand A[row, (ci, ky, kx4)] of the GEMM,
 //   4 taps of kx per texel, zero for kx >= kw:
 //   A = src[row * sm + ci * sc + ky' * kw + kx'], ky' = ky, kx' = kx, or the flipped
@@ -15,13 +20,15 @@
 //   Grid: (texels / WG, rows).
 // No integer division by a runtime value: llvmpipe splits vector integer division into 8 scalar
 // divides; `div` divides through f32 and corrects.
-// Bindings: 0 = params, 1 = src, 2 = dst (storage texture).
+// Bindings: 0 = params, 1 = src, 2 = dst (storage texture); stage_unpool: 1 = gp, 2 = argmax,
+// 3 = dst.
 
 struct Params {
     rows: u32, texels: u32, shift: u32, hp: u32,
     h: u32, w: u32, py: i32, px: i32,
     ch: u32, kh: u32, kw: u32, kw4: u32,
     sm: u32, sc: u32, flip: u32, lines: u32,
+    ph: u32, pw: u32, _pad0: u32, _pad1: u32,
 }
 
 override WG: u32 = 64u;
@@ -50,6 +57,40 @@ fn stage_padded(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     textureStore(dst, gid.xy, v);
+}
+
+@group(0) @binding(1) var<storage, read> gp: array<f32>;
+@group(0) @binding(2) var<storage, read> argmax: array<u32>;
+@group(0) @binding(3) var unpool_dst: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(WG)
+fn stage_unpool(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let in_line = div(gid.x, p.texels);
+    let t = gid.x - in_line * p.texels;
+    let r = (gid.y << p.shift) + in_line;
+    if (in_line >= (1u << p.shift) || r >= p.rows) { return; }
+    let nc = div(r, p.hp);
+    let y = i32(r - nc * p.hp) - p.py;
+    var v = vec4<f32>(0.0);
+    if (y >= 0 && y < i32(p.h) && u32(y) >> 1u < p.ph) {
+        let row = (nc * p.h + u32(y)) * p.w;
+        let prow = (nc * p.ph + (u32(y) >> 1u)) * p.pw;
+        // x' = 4t + i holds x = x' - px; the windows x >> 1 for x in [x0, x0 + 3].
+        let x0 = i32(t * 4u) - p.px;
+        let w_lo = max(x0, 0) >> 1u;
+        let w_hi = min(x0 + 3, i32(p.pw) * 2 - 1);
+        for (var wx = w_lo; wx * 2 <= w_hi; wx++) {
+            let o = prow + u32(wx);
+            let a = argmax[o];
+            let i = i32(a) - i32(row) - x0;
+            // The argmax is this row's x = x0 + i for some lane i of the texel, or elsewhere
+            // (the window's other row, another x, or none).
+            if (a != 0xffffffffu && a >= row && a < row + p.w && i >= 0 && i < 4) {
+                v[i] = gp[o];
+            }
+        }
+    }
+    textureStore(unpool_dst, gid.xy, v);
 }
 
 @compute @workgroup_size(WG)

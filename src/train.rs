@@ -336,10 +336,20 @@ impl Trainer {
     /// Runs one training step on `images`/`labels` dispatch by dispatch and returns each
     /// dispatch's label and seconds (see [`Executable::profile`]). The step does train.
     pub fn profile_step(&self, images: &[f32], labels: &[u32]) -> Result<Vec<(String, f64)>> {
+        self.profile_step_with(images, labels, self.exe.profile_method())
+    }
+
+    /// [`Trainer::profile_step`] with a chosen [`ProfileMethod`](crate::exec::gpu::ProfileMethod).
+    pub fn profile_step_with(
+        &self,
+        images: &[f32],
+        labels: &[u32],
+        method: crate::exec::gpu::ProfileMethod,
+    ) -> Result<Vec<(String, f64)>> {
         self.check_batch(images, labels, false)?;
         self.exe.write(self.images, bytemuck::cast_slice(images))?;
         self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
-        self.exe.profile(self.train)
+        self.exe.profile_with(self.train, method)
     }
 
     /// Images per step.

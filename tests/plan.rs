@@ -35,7 +35,7 @@ fn lenet_training_plan_never_shares_a_buffer_between_live_tensors() {
             "conv2d_relu",
             "conv2d_relu",
             "softmax_cross_entropy",
-            "conv2d_backward_input"
+            "conv2d_backward_input_unpool"
         ],
         "{}",
         s.describe(&g)

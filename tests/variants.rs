@@ -64,13 +64,15 @@ fn every_variant_matches_the_reference() {
     }
     assert!(n_checked >= 20, "only {n_checked} variants checked");
     assert!(n_split > 0, "no split-k GEMM was checked");
-    // The implicit-GEMM convolutions, all five of them, with splits among those counted above.
+    // The implicit-GEMM convolutions, all seven of them, with splits among those counted above.
     assert_eq!(
         implicit_ops.into_iter().collect::<Vec<_>>(),
         [
             "conv2d",
             "conv2d_backward_input",
+            "conv2d_backward_input_unpool",
             "conv2d_backward_weight",
+            "conv2d_backward_weight_unpool",
             "conv2d_relu",
             "conv2d_relu_pool"
         ],

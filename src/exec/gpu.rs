@@ -593,20 +593,29 @@ impl Executable {
         let p = &self.programs[program.0];
         self.gpu.wait()?;
         let period = match method {
-            ProfileMethod::HostSynced => None,
+            ProfileMethod::HostSynced | ProfileMethod::HostRepeated(_) => None,
             ProfileMethod::Timestamps => Some(self.gpu.timestamp_period().ok_or_else(|| {
                 Error::InvalidArgument(format!("{} has no timestamp queries", self.gpu.describe()))
             })?),
         };
         let Some(period) = period else {
+            let repeat = match method {
+                ProfileMethod::HostRepeated(r) => r.max(1),
+                _ => 1,
+            };
             let mut res = Vec::new();
             for d in &p.dispatches {
                 let start = std::time::Instant::now();
                 let mut encoder = self.gpu.encoder(&d.label);
-                record(&mut encoder, d, None);
+                for _ in 0..repeat {
+                    record(&mut encoder, d, None);
+                }
                 self.gpu.submit(encoder);
                 self.gpu.wait()?;
-                res.push((d.label.clone(), start.elapsed().as_secs_f64()));
+                res.push((
+                    d.label.clone(),
+                    start.elapsed().as_secs_f64() / f64::from(repeat),
+                ));
             }
             return Ok(res);
         };
@@ -826,6 +835,10 @@ pub enum ProfileMethod {
     Timestamps,
     /// The host clock around each dispatch, submitted and waited for on its own.
     HostSynced,
+    /// The host clock around `n` copies of each dispatch in one submission, divided by `n`:
+    /// the submission's fixed cost shrinks to `1/n`. A development aid: ops that update
+    /// state in place (optimizers) run `n` times, so parameters move.
+    HostRepeated(u32),
 }
 
 impl std::fmt::Display for ProfileMethod {
@@ -834,6 +847,9 @@ impl std::fmt::Display for ProfileMethod {
             ProfileMethod::Timestamps => "GPU timestamps around each dispatch",
             ProfileMethod::HostSynced => {
                 "host clock around each dispatch, synced on its own, so the sum is a little above a pipelined step"
+            }
+            ProfileMethod::HostRepeated(_) => {
+                "host clock around repeated copies of each dispatch in one submission"
             }
         })
     }

@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 
+pub mod unpool;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
 use crate::ops::bias_add::BiasAddBackward;
 use crate::ops::conv_gemm;
 use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
-use crate::ops::max_pool2d::{MaxPool2d, MaxPool2dBackward, Pool2d};
+use crate::ops::max_pool2d::{MaxPool2d, Pool2d};
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
     KernelPlan, OpDef, Operand, ScratchSpec, Shader,
@@ -222,7 +224,7 @@ impl OpDef for Conv2d {
     // y = x ⋆ w + b ⇒ grad_x = grad_y ⋆ᵀ w, grad_w = Σ_{n,oy,ox} grad_y · x-window, grad_b = Σ_{n,oy,ox} grad_y.
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
-        conv_backward(self.0, cx, grad_y)
+        conv_backward(self.0, cx, GradY::Full(grad_y))
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
@@ -264,7 +266,7 @@ impl OpDef for Conv2dRelu {
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
         let grad_pre = cx.relu_backward(grad_y, cx.output(0))?;
-        conv_backward(self.0, cx, grad_pre)
+        conv_backward(self.0, cx, GradY::Full(grad_pre))
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
@@ -320,20 +322,12 @@ impl OpDef for Conv2dReluPool {
         true
     }
 
-    // The pool's backward (which already applies the ReLU's mask), then the convolution's.
+    // The convolution's backward ops, fed by the pool's output gradient and argmax (which
+    // already apply the ReLU's mask): the convolution output's gradient is formed as they
+    // stage it, never written (`conv2d/unpool.rs`).
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
-        let grad_p = cx.grad_output(0);
-        let inputs = [cx.input(0), cx.input(1), cx.input(2)].map(|t| cx.shape(t).clone());
-        let conv = self.conv_shape(&[&inputs[0], &inputs[1], &inputs[2]])?;
-        let grad_y = cx.push(
-            MaxPool2dBackward {
-                pool: FUSED_POOL,
-                x: conv,
-                masks_relu: true,
-            },
-            &[grad_p, cx.output(1)],
-        )?[0];
-        conv_backward(self.0, cx, grad_y)
+        let grad = GradY::Pooled(cx.grad_output(0), cx.output(1));
+        conv_backward(self.0, cx, grad)
     }
 
     /// The convolution half of the unfused plan (see `plans`).
@@ -354,6 +348,7 @@ impl OpDef for Conv2dReluPool {
             Some(Operand::Input(2)),
             true,
             Some(dims(&conv)),
+            None,
         );
         // Unfused: any convolution plan into a scratch buffer, then the pool over it.
         let pool = MaxPool2d {
@@ -406,24 +401,37 @@ impl OpDef for Conv2dReluPool {
     }
 }
 
-/// The backward ops of a convolution for the gradient `grad_y` of its (pre-activation) output.
-fn conv_backward(g: Conv2dGeometry, cx: &mut BackwardCtx<'_>, grad_y: TensorId) -> Result<()> {
+/// The gradient of a convolution's (pre-activation) output.
+enum GradY {
+    /// As a tensor.
+    Full(TensorId),
+    /// As a fused 2x2 max pool's output gradient and argmax.
+    Pooled(TensorId, TensorId),
+}
+
+/// The backward ops of a convolution for the gradient of its output.
+fn conv_backward(g: Conv2dGeometry, cx: &mut BackwardCtx<'_>, grad: GradY) -> Result<()> {
     let [_, _, h, w] = cx.shape(cx.input(0)).dims4("conv2d", "input")?;
     let [_, _, kh, kw] = cx.shape(cx.input(1)).dims4("conv2d", "weight")?;
-    let grad_x = cx.push(
-        Conv2dBackwardInput { geometry: g, h, w },
-        &[grad_y, cx.input(1)],
-    )?[0];
+    let input_op = Conv2dBackwardInput { geometry: g, h, w };
     // The bias gradient comes with the weight gradient (from the same grad_y loads).
-    let grads = cx.push(
-        Conv2dBackwardWeight {
-            geometry: g,
-            kh,
-            kw,
-            bias: true,
-        },
-        &[grad_y, cx.input(0)],
-    )?;
+    let weight_op = Conv2dBackwardWeight {
+        geometry: g,
+        kh,
+        kw,
+        bias: true,
+    };
+    let (weight, x) = (cx.input(1), cx.input(0));
+    let (grad_x, grads) = match grad {
+        GradY::Full(grad_y) => (
+            cx.push(input_op, &[grad_y, weight])?[0],
+            cx.push(weight_op, &[grad_y, x])?,
+        ),
+        GradY::Pooled(grad_p, argmax) => (
+            cx.push(unpool::Unpooled(input_op), &[grad_p, argmax, weight])?[0],
+            cx.push(unpool::Unpooled(weight_op), &[grad_p, argmax, x])?,
+        ),
+    };
     let (grad_w, grad_b) = (grads[0], grads[1]);
     cx.set_grad_input(0, grad_x);
     cx.set_grad_input(1, grad_w);
@@ -465,8 +473,17 @@ fn forward_plans(
         pad: g.pad,
     };
     let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
-    let mut res =
-        conv_gemm::outer_plans(caps, g, x, wt, false, Some(Operand::Input(2)), relu, None);
+    let mut res = conv_gemm::outer_plans(
+        caps,
+        g,
+        x,
+        wt,
+        false,
+        Some(Operand::Input(2)),
+        relu,
+        None,
+        None,
+    );
     res.extend(gemm_plans(
         caps,
         GemmForm::Outer,
@@ -541,7 +558,7 @@ impl OpDef for Conv2dBackwardInput {
         let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
         let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let g = self.geometry;
-        let mut res = conv_gemm::outer_plans(caps, g, gy, wt, true, None, false, None);
+        let mut res = conv_gemm::outer_plans(caps, g, gy, wt, true, None, false, None, None);
         let reach = g.dilation * (wt[2] - 1);
         if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
             res.push(direct);
@@ -662,7 +679,8 @@ impl OpDef for Conv2dBackwardWeight {
             sb: (gy[1] * ohw) as isize,
             sc: 1,
         };
-        let mut res = conv_gemm::dot_plans(caps, self.geometry, gy, x, [wt[2], wt[3]], self.bias);
+        let mut res =
+            conv_gemm::dot_plans(caps, self.geometry, gy, x, [wt[2], wt[3]], self.bias, None);
         let mut others = gemm_plans(
             caps,
             GemmForm::Dot,

@@ -74,6 +74,12 @@ pub struct StageParams {
     pub flip: u32,
     /// `stage_weights`: texture lines per row of A.
     pub lines: u32,
+    /// `stage_unpool`: pooled height.
+    pub ph: u32,
+    /// `stage_unpool`: pooled width.
+    pub pw: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 2],
 }
 
 /// Workgroup size of the stage kernels.
@@ -93,6 +99,9 @@ pub struct Staged {
     pub hp: usize,
     /// Texels per row.
     pub texels: usize,
+    /// `Some([ph, pw])`: `src` is the input gradient of a 2x2, stride-2 max pool, staged from
+    /// the pool's output gradient `[n, c, ph, pw]` and argmax (`stage_unpool`).
+    pub unpool: Option<[usize; 2]>,
 }
 
 impl Staged {
@@ -125,9 +134,11 @@ impl Staged {
         .then_some(ScratchSpec::Texture { width, height })
     }
 
-    /// The staging call: buffer at binding 1, texture at binding 2.
-    pub fn call(&self, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
+    /// The staging call: the source (the pooled gradient and argmax with `unpool`), then the
+    /// texture.
+    pub fn call(&self, src: &[Operand], dst: Operand) -> (KernelCall, Vec<Operand>) {
         let [_, _, h, w] = self.src;
+        let [ph, pw] = self.unpool.unwrap_or_default();
         let params = StageParams {
             rows: self.rows() as u32,
             texels: self.texels as u32,
@@ -137,17 +148,24 @@ impl Staged {
             w: w as u32,
             py: self.py as i32,
             px: self.px as i32,
+            ph: ph as u32,
+            pw: pw as u32,
             ..StageParams::default()
         };
         let (width, height) = self.dims();
         let call = KernelCall::grid(
             &STAGE_SHADER,
-            "stage_padded",
+            if self.unpool.is_some() {
+                "stage_unpool"
+            } else {
+                "stage_padded"
+            },
             &params,
             [width.div_ceil(STAGE_WG), height, 1],
         )
         .with_overrides(&[("WG", f64::from(STAGE_WG))]);
-        (call, vec![src, dst])
+        debug_assert_eq!(src.len(), 1 + usize::from(self.unpool.is_some()));
+        (call, src.iter().copied().chain([dst]).collect())
     }
 }
 
@@ -858,7 +876,10 @@ const MAX_GRID: usize = crate::ops::MAX_WORKGROUPS_PER_DIM as usize;
 /// Implicit-GEMM plans of the outer form, stride 1 and dilation 1 only (with `pool_of`, the
 /// conv output dims, ReLU and 2x2 max pooling in the epilogue):
 /// the forward convolution of `x` with `wt`, or (`transposed`) the input gradient as the
-/// convolution of `x` = `grad_y` with the flipped, transposed kernel.
+/// convolution of `x` = `grad_y` with the flipped, transposed kernel. With `unpool`, `grad_y`
+/// is staged from a 2x2 max pool's output gradient and argmax (inputs 0 and 1; the kernel is
+/// input 2).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn outer_plans(
     caps: &DeviceCaps,
     g: Conv2dGeometry,
@@ -868,6 +889,7 @@ pub(crate) fn outer_plans(
     bias: Option<Operand>,
     relu: bool,
     pool_of: Option<[usize; 4]>,
+    unpool: Option<[usize; 2]>,
 ) -> Vec<KernelPlan> {
     let [o, i, kh, kw] = wt;
     if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
@@ -891,6 +913,7 @@ pub(crate) fn outer_plans(
         px,
         hp: oh + kh - 1,
         texels: ow4 + kw4,
+        unpool,
     };
     let weights = Weights {
         dims: wt,
@@ -933,9 +956,16 @@ pub(crate) fn outer_plans(
         ph: u(ph),
         ..ConvGemmParams::default()
     };
+    let (src, w_src) = match unpool {
+        Some(_) => (
+            &[Operand::Input(0), Operand::Input(1)][..],
+            Operand::Input(2),
+        ),
+        None => (&[Operand::Input(0)][..], Operand::Input(1)),
+    };
     let packs = vec![
-        weights.call(Operand::Input(1), Operand::Scratch(0)),
-        staged.call(Operand::Input(0), Operand::Scratch(1)),
+        weights.call(w_src, Operand::Scratch(0)),
+        staged.call(src, Operand::Scratch(1)),
     ];
     let tiles = match pool_of {
         Some(_) => pool_candidates(m, cols, u(kw), caps.subgroups8),
@@ -972,6 +1002,8 @@ pub(crate) fn outer_plans(
 
 /// Implicit-GEMM plans of the weight gradient (dot form), stride 1 and
 /// dilation 1 only: `grad_w[o, (c, ky, kx)] = Σ grad_y[n, o, oy, ox] · x[n, c, oy + ky - pad, ox + kx - pad]`.
+/// With `unpool`, `grad_y` is staged from a 2x2 max pool's output gradient and argmax (inputs
+/// 0 and 1; `x` is input 2).
 pub(crate) fn dot_plans(
     caps: &DeviceCaps,
     g: Conv2dGeometry,
@@ -979,6 +1011,7 @@ pub(crate) fn dot_plans(
     x: [usize; 4],
     [kh, kw]: [usize; 2],
     bias: bool,
+    unpool: Option<[usize; 2]>,
 ) -> Vec<KernelPlan> {
     if g.stride != 1 || g.dilation != 1 || kw > IMPLICIT_MAX_KW {
         return Vec::new();
@@ -992,6 +1025,7 @@ pub(crate) fn dot_plans(
         px: 0,
         hp: oh,
         texels: ow4,
+        unpool,
     };
     let staged = Staged {
         src: x,
@@ -999,6 +1033,7 @@ pub(crate) fn dot_plans(
         px: g.pad,
         hp: oh + kh - 1,
         texels: ow4 + kw4,
+        unpool: None,
     };
     let (Some(a_tex), Some(s_tex)) = (
         grad.texture(caps.max_texture_dim),
@@ -1030,9 +1065,16 @@ pub(crate) fn dot_plans(
         n_chunk: u(n),
         ..ConvGemmParams::default()
     };
+    let (src, x_src) = match unpool {
+        Some(_) => (
+            &[Operand::Input(0), Operand::Input(1)][..],
+            Operand::Input(2),
+        ),
+        None => (&[Operand::Input(0)][..], Operand::Input(1)),
+    };
     let packs = vec![
-        grad.call(Operand::Input(0), Operand::Scratch(0)),
-        staged.call(Operand::Input(1), Operand::Scratch(1)),
+        grad.call(src, Operand::Scratch(0)),
+        staged.call(&[x_src], Operand::Scratch(1)),
     ];
     let out_len = o * groups * kw;
     candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups8, bias)
