@@ -12,6 +12,10 @@
 //   index into src, 0xffffffff for none): src[i] = gp[o] where argmax[o] == i, else 0. One
 //   pool window holds two x of a row, so a texel's 4 values take 2 or 3 windows' loads: the
 //   pool's backward is never written out.
+// stage_unpool_pairs: stage_unpool where the windows align with the staged rows and texels
+//   (py, px even): one invocation writes texel t of staged rows (2q, 2q + 1) of one (n, c),
+//   whose 8 values are exactly 2 windows: 2 loads of gp and 2 of argmax for 8 values.
+//   Flat index = gid.x + gid.y * nwg.x * WG over (pair, t), pairs of ⌈hp / 2⌉ per (n, c).
 // stage_weights: a convolution kernel as the row operand A[row, (ci, ky, kx4)] of the GEMM,
 //   4 taps of kx per texel, zero for kx >= kw:
 //   A = src[row * sm + ci * sc + ky' * kw + kx'], ky' = ky, kx' = kx, or the flipped
@@ -85,12 +89,57 @@ fn stage_unpool(@builtin(global_invocation_id) gid: vec3<u32>) {
             let i = i32(a) - i32(row) - x0;
             // The argmax is this row's x = x0 + i for some lane i of the texel, or elsewhere
             // (the window's other row, another x, or none).
-            if (a != 0xffffffffu && a >= row && a < row + p.w && i >= 0 && i < 4) {
-                v[i] = gp[o];
+            if (a != 0xffffffffu && a >= row && a < row + p.w) {
+                v = select(v, vec4<f32>(gp[o]), vec4<i32>(i) == vec4<i32>(0, 1, 2, 3));
             }
         }
     }
     textureStore(unpool_dst, gid.xy, v);
+}
+
+fn staged_at(r: u32, t: u32) -> vec2<u32> {
+    let in_line = r & ((1u << p.shift) - 1u);
+    return vec2<u32>(in_line * p.texels + t, r >> p.shift);
+}
+
+@compute @workgroup_size(WG)
+fn stage_unpool_pairs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let pair = div(i, p.texels);
+    let t = i - pair * p.texels;
+    let hp2 = (p.hp + 1u) >> 1u;
+    let nc = div(pair, hp2);
+    if (nc >= div(p.rows, p.hp)) { return; }
+    let yp = (pair - nc * hp2) * 2u;
+    var top = vec4<f32>(0.0);
+    var bottom = vec4<f32>(0.0);
+    // Source row y0 = yp - py (even) and the window row y0 / 2.
+    let y0 = i32(yp) - p.py;
+    let x0 = i32(t * 4u) - p.px;
+    if (y0 >= 0 && u32(y0) >> 1u < p.ph) {
+        let base = (nc * p.h + u32(y0)) * p.w;
+        let prow = (nc * p.ph + (u32(y0) >> 1u)) * p.pw;
+        for (var k = 0; k < 2; k++) {
+            let wx = (x0 >> 1u) + k;
+            if (wx < 0 || wx >= i32(p.pw)) { continue; }
+            let o = prow + u32(wx);
+            let a = argmax[o];
+            if (a == 0xffffffffu) { continue; }
+            let g = gp[o];
+            // In its window: row y0 or y0 + 1, x = 2wx or 2wx + 1.
+            // (Selects, not dynamic indexing: llvmpipe keeps a dynamically indexed vector in
+            // memory.)
+            let d = vec4<i32>(i32(a - base) - x0);
+            let lanes = vec4<i32>(0, 1, 2, 3);
+            top = select(top, vec4<f32>(g), d == lanes);
+            bottom = select(bottom, vec4<f32>(g), d - vec4<i32>(i32(p.w)) == lanes);
+        }
+    }
+    let r = nc * p.hp + yp;
+    textureStore(unpool_dst, staged_at(r, t), top);
+    if (yp + 1u < p.hp) {
+        textureStore(unpool_dst, staged_at(r + 1u, t), bottom);
+    }
 }
 
 @compute @workgroup_size(WG)

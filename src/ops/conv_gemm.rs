@@ -153,17 +153,30 @@ impl Staged {
             ..StageParams::default()
         };
         let (width, height) = self.dims();
-        let call = KernelCall::grid(
-            &STAGE_SHADER,
-            if self.unpool.is_some() {
-                "stage_unpool"
-            } else {
-                "stage_padded"
-            },
-            &params,
-            [width.div_ceil(STAGE_WG), height, 1],
-        )
-        .with_overrides(&[("WG", f64::from(STAGE_WG))]);
+        let call = match self.unpool {
+            // Windows aligned with staged row pairs and texels: one invocation per pair.
+            Some(_) if self.py % 2 == 0 && self.px % 2 == 0 => {
+                let pairs = self.src[0] * self.src[1] * self.hp.div_ceil(2);
+                KernelCall::per_element_wg(
+                    &STAGE_SHADER,
+                    "stage_unpool_pairs",
+                    &params,
+                    pairs * self.texels,
+                    STAGE_WG,
+                )
+            }
+            _ => KernelCall::grid(
+                &STAGE_SHADER,
+                if self.unpool.is_some() {
+                    "stage_unpool"
+                } else {
+                    "stage_padded"
+                },
+                &params,
+                [width.div_ceil(STAGE_WG), height, 1],
+            )
+            .with_overrides(&[("WG", f64::from(STAGE_WG))]),
+        };
         debug_assert_eq!(src.len(), 1 + usize::from(self.unpool.is_some()));
         (call, src.iter().copied().chain([dst]).collect())
     }
@@ -455,11 +468,11 @@ pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<C
         .collect()
 }
 
-/// Every tile `candidates` can return for the kernel widths of the op catalogue and the
-/// workloads, for shader validation.
+/// Every tile `candidates` can return for every kernel width the implicit kernels take, for
+/// shader validation.
 pub fn all_tiles() -> Vec<ConvTile> {
     let mut res = Vec::new();
-    for kw in [1, 2, 3, 5] {
+    for kw in 1..=IMPLICIT_MAX_KW as u32 {
         res.extend(candidates(
             GemmForm::Outer,
             1 << 20,

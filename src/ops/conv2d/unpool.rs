@@ -212,8 +212,13 @@ impl<T: ConvGradient> OpDef for Unpooled<T> {
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     use super::Conv2dGeometry;
     let mut res = Vec::new();
-    // (n, c_in, h, w, c_out, k, pad)
-    for (n, c_in, h, w, c_out, k, pad) in [(2, 3, 11, 13, 6, 5, 2), (3, 4, 9, 10, 5, 3, 0)] {
+    // (n, c_in, h, w, c_out, k, pad): the input gradient stages grad_y with padding k - 1 - pad,
+    // even (window-aligned row pairs) for the first two, odd for the last.
+    for (n, c_in, h, w, c_out, k, pad) in [
+        (2, 3, 11, 13, 6, 5, 2),
+        (3, 4, 9, 10, 5, 3, 0),
+        (2, 2, 9, 10, 3, 4, 0),
+    ] {
         let geometry = Conv2dGeometry {
             stride: 1,
             pad,
