@@ -155,7 +155,7 @@ impl Staged {
         let (width, height) = self.dims();
         let call = match self.unpool {
             // Windows aligned with staged row pairs and texels: one invocation per pair.
-            Some(_) if self.py % 2 == 0 && self.px % 2 == 0 => {
+            Some(_) if self.py.is_multiple_of(2) && self.px.is_multiple_of(2) => {
                 let pairs = self.src[0] * self.src[1] * self.hp.div_ceil(2);
                 KernelCall::per_element_wg(
                     &STAGE_SHADER,
