@@ -7,7 +7,8 @@
 //   optimizer_step_count: t += 1   (runs once per step, before the updates that read t)
 // The step count lives on the GPU so a training step uploads nothing but the batch.
 //
-// Threads: one invocation per parameter element; flat index = gid.x + gid.y * nwg.x * WG.
+// Threads: one invocation per parameter element (adam_update: per 4 elements); flat index =
+// gid.x + gid.y * nwg.x * WG.
 // Bindings, per entry point: 0 = params, then inputs in OpDef order (mutated inputs are
 // read_write).
 
@@ -44,17 +45,22 @@ fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 @compute @workgroup_size(WG)
 fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.numel) { return; }
+    // Four elements per invocation: the bias corrections are worked out once for them, and
+    // each element's param is loaded once (buffer loads are what this kernel costs).
+    let i0 = (gid.x + gid.y * nwg.x * WG) * 4u;
+    if (i0 >= p.numel) { return; }
     let t = f32(adam_t[0]);
-    let g = adam_grad[i] + p.weight_decay * adam_param[i];
-    let m = p.beta1 * adam_m[i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * adam_v[i] + (1.0 - p.beta2) * g * g;
-    adam_m[i] = m;
-    adam_v[i] = v;
-    let m_hat = m / (1.0 - pow(p.beta1, t));
-    let v_hat = v / (1.0 - pow(p.beta2, t));
-    adam_param[i] -= p.lr * m_hat / (sqrt(v_hat) + p.eps);
+    let c1 = 1.0 / (1.0 - pow(p.beta1, t));
+    let c2 = 1.0 / (1.0 - pow(p.beta2, t));
+    for (var i = i0; i < min(i0 + 4u, p.numel); i++) {
+        let w = adam_param[i];
+        let g = adam_grad[i] + p.weight_decay * w;
+        let m = p.beta1 * adam_m[i] + (1.0 - p.beta1) * g;
+        let v = p.beta2 * adam_v[i] + (1.0 - p.beta2) * g * g;
+        adam_m[i] = m;
+        adam_v[i] = v;
+        adam_param[i] = w - p.lr * (m * c1) / (sqrt(v * c2) + p.eps);
+    }
 }
 
 // ---- optimizer_step_count: inputs (t [mutated])

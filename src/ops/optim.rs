@@ -144,7 +144,7 @@ impl OpDef for AdamUpdate {
             eps: self.eps,
             ..Default::default()
         };
-        KernelCall::per_element(&SHADER, "adam_update", &p, numel)
+        KernelCall::per_element(&SHADER, "adam_update", &p, numel.div_ceil(4))
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
