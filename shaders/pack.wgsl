@@ -11,6 +11,8 @@
 //
 // pack_matrix: X(r, c) = src[off + r*sr + (c / inner)*sb + (c % inner)*sc] (signed strides:
 //   transposes, batch blocks and flipped kernels are all strided views).
+// pack_matrix_masked: pack_matrix of src where mask (same layout) > 0, zero elsewhere: a ReLU's
+//   backward folded into the pack of its gradient (mask = the ReLU's output).
 // pack_wrapped: the rows of an NCHW tensor (row = (n, c, y), `texels` texels of x each),
 //   `inner` rows per texture line (a power of two): row r, texel t at ((r mod inner) * texels
 //   + t, r / inner). The source of pack_im2col_tex (shaders/im2col.wgsl): each float is read
@@ -18,7 +20,7 @@
 // pack_im2col: row (ci, ky, kx), column (n, oy, ox) of the convolution windows of
 //   src[n, ci, h, w]: src[n, ci, oy*stride + ky*dilation - pad, ox*stride + kx*dilation - pad],
 //   zero in the padding.
-// Bindings: 0 = params, 1 = src, 2 = dst.
+// Bindings: 0 = params, 1 = src, 2 = dst; pack_matrix_masked: 1 = src, 2 = mask, 3 = dst.
 
 struct Params {
     rows: u32, cols: u32, rows_pad: u32, texels: u32,
@@ -45,19 +47,49 @@ fn pack_matrix(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (t >= p.texels || r >= p.rows_pad) { return; }
     var v = vec4<f32>(0.0);
     if (r < p.rows) {
-        let row_base = p.off + i32(r) * p.sr;
-        // Column 4t splits into (block, within); the next three step within, carrying.
-        var block = div(t * 4u, p.inner);
-        var within = t * 4u - block * p.inner;
+        let idx = matrix_indices(r, t);
         for (var i = 0u; i < 4u; i++) {
             if (t * 4u + i < p.cols) {
-                v[i] = src[u32(row_base + i32(block) * p.sb + i32(within) * p.sc)];
+                v[i] = src[idx[i]];
             }
-            within += 1u;
-            if (within == p.inner) { within = 0u; block += 1u; }
         }
     }
     store(r, t, v);
+}
+
+@group(0) @binding(2) var<storage, read> mask: array<f32>;
+@group(0) @binding(3) var masked_dst: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(WG)
+fn pack_matrix_masked(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    let r = gid.y;
+    if (t >= p.texels || r >= p.rows_pad) { return; }
+    var v = vec4<f32>(0.0);
+    if (r < p.rows) {
+        let idx = matrix_indices(r, t);
+        for (var i = 0u; i < 4u; i++) {
+            if (t * 4u + i < p.cols && mask[idx[i]] > 0.0) {
+                v[i] = src[idx[i]];
+            }
+        }
+    }
+    textureStore(masked_dst, vec2<u32>(t & 4095u, r * p.lines + (t >> 12u)), v);
+}
+
+// The source indices of texel t of row r (columns 4t .. 4t + 3; past `cols` unused).
+fn matrix_indices(r: u32, t: u32) -> vec4<u32> {
+    let row_base = p.off + i32(r) * p.sr;
+    // Column 4t splits into (block, within); the next three step within, carrying.
+    var block = div(t * 4u, p.inner);
+    var within = t * 4u - block * p.inner;
+    var idx = vec4<u32>(0u);
+    for (var i = 0u; i < 4u; i++) {
+        idx[i] = u32(row_base + i32(block) * p.sb + i32(within) * p.sc);
+        within += 1u;
+        if (within == p.inner) { within = 0u; block += 1u; }
+    }
+    return idx;
 }
 
 @compute @workgroup_size(WG)

@@ -107,6 +107,17 @@ impl<'g> Net<'g> {
     /// `Linear(in, out)`: `y = x·Wᵀ + b` for `x: [n, in]`. Parameters `{name}.weight: [out, in]`
     /// and `{name}.bias: [out]`.
     pub fn linear(&mut self, name: &str, x: TensorId, out: usize) -> Result<TensorId> {
+        self.linear_with(name, x, out, false)
+    }
+
+    /// `Linear` followed by `ReLU`, fused into one kernel (bias and ReLU in the GEMM's
+    /// epilogue; the backward folds the ReLU's mask into its packs): the same model as
+    /// `linear` then `relu`.
+    pub fn linear_relu(&mut self, name: &str, x: TensorId, out: usize) -> Result<TensorId> {
+        self.linear_with(name, x, out, true)
+    }
+
+    fn linear_with(&mut self, name: &str, x: TensorId, out: usize, relu: bool) -> Result<TensorId> {
         self.g.set_scope(name);
         let shape = self.g.shape(x).clone();
         let [_, fan_in] = shape
@@ -114,8 +125,7 @@ impl<'g> Net<'g> {
             .map_err(|e| with_layer(e, name))?;
         let w = self.uniform_param(format!("{name}.weight"), vec![out, fan_in], fan_in);
         let b = self.uniform_param(format!("{name}.bias"), vec![out], fan_in);
-        let y = self.g.matmul(x, w, false, true)?;
-        self.g.bias_add(y, b)
+        self.g.linear(x, w, b, relu)
     }
 
     /// `ReLU` (scoped as `name` for errors).
@@ -176,10 +186,8 @@ impl Model {
                 let x = net.conv2d_relu("conv2", x, 16, 5, 1, 0)?;
                 let x = net.max_pool2d("pool2", x, 2, 2)?;
                 let x = net.flatten("flatten", x)?;
-                let x = net.linear("fc1", x, 120)?;
-                let x = net.relu("relu3", x)?;
-                let x = net.linear("fc2", x, 84)?;
-                let x = net.relu("relu4", x)?;
+                let x = net.linear_relu("fc1", x, 120)?;
+                let x = net.linear_relu("fc2", x, 84)?;
                 net.linear("fc3", x, 10)
             }
             Model::ConvnetS => {
@@ -191,8 +199,7 @@ impl Model {
                     }
                 }
                 let x = net.flatten("flatten", x)?;
-                let x = net.linear("fc1", x, 256)?;
-                let x = net.relu("relu5", x)?;
+                let x = net.linear_relu("fc1", x, 256)?;
                 net.linear("fc2", x, 10)
             }
         }

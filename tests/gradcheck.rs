@@ -120,6 +120,8 @@ fn every_backward_rule_matches_finite_differences() {
         "conv2d",
         "conv2d_relu",
         "conv2d_relu_pool",
+        "linear",
+        "linear_relu",
         "matmul",
         "max_pool2d",
         "relu",
@@ -215,4 +217,56 @@ fn relu_mask_folded_into_max_pool_gives_the_unfused_gradients() {
         "only {zero_windows} all-zero windows: the fold is not exercised"
     );
     assert_eq!(folded, unfolded, "gradients of x, w, b");
+}
+
+/// `linear_relu` (ReLU in the GEMM's epilogue, its mask folded into the backward packs) gives
+/// the gradients of `linear` followed by a separate `relu`, on pre-activations of both signs
+/// (where finite differences would straddle the kink).
+#[test]
+fn linear_relu_gives_the_gradients_of_linear_then_relu() {
+    let run = |fused: bool| {
+        let mut g = Graph::new();
+        let mut rng = Rng::new(11);
+        let x_val = CpuTensor::from_f32([37, 70], distinct_values(&mut rng, 37 * 70));
+        let w_val = CpuTensor::from_f32([19, 70], distinct_values(&mut rng, 19 * 70));
+        let b_val = CpuTensor::from_f32([19], distinct_values(&mut rng, 19));
+        let x = g.input("x", x_val.shape.clone());
+        let w = g.input("w", w_val.shape.clone());
+        let b = g.input("b", b_val.shape.clone());
+        let y = if fused {
+            g.linear(x, w, b, true).expect("linear_relu")
+        } else {
+            let z = g.linear(x, w, b, false).expect("linear");
+            g.relu(z).expect("relu")
+        };
+        let seed_val = CpuTensor::from_f32([37, 19], distinct_values(&mut rng, 37 * 19));
+        let seed = g.constant("seed", seed_val);
+        let grads = append_backward(&mut g, &[(y, seed)], &[x, w, b]).expect("backward");
+        let relu_backwards = g
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name() == "relu_backward")
+            .count();
+        let order = schedule(&g, &grads, &[]);
+        let mut cpu = CpuInterpreter::new(&g);
+        for (id, v) in [(x, &x_val), (w, &w_val), (b, &b_val)] {
+            cpu.set(id, v.clone());
+        }
+        cpu.run(&g, &order);
+        let y_val = cpu.get(y).f32().to_vec();
+        let grads: Vec<Vec<f32>> = grads.iter().map(|&t| cpu.get(t).f32().to_vec()).collect();
+        (grads, relu_backwards, y_val)
+    };
+    let (fused, fused_relus, y) = run(true);
+    let (unfused, unfused_relus, _) = run(false);
+    assert_eq!((fused_relus, unfused_relus), (0, 1));
+    let zeros = y.iter().filter(|&&v| v == 0.0).count();
+    assert!(
+        zeros > y.len() / 5 && zeros < y.len() * 4 / 5,
+        "{zeros} of {} outputs are zero: both sides of the ReLU must be exercised",
+        y.len()
+    );
+    for (i, (f, u)) in fused.iter().zip(&unfused).enumerate() {
+        assert_close(&format!("gradient {i}"), f, u, 1e-6, 1e-5);
+    }
 }

@@ -134,10 +134,28 @@ impl MatrixView {
 
     /// The pack call: source at binding 1, texture at binding 2.
     pub fn pack(&self, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
+        (pack_call("pack_matrix", &self.params()), vec![src, dst])
+    }
+
+    /// The pack call of `src` where `mask` (same layout) is positive, zero elsewhere: a ReLU's
+    /// backward folded into the pack of its gradient (`mask` = the ReLU's output).
+    pub fn pack_masked(
+        &self,
+        src: Operand,
+        mask: Operand,
+        dst: Operand,
+    ) -> (KernelCall, Vec<Operand>) {
+        (
+            pack_call("pack_matrix_masked", &self.params()),
+            vec![src, mask, dst],
+        )
+    }
+
+    fn params(&self) -> PackParams {
         let (_, _, lines) = texture_dims(self.rows_pad, self.cols);
         let texels = (self.cols as u32).div_ceil(4).max(1);
         let i = |v: isize| v as i32;
-        let params = PackParams {
+        PackParams {
             rows: self.rows as u32,
             cols: self.cols as u32,
             rows_pad: self.rows_pad as u32,
@@ -149,8 +167,7 @@ impl MatrixView {
             sb: i(self.sb),
             sc: i(self.sc),
             ..PackParams::default()
-        };
-        (pack_call("pack_matrix", &params), vec![src, dst])
+        }
     }
 }
 
@@ -334,6 +351,9 @@ pub struct GemmTile {
     pub subgroups: bool,
     /// Add a per-row bias in the epilogue (binding 3).
     pub bias: bool,
+    /// Outer form: also write the row sums of A (the binding after `c`), e.g. a linear layer's
+    /// bias gradient beside its weight gradient, from the row operand already loaded.
+    pub row_sums: bool,
 }
 
 impl GemmTile {
@@ -371,9 +391,10 @@ impl GemmTile {
     /// The generated shader for this tile (made once, then shared).
     pub fn shader(&self) -> &'static Shader {
         let name = format!(
-            "gemm-{}{}",
+            "gemm-{}{}{}",
             self.label(),
-            if self.bias { "-bias" } else { "" }
+            if self.bias { "-bias" } else { "" },
+            if self.row_sums { "-rowsums" } else { "" }
         );
         crate::ops::generated_shader(name, size_of::<GemmParams>(), || generate(self))
     }
@@ -451,6 +472,7 @@ pub fn candidates(
                     wg_cols,
                     subgroups: sg,
                     bias,
+                    row_sums: false,
                 });
             }
         }
@@ -464,6 +486,7 @@ pub fn candidates(
             wg_cols: 1,
             subgroups,
             bias,
+            row_sums: false,
         });
     }
     res
@@ -481,8 +504,14 @@ pub fn all_tiles() -> Vec<GemmTile> {
             for m in (0..=20).map(|e| 1usize << e) {
                 for n in (0..=20).map(|e| 1usize << e) {
                     for tile in candidates(form, m, n, true, bias) {
-                        if !res.contains(&tile) {
-                            res.push(tile);
+                        let sums = (form == GemmForm::Outer && !bias).then_some(GemmTile {
+                            row_sums: true,
+                            ..tile
+                        });
+                        for tile in [Some(tile), sums].into_iter().flatten() {
+                            if !res.contains(&tile) {
+                                res.push(tile);
+                            }
                         }
                     }
                 }
@@ -515,6 +544,14 @@ fn generate(t: &GemmTile) -> String {
     } else {
         w.push_str("@group(0) @binding(3) var<storage, read_write> c: array<f32>;\n");
     }
+    let row_sums = t.row_sums && t.form == GemmForm::Outer;
+    if row_sums {
+        let _ = writeln!(
+            w,
+            "@group(0) @binding({}) var<storage, read_write> rs: array<f32>;",
+            4 + u32::from(t.bias)
+        );
+    }
     let _ = writeln!(
         w,
         "fn at(row: u32, t: u32, lines: u32) -> vec2<u32> {{ return vec2<u32>(t & {}u, row * lines + (t >> {LINE_SHIFT}u)); }}",
@@ -537,6 +574,9 @@ fn generate(t: &GemmTile) -> String {
     for r in 0..r_rows {
         for j in 0..t.j {
             let _ = writeln!(w, "  var acc{r}_{j} = vec4<f32>();");
+        }
+        if row_sums {
+            let _ = writeln!(w, "  var rsum{r} = vec4<f32>();");
         }
     }
     let (kbegin, kend) = match t.form {
@@ -569,6 +609,11 @@ fn generate(t: &GemmTile) -> String {
             );
         }
     }
+    if row_sums {
+        for r in 0..r_rows {
+            let _ = writeln!(w, "    rsum{r} += a{r};");
+        }
+    }
     match t.form {
         GemmForm::Outer => {
             for kk in 0..4 {
@@ -596,6 +641,20 @@ fn generate(t: &GemmTile) -> String {
     }
     w.push_str("  }\n");
     // Epilogue.
+    if row_sums {
+        // Every lane holds every row's A; lane 0 of the first column block writes the sums.
+        let _ = writeln!(
+            w,
+            "  if (wg.x == 0u && lid.y % {wg_cols}u == 0u && lane == 0u) {{"
+        );
+        for r in 0..r_rows {
+            let _ = writeln!(
+                w,
+                "    if (row0 + {r}u < p.m) {{ rs[row0 + {r}u] = dot(rsum{r}, vec4<f32>(1.0)); }}"
+            );
+        }
+        w.push_str("  }\n");
+    }
     match t.form {
         GemmForm::Outer => {
             for r in 0..r_rows {

@@ -20,6 +20,7 @@ pub mod bias_add;
 pub mod conv2d;
 pub mod conv_gemm;
 pub mod gemm;
+pub mod linear;
 pub mod matmul;
 pub mod max_pool2d;
 pub mod optim;
@@ -485,6 +486,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(softmax_cross_entropy::catalog());
     // Last, so that adding them left the random inputs of the entries above unchanged.
     res.extend(conv2d::unpool::catalog());
+    res.extend(linear::catalog());
     res
 }
 
