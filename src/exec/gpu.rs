@@ -390,20 +390,36 @@ impl Executable {
                     }
                     None => {
                         let start = std::time::Instant::now();
-                        let mut best = (f64::INFINITY, &plans[0]);
+                        let mut best = f64::INFINITY;
+                        let mut times = Vec::new();
                         for p in plans {
-                            let t = time(p, best.0)?;
-                            if t < best.0 {
-                                best = (t, p);
-                            }
+                            let t = time(p, best)?;
+                            best = best.min(t);
+                            times.push((t, p));
                             // Its pipelines are held by nothing now: keep host memory to
                             // one candidate's worth (the winner is compiled again to bake).
                             self.gpu.release_unused_pipelines();
                         }
+                        // A machine's speed drifts over seconds (shared CPUs), so the finalists
+                        // race again in turns, each round timing every one of them.
+                        times.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        times.truncate(FINALISTS);
+                        let mut race = vec![f64::INFINITY; times.len()];
+                        for _ in 0..RACE_ROUNDS {
+                            for (r, (_, p)) in race.iter_mut().zip(&times) {
+                                *r = r.min(time(p, f64::INFINITY)?);
+                            }
+                        }
+                        self.gpu.release_unused_pipelines();
+                        let winner = race
+                            .iter()
+                            .zip(&times)
+                            .min_by(|a, b| a.0.total_cmp(b.0))
+                            .map_or(&plans[0], |(_, (_, p))| *p);
                         report.tuned += 1;
                         report.seconds += start.elapsed().as_secs_f64();
-                        cache.put(key, best.1.variant.clone());
-                        best.1
+                        cache.put(key, winner.variant.clone());
+                        winner
                     }
                 };
                 report
@@ -820,6 +836,10 @@ impl Executable {
         })
     }
 }
+
+/// Autotuning: the candidates that race again after the first pass, and the rounds of the race.
+const FINALISTS: usize = 3;
+const RACE_ROUNDS: usize = 3;
 
 /// 64-bit FNV-1a: a stable fingerprint (std's hashers may change between releases).
 fn fnv1a(bytes: &[u8]) -> u64 {

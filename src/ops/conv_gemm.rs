@@ -322,6 +322,11 @@ pub struct ConvTile {
     /// two output rows per column and writes the pooled value and its argmax (bindings after
     /// the bias: pooled output, argmax); the convolution's own output is never written.
     pub pool: bool,
+    /// Outer form: consecutive output rows per lane column (2 with `pool`). The kernel slides
+    /// down the staged rows: each `(c, ky)` step fetches one new staged row and reuses the
+    /// other `rows - 1` from the steps before, so B fetches drop from `rows·kh` to
+    /// `kh + rows - 1` per channel.
+    pub rows: u32,
 }
 
 impl ConvTile {
@@ -371,6 +376,11 @@ impl ConvTile {
             if self.subgroups { "-sg" } else { "" }
         ) + if self.kslice { "-ks" } else { "" }
             + if self.pool { "-pool" } else { "" }
+            + &if self.rows > 1 && !self.pool {
+                format!("-y{}", self.rows)
+            } else {
+                String::new()
+            }
     }
 
     /// The generated shader (made once, then shared).
@@ -417,15 +427,32 @@ pub fn candidates(
     bias: bool,
 ) -> Vec<ConvTile> {
     let wide = kw > 4;
-    let shapes: &[(u32, u32, u32)] = match (form, wide) {
-        // (ra, j, wg_rows)
-        (GemmForm::Outer, false) => &[(2, 2, 1), (2, 4, 1), (1, 4, 1), (2, 1, 1)],
-        (GemmForm::Outer, true) => &[(2, 1, 1), (1, 2, 1), (2, 2, 1), (1, 4, 1)],
-        (GemmForm::Dot, false) => &[(2, 1, 1), (1, 2, 1), (1, 1, 1)],
-        (GemmForm::Dot, true) => &[(1, 1, 1), (2, 1, 1)],
+    let shapes: &[(u32, u32, u32, u32)] = match (form, wide) {
+        // (ra, j, wg_rows, rows)
+        (GemmForm::Outer, false) => &[
+            (2, 2, 1, 1),
+            (2, 4, 1, 1),
+            (1, 4, 1, 1),
+            (2, 1, 1, 1),
+            (2, 1, 1, 2),
+            (1, 2, 1, 2),
+            (1, 1, 1, 4),
+        ],
+        (GemmForm::Outer, true) => &[
+            (2, 1, 1, 1),
+            (1, 2, 1, 1),
+            (2, 2, 1, 1),
+            (1, 4, 1, 1),
+            (1, 2, 1, 2),
+            (2, 1, 1, 2),
+            (1, 1, 1, 4),
+            (2, 1, 1, 4),
+        ],
+        (GemmForm::Dot, false) => &[(2, 1, 1, 1), (1, 2, 1, 1), (1, 1, 1, 1)],
+        (GemmForm::Dot, true) => &[(1, 1, 1, 1), (2, 1, 1, 1)],
     };
     let mut res = Vec::new();
-    for &(ra, j, wg_rows) in shapes {
+    for &(ra, j, wg_rows, rows) in shapes {
         if 8 * ra as usize > m.next_power_of_two().max(8) {
             continue;
         }
@@ -443,6 +470,7 @@ pub fn candidates(
                 kw,
                 kslice: false,
                 pool: false,
+                rows,
             };
             // Few groups: the subgroups along columns would mostly idle; let them split k
             // (the better guess, so first).
@@ -463,8 +491,12 @@ pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<C
     candidates(GemmForm::Outer, m, cols, kw, subgroups, true)
         .into_iter()
         // Two output rows per column: half the columns' accumulators.
-        .filter(|t| t.j <= 2)
-        .map(|t| ConvTile { pool: true, ..t })
+        .filter(|t| t.j <= 2 && t.rows == 1)
+        .map(|t| ConvTile {
+            pool: true,
+            rows: 2,
+            ..t
+        })
         .collect()
 }
 
@@ -603,11 +635,11 @@ fn generate(t: &ConvTile) -> String {
 fn generate_outer(w: &mut String, t: &ConvTile) {
     let rr = 8 * t.ra;
     let kw4 = t.kw4();
-    // Virtual columns: one output row of 4 pixels each; two per lane column when pooling
-    // (rows 2py and 2py + 1).
-    let per = if t.pool { 2 } else { 1 };
+    // Virtual columns v = jj·per + d: output row `per·oy + d` of lane column jj, 4 pixels
+    // each (pooling: rows 2py and 2py + 1).
+    let per = t.rows.max(1);
     let vcols = t.j * per;
-    // Each lane column: (n, oy, ox4) (pooling: (n, py, ox4)) and its staged row for c = 0, ky = 0.
+    // Each lane column: (n, oy, ox4) and its first staged row for c = 0, ky = 0.
     for jj in 0..t.j {
         let _ = writeln!(w, "  let ct{jj} = col0 + {}u;", 8 * jj);
         let _ = writeln!(w, "  let cc{jj} = min(ct{jj}, last_col);");
@@ -615,31 +647,53 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
         let _ = writeln!(w, "  let rem{jj} = cc{jj} - n{jj} * p.ohw4;");
         let _ = writeln!(w, "  let oy{jj} = div(rem{jj}, p.ow4);");
         let _ = writeln!(w, "  let ox4{jj} = rem{jj} - oy{jj} * p.ow4;");
-        for d in 0..per {
-            let v = jj * per + d;
-            let row = if t.pool {
-                format!("2u * oy{jj} + {d}u")
-            } else {
-                format!("oy{jj}")
-            };
-            let _ = writeln!(w, "  let base{v} = n{jj} * p.c_in * p.b_hp + {row};");
-            let _ = writeln!(w, "  let x4_{v} = ox4{jj};");
-        }
+        let _ = writeln!(
+            w,
+            "  let base{jj} = n{jj} * p.c_in * p.b_hp + {per}u * oy{jj};"
+        );
     }
     for r in 0..rr {
         for v in 0..vcols {
             let _ = writeln!(w, "  var acc{r}_{v} = vec4<f32>();");
         }
     }
-    w.push_str("  var kt = 0u;\n  for (var ci = 0u; ci < p.c_in; ci++) {\n    for (var ky = 0u; ky < p.kh; ky++) {\n");
-    let _ = writeln!(w, "      let roff = ci * p.b_hp + ky;");
+    // Staged texels t{v}_{s}: row `ky + d` of lane column jj. Each ky step loads row
+    // ky + per - 1 and shifts the others up (the first per - 1 rows load before ky = 0).
     for v in 0..vcols {
+        for s in 0..=kw4 {
+            let _ = writeln!(w, "  var t{v}_{s} = vec4<f32>();");
+        }
+    }
+    let load = |w: &mut String, jj: u32, d: u32, row: &str| {
         for s in 0..=kw4 {
             let _ = writeln!(
                 w,
-                "      let t{v}_{s} = textureLoad(b, st(base{v} + roff, x4_{v} + {s}u, p.b_texels, p.b_shift), 0);"
+                "      t{}_{s} = textureLoad(b, st(base{jj} + {row}, ox4{jj} + {s}u, p.b_texels, p.b_shift), 0);",
+                jj * per + d
             );
         }
+    };
+    w.push_str("  var kt = 0u;\n  for (var ci = 0u; ci < p.c_in; ci++) {\n");
+    for jj in 0..t.j {
+        for d in 0..per - 1 {
+            load(w, jj, d + 1, &format!("ci * p.b_hp + {d}u"));
+        }
+    }
+    w.push_str("    for (var ky = 0u; ky < p.kh; ky++) {\n");
+    for jj in 0..t.j {
+        if per > 1 {
+            for d in 0..per - 1 {
+                for s in 0..=kw4 {
+                    let _ = writeln!(
+                        w,
+                        "      t{}_{s} = t{}_{s};",
+                        jj * per + d,
+                        jj * per + d + 1
+                    );
+                }
+            }
+        }
+        load(w, jj, per - 1, &format!("ci * p.b_hp + ky + {}u", per - 1));
     }
     for q in 0..kw4 {
         emit_rows(w, t, q, &|i| {
@@ -672,12 +726,17 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
         generate_pool_epilogue(w, t);
         return;
     }
-    // Epilogue: NCHW, skipping the spare columns of the last texel of each output row.
+    // Epilogue: NCHW, skipping the spare columns of the last texel of each output row and
+    // the rows past the output of the last row group.
     for jj in 0..t.j {
-        let _ = writeln!(
-            w,
-            "  let ob{jj} = n{jj} * p.batch_stride + oy{jj} * p.ow + ox4{jj} * 4u;"
-        );
+        for d in 0..per {
+            let v = jj * per + d;
+            let _ = writeln!(w, "  let oyv{v} = {per}u * oy{jj} + {d}u;");
+            let _ = writeln!(
+                w,
+                "  let ob{v} = n{jj} * p.batch_stride + oyv{v} * p.ow + ox4{jj} * 4u;"
+            );
+        }
     }
     for r in 0..rr {
         let _ = writeln!(w, "  if (row0 + {r}u < p.m) {{");
@@ -689,14 +748,17 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
             ""
         };
         for jj in 0..t.j {
-            let _ = writeln!(w, "    if (ct{jj} < p.cols) {{");
-            for (ci, comp) in XYZW.iter().enumerate() {
-                let _ = writeln!(
-                    w,
-                    "      if (ox4{jj} * 4u + {ci}u < p.ow) {{ c[ob{jj} + rb + {ci}u] = act(acc{r}_{jj}.{comp}{bias}); }}"
-                );
+            for d in 0..per {
+                let v = jj * per + d;
+                let _ = writeln!(w, "    if (ct{jj} < p.cols && oyv{v} < p.oh) {{");
+                for (ci, comp) in XYZW.iter().enumerate() {
+                    let _ = writeln!(
+                        w,
+                        "      if (ox4{jj} * 4u + {ci}u < p.ow) {{ c[ob{v} + rb + {ci}u] = act(acc{r}_{v}.{comp}{bias}); }}"
+                    );
+                }
+                w.push_str("    }\n");
             }
-            w.push_str("    }\n");
         }
         w.push_str("  }\n");
     }
@@ -940,11 +1002,16 @@ pub(crate) fn outer_plans(
         return Vec::new();
     };
     // Output rows per lane column: 2 when pooling (2x2, stride 2, floor: pooled (oh/2, ow/2)).
-    let (rows, (ph, pw)) = match pool_of {
-        Some(_) => (oh / 2, (oh / 2, ow / 2)),
-        None => (oh, (oh, ow)),
+    let (ph, pw) = match pool_of {
+        Some(_) => (oh / 2, ow / 2),
+        None => (oh, ow),
     };
-    let cols = n * rows * ow4;
+    // Lane columns for `per` output rows each (pooling: 2, the last odd row dropped).
+    let rows_of = |per: usize| match pool_of {
+        Some(_) => oh / 2,
+        None => oh.div_ceil(per),
+    };
+    let cols = n * rows_of(1) * ow4;
     if cols == 0 || pw == 0 || cols >= 1 << 24 || m > MAX_GRID {
         return Vec::new();
     }
@@ -957,7 +1024,6 @@ pub(crate) fn outer_plans(
         ow4: u(ow4),
         ow: u(ow),
         oh: u(oh),
-        ohw4: u(rows * ow4),
         b_hp: u(staged.hp),
         b_texels: u(staged.texels),
         b_shift: staged.shift(),
@@ -996,6 +1062,12 @@ pub(crate) fn outer_plans(
         // Grids past the per-dimension limit (very large batches) are left to the other plans.
         .filter(|tile| cols.div_ceil(tile.wg_tile_cols() as usize) <= MAX_GRID)
         .map(|tile| {
+            let rows = rows_of(tile.rows as usize);
+            let params = ConvGemmParams {
+                cols: u(n * rows * ow4),
+                ohw4: u(rows * ow4),
+                ..params
+            };
             let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
             operands.extend(bias);
             operands.push(Operand::Output(0));
