@@ -3,7 +3,8 @@
 // A logical row r of `texels` texels occupies `lines` texture lines; texel t of row r is at
 // (t mod 4096, r * lines + t / 4096). One invocation writes one texel (4 floats); rows past
 // `rows` and columns past `cols` are written as zeros, so GEMM kernels need no k-edge logic.
-// The grid is (texels / WG, rows_pad): gid.x is the texel, gid.y the row.
+// The grid is (texels / WG, rows_pad): gid.x is the texel, gid.y the row; pack_matrix and
+// pack_matrix_masked run one flat index over rows_pad x texels instead (flat_row_texel).
 //
 // No integer division by a runtime value: llvmpipe has no vector integer divide and splits
 // each into 8 scalar divides, which cost more than the loads. `div` divides through f32
@@ -40,11 +41,21 @@ fn store(r: u32, t: u32, v: vec4<f32>) {
     textureStore(dst, vec2<u32>(t & 4095u, r * p.lines + (t >> 12u)), v);
 }
 
+// The (row, texel) of a flat invocation index over rows_pad x texels (pack_matrix*: every
+// lane busy whatever the row length, where a grid of whole rows idled most of a workgroup on
+// short rows).
+fn flat_row_texel(gid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let r = div(i, p.texels);
+    return vec2<u32>(r, i - r * p.texels);
+}
+
 @compute @workgroup_size(WG)
-fn pack_matrix(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let t = gid.x;
-    let r = gid.y;
-    if (t >= p.texels || r >= p.rows_pad) { return; }
+fn pack_matrix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rt = flat_row_texel(gid, nwg);
+    let r = rt.x;
+    let t = rt.y;
+    if (r >= p.rows_pad) { return; }
     var v = vec4<f32>(0.0);
     if (r < p.rows) {
         let idx = matrix_indices(r, t);
@@ -61,10 +72,11 @@ fn pack_matrix(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(3) var masked_dst: texture_storage_2d<rgba32float, write>;
 
 @compute @workgroup_size(WG)
-fn pack_matrix_masked(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let t = gid.x;
-    let r = gid.y;
-    if (t >= p.texels || r >= p.rows_pad) { return; }
+fn pack_matrix_masked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rt = flat_row_texel(gid, nwg);
+    let r = rt.x;
+    let t = rt.y;
+    if (r >= p.rows_pad) { return; }
     var v = vec4<f32>(0.0);
     if (r < p.rows) {
         let idx = matrix_indices(r, t);

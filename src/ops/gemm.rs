@@ -89,6 +89,14 @@ fn pack_call(entry: &'static str, params: &PackParams) -> KernelCall {
         .with_overrides(&[("WG", f64::from(PACK_WG))])
 }
 
+/// A matrix pack's grid: one flat index over rows and texels. The shader splits it with `div`,
+/// exact here because the quotient (the row) is below the texture height limit (2^14 to 2^15),
+/// far under the 2^22 where an f32 quotient could be off by more than the one it corrects.
+fn flat_pack_call(entry: &'static str, params: &PackParams) -> KernelCall {
+    let texels = params.texels as usize * params.rows_pad.max(1) as usize;
+    KernelCall::per_element_wg(&PACK_SHADER, entry, params, texels, PACK_WG)
+}
+
 /// Size of a packed texture for `rows × cols` floats: (width, height, lines per row).
 pub fn texture_dims(rows: usize, cols: usize) -> (u32, u32, u32) {
     let texels = (cols as u32).div_ceil(4).max(1);
@@ -134,7 +142,10 @@ impl MatrixView {
 
     /// The pack call: source at binding 1, texture at binding 2.
     pub fn pack(&self, src: Operand, dst: Operand) -> (KernelCall, Vec<Operand>) {
-        (pack_call("pack_matrix", &self.params()), vec![src, dst])
+        (
+            flat_pack_call("pack_matrix", &self.params()),
+            vec![src, dst],
+        )
     }
 
     /// The pack call of `src` where `mask` (same layout) is positive, zero elsewhere: a ReLU's
@@ -146,7 +157,7 @@ impl MatrixView {
         dst: Operand,
     ) -> (KernelCall, Vec<Operand>) {
         (
-            pack_call("pack_matrix_masked", &self.params()),
+            flat_pack_call("pack_matrix_masked", &self.params()),
             vec![src, mask, dst],
         )
     }
@@ -449,11 +460,17 @@ pub fn candidates(
         if sub_rows > m.next_power_of_two().max(8) || (j > 1 && sub_cols > n.next_power_of_two()) {
             continue;
         }
-        let wg_cols = n.div_ceil(sub_cols).next_power_of_two().min(8) as u32;
-        let wg_rows = m
-            .div_ceil(sub_rows)
-            .next_power_of_two()
-            .min((8 / wg_cols) as usize) as u32;
+        // Subgroup tiles along rows and columns (powers of two), and subgroups per workgroup:
+        // up to 8, but few enough for at least 4 workgroups where the product has the tiles,
+        // since each workgroup runs on one CPU thread under lavapipe (one workgroup for
+        // LeNet-5's fc1 left the second core idle).
+        let (tr, tc) = (
+            m.div_ceil(sub_rows).next_power_of_two(),
+            n.div_ceil(sub_cols).next_power_of_two(),
+        );
+        let per_wg = (tr * tc / 4).clamp(1, 8);
+        let wg_cols = tc.min(per_wg) as u32;
+        let wg_rows = tr.min(per_wg / wg_cols as usize).max(1) as u32;
         let mut layouts = vec![(wg_rows, wg_cols)];
         // The tall layout large products used before fitting, for the autotuner to compare.
         if wg_rows == 1 && wg_cols == 8 && ra == 1 && j == 2 {
@@ -758,6 +775,19 @@ mod tests {
                         assert!(all.contains(&tile), "{m}x{n}: {} missing", tile.label());
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn small_products_still_spread_over_workgroups() {
+        // LeNet-5's fc1 forward (yᵀ = w·xᵀ: 120 x 64) and its input gradient (64 x 400): each
+        // workgroup runs on one thread under lavapipe, so no candidate may leave one workgroup.
+        for (m, n) in [(120, 64), (64, 400), (84, 64)] {
+            for tile in candidates(GemmForm::Outer, m, n, true, false) {
+                let groups = m.div_ceil(tile.wg_tile_rows() as usize)
+                    * n.div_ceil(tile.wg_tile_cols() as usize);
+                assert!(groups >= 2, "{m}x{n}: {} gives {groups}", tile.label());
             }
         }
     }
