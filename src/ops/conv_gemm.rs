@@ -327,6 +327,9 @@ pub struct ConvTile {
     /// other `rows - 1` from the steps before, so B fetches drop from `rows·kh` to
     /// `kh + rows - 1` per channel.
     pub rows: u32,
+    /// Rows computed per subgroup tile, `8·ra` or fewer when the whole product has fewer
+    /// (4 or 6: LeNet-5's six channels), so no FMA or broadcast serves a row past it.
+    pub live: u32,
 }
 
 impl ConvTile {
@@ -378,6 +381,11 @@ impl ConvTile {
             + if self.pool { "-pool" } else { "" }
             + &if self.rows > 1 && !self.pool {
                 format!("-y{}", self.rows)
+            } else {
+                String::new()
+            }
+            + &if self.live < 8 * self.ra {
+                format!("-m{}", self.live)
             } else {
                 String::new()
             }
@@ -471,6 +479,7 @@ pub fn candidates(
                 kslice: false,
                 pool: false,
                 rows,
+                live: live_rows(ra, m),
             };
             // Few groups: the subgroups along columns would mostly idle; let them split k
             // (the better guess, so first).
@@ -484,6 +493,16 @@ pub fn candidates(
         }
     }
     res
+}
+
+/// Rows a subgroup tile of `8·ra` rows computes for a product of `m` rows: all of them, or 4 or
+/// 6 when one tile of 8 holds the whole product.
+fn live_rows(ra: u32, m: usize) -> u32 {
+    match (ra, m) {
+        (1, 0..=4) => 4,
+        (1, 5..=6) => 6,
+        _ => 8 * ra,
+    }
 }
 
 /// The candidates of [`candidates`] (outer form, with bias) that pool in their epilogue.
@@ -504,6 +523,16 @@ pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<C
 /// shader validation.
 pub fn all_tiles() -> Vec<ConvTile> {
     let mut res = Vec::new();
+    for m in [4, 6] {
+        for kw in 1..=IMPLICIT_MAX_KW as u32 {
+            for form in [GemmForm::Outer, GemmForm::Dot] {
+                for bias in [false, true] {
+                    res.extend(candidates(form, m, 1, kw, true, bias));
+                }
+            }
+            res.extend(pool_candidates(m, 1 << 20, kw, true));
+        }
+    }
     for kw in 1..=IMPLICIT_MAX_KW as u32 {
         res.extend(candidates(
             GemmForm::Outer,
@@ -535,7 +564,7 @@ const XYZW: [&str; 4] = ["x", "y", "z", "w"];
 /// `addr(i)` gives the texel address for lane-loaded block `i` (subgroups: rows
 /// `row0 + 8i + lane`) or row `row0 + i` (every lane).
 fn emit_rows(w: &mut String, t: &ConvTile, q: u32, addr: &dyn Fn(u32) -> String) {
-    let rr = 8 * t.ra;
+    let rr = t.live;
     if t.subgroups {
         for qq in 0..t.ra {
             let _ = writeln!(w, "      let al{qq}_{q} = textureLoad(a, {}, 0);", addr(qq));
@@ -633,7 +662,7 @@ fn generate(t: &ConvTile) -> String {
 }
 
 fn generate_outer(w: &mut String, t: &ConvTile) {
-    let rr = 8 * t.ra;
+    let rr = t.live;
     let kw4 = t.kw4();
     // Virtual columns v = jj·per + d: output row `per·oy + d` of lane column jj, 4 pixels
     // each (pooling: rows 2py and 2py + 1).
@@ -769,7 +798,7 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
 /// (first maximum in row-major window order; none when the maximum is not positive, as
 /// `max_pool2d` over a ReLU's output).
 fn generate_pool_epilogue(w: &mut String, t: &ConvTile) {
-    let rr = 8 * t.ra;
+    let rr = t.live;
     for jj in 0..t.j {
         let _ = writeln!(
             w,
@@ -825,7 +854,7 @@ fn generate_pool_epilogue(w: &mut String, t: &ConvTile) {
 }
 
 fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
-    let rr = 8 * t.ra;
+    let rr = t.live;
     let wg_cols = 8 / t.wg_rows;
     // Each lane column is a (c, ky) group: its staged row offset.
     for jj in 0..t.j {
@@ -1207,4 +1236,40 @@ pub(crate) fn dot_plans(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_tiles_holds_every_candidate() {
+        let all = all_tiles();
+        for m in 1..40 {
+            for cols in [1, 5, 30, 10_000] {
+                for kw in 1..=IMPLICIT_MAX_KW as u32 {
+                    let mut tiles = pool_candidates(m, cols, kw, true);
+                    for form in [GemmForm::Outer, GemmForm::Dot] {
+                        for bias in [false, true] {
+                            tiles.extend(candidates(form, m, cols, kw, true, bias));
+                        }
+                    }
+                    for t in tiles {
+                        assert!(all.contains(&t), "m {m}, cols {cols}: {t:?} missing");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn few_rows_compute_only_the_rows_there_are() {
+        // LeNet-5's six channels: every single-tile candidate computes 6 rows, not 8.
+        for tile in candidates(GemmForm::Outer, 6, 100, 5, true, false) {
+            assert_eq!(tile.live, 6, "{}", tile.label());
+        }
+        for tile in candidates(GemmForm::Outer, 16, 100, 5, true, false) {
+            assert_eq!(tile.live, 8 * tile.ra, "{}", tile.label());
+        }
+    }
 }
