@@ -465,7 +465,9 @@ pub fn candidates(
             continue;
         }
         for sg in [true, false] {
-            if sg && !subgroups {
+            // Sliding rows only with broadcasts where the adapter has them: every tile without
+            // them ran slower on lavapipe, and each candidate costs compile and tuning time.
+            if (sg && !subgroups) || (!sg && subgroups && rows > 1) {
                 continue;
             }
             let tile = ConvTile {
@@ -523,37 +525,20 @@ pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<C
 /// shader validation.
 pub fn all_tiles() -> Vec<ConvTile> {
     let mut res = Vec::new();
-    for m in [4, 6] {
-        for kw in 1..=IMPLICIT_MAX_KW as u32 {
-            for form in [GemmForm::Outer, GemmForm::Dot] {
-                for bias in [false, true] {
-                    res.extend(candidates(form, m, 1, kw, true, bias));
+    for subgroups in [true, false] {
+        for (m, cols) in [(4, 1), (6, 1), (1 << 20, 1), (1 << 20, 1 << 20)] {
+            for kw in 1..=IMPLICIT_MAX_KW as u32 {
+                for form in [GemmForm::Outer, GemmForm::Dot] {
+                    for bias in [false, true] {
+                        res.extend(candidates(form, m, cols, kw, subgroups, bias));
+                    }
                 }
+                res.extend(pool_candidates(m, cols, kw, subgroups));
             }
-            res.extend(pool_candidates(m, 1 << 20, kw, true));
         }
     }
-    for kw in 1..=IMPLICIT_MAX_KW as u32 {
-        res.extend(candidates(
-            GemmForm::Outer,
-            1 << 20,
-            1 << 20,
-            kw,
-            true,
-            true,
-        ));
-        res.extend(candidates(
-            GemmForm::Outer,
-            1 << 20,
-            1 << 20,
-            kw,
-            true,
-            false,
-        ));
-        res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, false));
-        res.extend(candidates(GemmForm::Dot, 1 << 20, 1, kw, true, true));
-        res.extend(pool_candidates(1 << 20, 1 << 20, kw, true));
-    }
+    let mut seen = std::collections::HashSet::new();
+    res.retain(|t| seen.insert(*t));
     res
 }
 
@@ -1248,10 +1233,13 @@ mod tests {
         for m in 1..40 {
             for cols in [1, 5, 30, 10_000] {
                 for kw in 1..=IMPLICIT_MAX_KW as u32 {
-                    let mut tiles = pool_candidates(m, cols, kw, true);
-                    for form in [GemmForm::Outer, GemmForm::Dot] {
-                        for bias in [false, true] {
-                            tiles.extend(candidates(form, m, cols, kw, true, bias));
+                    let mut tiles = Vec::new();
+                    for sg in [true, false] {
+                        tiles.extend(pool_candidates(m, cols, kw, sg));
+                        for form in [GemmForm::Outer, GemmForm::Dot] {
+                            for bias in [false, true] {
+                                tiles.extend(candidates(form, m, cols, kw, sg, bias));
+                            }
                         }
                     }
                     for t in tiles {
