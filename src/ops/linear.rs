@@ -298,29 +298,12 @@ impl OpDef for LinearBackwardInput {
         let [_, fan_in] = inputs[2]
             .dims2(self.name(), "weight")
             .expect("infer checked");
-        let k_pad = out.div_ceil(4) * 4;
-        let a = MatrixView::strided(n, out, out, 1);
-        let b = MatrixView {
-            rows_pad: k_pad,
-            ..MatrixView::strided(out, fan_in, fan_in, 1)
-        };
-        let pack_a = if self.relu {
-            a.pack_masked(Operand::Input(0), Operand::Input(1), Operand::Scratch(0))
-        } else {
-            a.pack(Operand::Input(0), Operand::Scratch(0))
-        };
-        let packs = [pack_a, b.pack(Operand::Input(2), Operand::Scratch(1))];
-        let params = GemmParams {
-            inner: fan_in as u32,
-            row_stride: fan_in as u32,
-            ..GemmParams::default()
-        };
-        let mut res = gemm_plans(
+        let mut res = grad_gemm_plans(
             caps,
-            [n, out, fan_in],
-            &packs,
-            params,
-            (false, false),
+            self.relu,
+            MatrixView::strided(n, out, out, 1),
+            MatrixView::strided(out, fan_in, fan_in, 1),
+            false,
             &[Operand::Output(0)],
         );
         // Fallback: relu_backward into scratch, then matmul.
@@ -341,6 +324,36 @@ impl OpDef for LinearBackwardInput {
         }
         .reference(&[&gz, inputs[2]], outputs);
     }
+}
+
+/// The texture GEMM plans of a backward product `A·B` into a row-major result: `a` views
+/// `grad_y` (input 0; masked by `y`, input 1, while packed when `relu`), `b` views input 2;
+/// with `row_sums`, A's row sums go to the second output.
+fn grad_gemm_plans(
+    caps: &DeviceCaps,
+    relu: bool,
+    a: MatrixView,
+    b: MatrixView,
+    row_sums: bool,
+    outputs: &[Operand],
+) -> Vec<KernelPlan> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let b = MatrixView {
+        rows_pad: k.div_ceil(4) * 4,
+        ..b
+    };
+    let pack_a = if relu {
+        a.pack_masked(Operand::Input(0), Operand::Input(1), Operand::Scratch(0))
+    } else {
+        a.pack(Operand::Input(0), Operand::Scratch(0))
+    };
+    let packs = [pack_a, b.pack(Operand::Input(2), Operand::Scratch(1))];
+    let params = GemmParams {
+        inner: n as u32,
+        row_stride: n as u32,
+        ..GemmParams::default()
+    };
+    gemm_plans(caps, [m, k, n], &packs, params, (false, row_sums), outputs)
 }
 
 /// The fallback's ReLU backward (`grad_y` at input 0, `y` at input 1) into scratch 0: the
@@ -400,29 +413,12 @@ impl OpDef for LinearBackwardWeight {
         let [_, fan_in] = inputs[2]
             .dims2(self.name(), "input")
             .expect("infer checked");
-        let k_pad = n.div_ceil(4) * 4;
-        let a = MatrixView::strided(out, n, 1, out);
-        let b = MatrixView {
-            rows_pad: k_pad,
-            ..MatrixView::strided(n, fan_in, fan_in, 1)
-        };
-        let pack_a = if self.relu {
-            a.pack_masked(Operand::Input(0), Operand::Input(1), Operand::Scratch(0))
-        } else {
-            a.pack(Operand::Input(0), Operand::Scratch(0))
-        };
-        let packs = [pack_a, b.pack(Operand::Input(2), Operand::Scratch(1))];
-        let params = GemmParams {
-            inner: fan_in as u32,
-            row_stride: fan_in as u32,
-            ..GemmParams::default()
-        };
-        let mut res = gemm_plans(
+        let mut res = grad_gemm_plans(
             caps,
-            [out, n, fan_in],
-            &packs,
-            params,
-            (false, true),
+            self.relu,
+            MatrixView::strided(out, n, 1, out),
+            MatrixView::strided(n, fan_in, fan_in, 1),
+            true,
             &[Operand::Output(0), Operand::Output(1)],
         );
         // Fallback: relu_backward into scratch, matmul, bias_add's reduction.
