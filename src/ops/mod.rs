@@ -487,6 +487,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     // Last, so that adding them left the random inputs of the entries above unchanged.
     res.extend(conv2d::unpool::catalog());
     res.extend(linear::catalog());
+    res.extend(optim::vec4_catalog());
     res
 }
 

@@ -4,7 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{expect_arity, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ops::{
+    expect_arity, CatalogEntry, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef, Shader,
+};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
@@ -147,6 +149,22 @@ impl OpDef for AdamUpdate {
         KernelCall::per_element(&SHADER, "adam_update", &p, numel.div_ceil(4))
     }
 
+    // Where the length allows, the same update over vec4 views of the tensors.
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
+        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 5, 0);
+        let numel = inputs[0].numel();
+        if !numel.is_multiple_of(4) {
+            return vec![direct];
+        }
+        let mut call = self.kernel(inputs, outputs);
+        call.entry = "adam_update_vec4";
+        let vec4 = KernelPlan {
+            variant: "vec4".into(),
+            ..KernelPlan::direct(call, 5, 0)
+        };
+        vec![vec4, direct]
+    }
+
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (grad, t) = (inputs[1].f32(), inputs[4].u32()[0] as i32);
         let [param, m, v] = outputs else {
@@ -212,22 +230,6 @@ impl OpDef for OptimizerStepCount {
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let p = Shape::f32([5, 7, 3]);
-    let mut adam = CatalogEntry::new(
-        AdamUpdate {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        },
-        vec![p.clone(), p.clone(), p.clone(), p.clone(), Shape::u32([1])],
-    );
-    adam.u32_bound = 5;
-    // Adam's v is a running mean of squares: never negative.
-    adam.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
-        inputs[3].f32_mut().iter_mut().for_each(|v| *v = v.abs());
-        inputs[4].u32_mut()[0] += 1;
-    }));
     let mut count = CatalogEntry::new(OptimizerStepCount, vec![Shape::u32([1])]);
     count.u32_bound = 100;
     vec![
@@ -247,7 +249,33 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
             },
             vec![Shape::f32([1031]), Shape::f32([1031]), Shape::f32([1031])],
         ),
-        adam,
+        adam_entry(p),
         count,
     ]
+}
+
+/// Adam on a length that is a multiple of 4 (the vec4 plan).
+pub(crate) fn vec4_catalog() -> Vec<CatalogEntry> {
+    vec![adam_entry(Shape::f32([6, 10]))]
+}
+
+/// An Adam update of a parameter of shape `p`.
+fn adam_entry(p: Shape) -> CatalogEntry {
+    let mut adam = CatalogEntry::new(
+        AdamUpdate {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        vec![p.clone(), p.clone(), p.clone(), p, Shape::u32([1])],
+    );
+    adam.u32_bound = 5;
+    // Adam's v is a running mean of squares: never negative.
+    adam.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
+        inputs[3].f32_mut().iter_mut().for_each(|v| *v = v.abs());
+        inputs[4].u32_mut()[0] += 1;
+    }));
+    adam
 }
