@@ -42,14 +42,22 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
 
+// The staged texel an invocation of stage_padded or stage_unpool writes (it sits at gid.xy):
+// (texel t, staged row r, its (n, c) plane, 1 when the invocation has one).
+fn staged_texel(gid: vec3<u32>) -> vec4<u32> {
+    let in_line = div(gid.x, p.texels);
+    let r = (gid.y << p.shift) + in_line;
+    let valid = in_line < (1u << p.shift) && r < p.rows;
+    return vec4<u32>(gid.x - in_line * p.texels, r, div(r, p.hp), select(0u, 1u, valid));
+}
+
 @compute @workgroup_size(WG)
 fn stage_padded(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let in_line = div(gid.x, p.texels);
-    let t = gid.x - in_line * p.texels;
-    let r = (gid.y << p.shift) + in_line;
-    if (in_line >= (1u << p.shift) || r >= p.rows) { return; }
-    let nc = div(r, p.hp);
-    let y = i32(r - nc * p.hp) - p.py;
+    let st = staged_texel(gid);
+    if (st.w == 0u) { return; }
+    let t = st.x;
+    let nc = st.z;
+    let y = i32(st.y - nc * p.hp) - p.py;
     var v = vec4<f32>(0.0);
     if (y >= 0 && y < i32(p.h)) {
         let base = (nc * p.h + u32(y)) * p.w;
@@ -69,12 +77,11 @@ fn stage_padded(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(WG)
 fn stage_unpool(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let in_line = div(gid.x, p.texels);
-    let t = gid.x - in_line * p.texels;
-    let r = (gid.y << p.shift) + in_line;
-    if (in_line >= (1u << p.shift) || r >= p.rows) { return; }
-    let nc = div(r, p.hp);
-    let y = i32(r - nc * p.hp) - p.py;
+    let st = staged_texel(gid);
+    if (st.w == 0u) { return; }
+    let t = st.x;
+    let nc = st.z;
+    let y = i32(st.y - nc * p.hp) - p.py;
     var v = vec4<f32>(0.0);
     if (y >= 0 && y < i32(p.h) && u32(y) >> 1u < p.ph) {
         let row = (nc * p.h + u32(y)) * p.w;

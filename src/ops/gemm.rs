@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{KernelCall, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::ops::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
 
 /// Texels per texture line (a power of two every adapter supports: WebGPU's default limit
 /// is 8192).
@@ -507,6 +507,59 @@ pub fn candidates(
         });
     }
     res
+}
+
+/// The outer-form plans of `C[m, n] = A·B`, one per candidate tile, with A and B packed by
+/// `packs` into scratch textures 0 and 1; `params` sets the output layout (and ReLU), the
+/// tile options add a row bias or A's row sums; `operands` follow the two textures.
+pub fn packed_outer_plans(
+    caps: &DeviceCaps,
+    [m, k, n]: [usize; 3],
+    packs: &[(KernelCall, Vec<Operand>)],
+    params: GemmParams,
+    (bias, row_sums): (bool, bool),
+    operands: &[Operand],
+) -> Vec<KernelPlan> {
+    let k_pad = k.div_ceil(4) * 4;
+    if !caps.fits(m, k) || !caps.fits(k_pad, n) {
+        return Vec::new();
+    }
+    let (aw, ah, a_lines) = texture_dims(m, k);
+    let (bw, bh, b_lines) = texture_dims(k_pad, n);
+    let params = GemmParams {
+        m: m as u32,
+        n: n as u32,
+        k4: (k_pad / 4) as u32,
+        a_lines,
+        b_lines,
+        ..params
+    };
+    candidates(GemmForm::Outer, m, n, caps.subgroups8, bias)
+        .into_iter()
+        .map(|tile| {
+            let tile = GemmTile { row_sums, ..tile };
+            let mut calls = packs.to_vec();
+            let ops = [Operand::Scratch(0), Operand::Scratch(1)]
+                .into_iter()
+                .chain(operands.iter().copied())
+                .collect();
+            calls.push(tile.call(params, 1, ops));
+            KernelPlan {
+                variant: format!("tex-{}", tile.label()),
+                scratch: vec![
+                    ScratchSpec::Texture {
+                        width: aw,
+                        height: ah,
+                    },
+                    ScratchSpec::Texture {
+                        width: bw,
+                        height: bh,
+                    },
+                ],
+                calls,
+            }
+        })
+        .collect()
 }
 
 /// Every tile `candidates` can return, for shader validation.

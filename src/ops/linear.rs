@@ -12,7 +12,7 @@
 use crate::graph::{Graph, TensorId};
 use crate::ops::activation::{Activation, ActivationBackward};
 use crate::ops::bias_add::{BiasAdd, BiasAddBackward};
-use crate::ops::gemm::{self, GemmForm, GemmParams, MatrixView};
+use crate::ops::gemm::{self, GemmParams, MatrixView};
 use crate::ops::matmul::Matmul;
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
@@ -76,58 +76,6 @@ fn check_grad(op: &'static str, grad_y: &Shape, y: &Shape, n: usize, out: usize)
         }
     }
     Ok(())
-}
-
-/// Texture GEMM plans for `C[m, n] = A·B` with A and B packed by `packs` into scratch 0 and 1;
-/// `epilogue` sets the output layout and options, `operands` follow the two textures.
-fn gemm_plans(
-    caps: &DeviceCaps,
-    [m, k, n]: [usize; 3],
-    packs: &[(KernelCall, Vec<Operand>)],
-    params: GemmParams,
-    (bias, row_sums): (bool, bool),
-    operands: &[Operand],
-) -> Vec<KernelPlan> {
-    let k_pad = k.div_ceil(4) * 4;
-    if !caps.fits(m, k) || !caps.fits(k_pad, n) {
-        return Vec::new();
-    }
-    let (aw, ah, a_lines) = gemm::texture_dims(m, k);
-    let (bw, bh, b_lines) = gemm::texture_dims(k_pad, n);
-    let params = GemmParams {
-        m: m as u32,
-        n: n as u32,
-        k4: (k_pad / 4) as u32,
-        a_lines,
-        b_lines,
-        ..params
-    };
-    gemm::candidates(GemmForm::Outer, m, n, caps.subgroups8, bias)
-        .into_iter()
-        .map(|tile| {
-            let tile = gemm::GemmTile { row_sums, ..tile };
-            let mut calls = packs.to_vec();
-            let ops = [Operand::Scratch(0), Operand::Scratch(1)]
-                .into_iter()
-                .chain(operands.iter().copied())
-                .collect();
-            calls.push(tile.call(params, 1, ops));
-            KernelPlan {
-                variant: format!("tex-{}", tile.label()),
-                scratch: vec![
-                    ScratchSpec::Texture {
-                        width: aw,
-                        height: ah,
-                    },
-                    ScratchSpec::Texture {
-                        width: bw,
-                        height: bh,
-                    },
-                ],
-                calls,
-            }
-        })
-        .collect()
 }
 
 /// A plan of the fallback calls, with scratch buffers of `scratch_bytes`.
@@ -219,7 +167,7 @@ impl OpDef for Linear {
             a.pack(Operand::Input(1), Operand::Scratch(0)),
             b.pack(Operand::Input(0), Operand::Scratch(1)),
         ];
-        let mut res = gemm_plans(
+        let mut res = gemm::packed_outer_plans(
             caps,
             [out, fan_in, n],
             &packs,
@@ -353,7 +301,7 @@ fn grad_gemm_plans(
         row_stride: n as u32,
         ..GemmParams::default()
     };
-    gemm_plans(caps, [m, k, n], &packs, params, (false, row_sums), outputs)
+    gemm::packed_outer_plans(caps, [m, k, n], &packs, params, (false, row_sums), outputs)
 }
 
 /// The fallback's ReLU backward (`grad_y` at input 0, `y` at input 1) into scratch 0: the

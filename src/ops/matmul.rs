@@ -6,10 +6,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::graph::{Graph, TensorId};
-use crate::ops::gemm::{self, GemmForm, GemmParams, MatrixView};
+use crate::ops::gemm::{self, GemmParams, MatrixView};
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
-    KernelPlan, OpDef, Operand, ScratchSpec, Shader,
+    KernelPlan, OpDef, Operand, Shader,
 };
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
@@ -155,53 +155,30 @@ impl OpDef for Matmul {
         let (m, k, n) = self
             .mkn(inputs[0], inputs[1])
             .expect("infer checked the shapes");
-        let mut res = Vec::new();
-        let k_pad = k.div_ceil(4) * 4;
-        if caps.fits(m, k) && caps.fits(k_pad, n) {
-            let [a_sm, a_sk, b_sk, b_sn] = self.strides(m, k, n);
-            let a_view = MatrixView::strided(m, k, a_sm, a_sk);
-            let b_view = MatrixView {
-                rows_pad: k_pad,
-                ..MatrixView::strided(k, n, b_sk, b_sn)
-            };
-            let (aw, ah, a_lines) = gemm::texture_dims(m, k);
-            let (bw, bh, b_lines) = gemm::texture_dims(k_pad, n);
-            let params = GemmParams {
-                m: m as u32,
-                n: n as u32,
-                k4: (k_pad / 4) as u32,
-                a_lines,
-                b_lines,
-                inner: n as u32,
-                batch_stride: 0,
-                row_stride: n as u32,
-                ..GemmParams::default()
-            };
-            for tile in gemm::candidates(GemmForm::Outer, m, n, caps.subgroups8, false) {
-                res.push(KernelPlan {
-                    variant: format!("tex-{}", tile.label()),
-                    scratch: vec![
-                        ScratchSpec::Texture {
-                            width: aw,
-                            height: ah,
-                        },
-                        ScratchSpec::Texture {
-                            width: bw,
-                            height: bh,
-                        },
-                    ],
-                    calls: vec![
-                        a_view.pack(Operand::Input(0), Operand::Scratch(0)),
-                        b_view.pack(Operand::Input(1), Operand::Scratch(1)),
-                        tile.call(
-                            params,
-                            1,
-                            vec![Operand::Scratch(0), Operand::Scratch(1), Operand::Output(0)],
-                        ),
-                    ],
-                });
-            }
-        }
+        let [a_sm, a_sk, b_sk, b_sn] = self.strides(m, k, n);
+        let a_view = MatrixView::strided(m, k, a_sm, a_sk);
+        let b_view = MatrixView {
+            rows_pad: k.div_ceil(4) * 4,
+            ..MatrixView::strided(k, n, b_sk, b_sn)
+        };
+        let packs = [
+            a_view.pack(Operand::Input(0), Operand::Scratch(0)),
+            b_view.pack(Operand::Input(1), Operand::Scratch(1)),
+        ];
+        let params = GemmParams {
+            inner: n as u32,
+            row_stride: n as u32,
+            ..GemmParams::default()
+        };
+        // No plans where the packed textures would not fit the adapter.
+        let mut res = gemm::packed_outer_plans(
+            caps,
+            [m, k, n],
+            &packs,
+            params,
+            (false, false),
+            &[Operand::Output(0)],
+        );
         res.push(KernelPlan::direct(self.kernel(inputs, outputs), 2, 1));
         res
     }
