@@ -52,6 +52,8 @@ impl AdapterChoice {
 #[derive(Clone)]
 pub struct GpuContext {
     inner: Arc<Inner>,
+    /// Offer plans as on an adapter without subgroups ([`GpuContext::without_subgroups`]).
+    no_subgroups: bool,
 }
 
 struct Inner {
@@ -163,6 +165,7 @@ impl GpuContext {
             .await
             .map_err(|e| Error::Device(format!("{}: {e}", describe_info(&info))))?;
         Ok(GpuContext {
+            no_subgroups: false,
             inner: Arc::new(Inner {
                 device,
                 queue,
@@ -175,15 +178,25 @@ impl GpuContext {
         })
     }
 
+    /// The same device, on which ops offer the plans they offer where an adapter has no
+    /// subgroups (those run anywhere): tests check those variants on this device too.
+    pub fn without_subgroups(&self) -> Self {
+        GpuContext {
+            inner: self.inner.clone(),
+            no_subgroups: true,
+        }
+    }
+
     /// What ops may assume when they offer plans.
     pub fn caps(&self) -> DeviceCaps {
         let info = &self.inner.info;
         DeviceCaps {
-            subgroups8: self
-                .inner
-                .device
-                .features()
-                .contains(wgpu::Features::SUBGROUP)
+            subgroups8: !self.no_subgroups
+                && self
+                    .inner
+                    .device
+                    .features()
+                    .contains(wgpu::Features::SUBGROUP)
                 && info.subgroup_min_size == 8
                 && info.subgroup_max_size == 8,
             max_texture_dim: self.inner.limits.max_texture_dimension_2d,

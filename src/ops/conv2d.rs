@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 pub mod unpool;
+pub mod windows;
 
 use bytemuck::{Pod, Zeroable};
 

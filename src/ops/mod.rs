@@ -101,6 +101,11 @@ pub fn shaders() -> Vec<&'static Shader> {
             .iter()
             .map(conv_gemm::ConvTile::shader),
     );
+    res.extend(
+        conv2d::windows::all_tiles()
+            .iter()
+            .map(conv2d::windows::WindowsTile::shader),
+    );
     res
 }
 

@@ -2,13 +2,15 @@
 //! gradient of the convolution's output is never written. Its values are the pooled gradient
 //! at each window's argmax and zero elsewhere, so the implicit-GEMM plans form them while
 //! staging (`stage_unpool` in `shaders/conv_stage.wgsl`), from one load of the pooled gradient
-//! and one of the argmax per window. Other plans run the pool's backward into scratch first.
+//! and one of the argmax per window, and the weight gradient's window plans
+//! ([`super::windows`]) sum over the windows alone. Other plans run the pool's backward into
+//! scratch first.
 //!
 //! Inputs `(grad_p, argmax, other)`: the pool's output gradient `[n, c_out, ph, pw]`, its
 //! argmax (flat index into the convolution's output, `u32::MAX` for none: the ReLU's mask),
 //! and the weight (input gradient) or the convolution's input (weight gradient).
 
-use super::{conv_gemm, dims, Conv2dBackwardInput, Conv2dBackwardWeight, FUSED_POOL};
+use super::{conv_gemm, dims, windows, Conv2dBackwardInput, Conv2dBackwardWeight, FUSED_POOL};
 use crate::ops::max_pool2d::MaxPool2dBackward;
 use crate::ops::{
     expect_arity, expect_dtype, CatalogEntry, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
@@ -87,7 +89,8 @@ impl ConvGradient for Conv2dBackwardWeight {
         _outputs: &[&Shape],
     ) -> Vec<KernelPlan> {
         let pooled = [gy[2] / 2, gy[3] / 2];
-        conv_gemm::dot_plans(
+        let mut res = windows::plans(caps, self.geometry, gy, x, [self.kh, self.kw], self.bias);
+        res.extend(conv_gemm::dot_plans(
             caps,
             self.geometry,
             gy,
@@ -95,7 +98,8 @@ impl ConvGradient for Conv2dBackwardWeight {
             [self.kh, self.kw],
             self.bias,
             Some(pooled),
-        )
+        ));
+        res
     }
 }
 
