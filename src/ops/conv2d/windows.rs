@@ -85,7 +85,7 @@ pub struct WindowsTile {
 }
 
 /// Subgroup tasks the plan aims for: enough workgroups of 8 to keep every core busy.
-const TARGET_TASKS: usize = 256;
+const TARGET_TASKS: usize = 64;
 
 /// Square kernels up to this size have generated kernels.
 const MAX_K: u32 = 7;
