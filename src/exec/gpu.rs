@@ -435,7 +435,8 @@ impl Executable {
 
     /// Seconds one run of `kplan` takes for `node` (best of 3 after a warm-up; just the
     /// warm-up when that is already over twice `to_beat`), on scratch made for the
-    /// measurement; `buffer` gives each tensor's buffer.
+    /// measurement and stand-ins for the inputs it updates in place; `buffer` gives each
+    /// tensor's buffer.
     fn time_plan<'b>(
         &'b self,
         node: &crate::graph::Node,
@@ -448,6 +449,19 @@ impl Executable {
             .scratch
             .iter()
             .map(|&s| Scratch::new(gpu, s))
+            .collect();
+        // Inputs the op updates in place (parameters, optimizer state, metric sums) get zeroed
+        // stand-ins: timing must not touch the state training starts from.
+        let mutated = node.op.mutates();
+        let stand_ins: HashMap<usize, wgpu::Buffer> = mutated
+            .iter()
+            .map(|&k| {
+                let shape = &self.shapes[node.inputs[k].0 as usize];
+                (
+                    k,
+                    gpu.create_buffer("tuning stand-in", shape.bytes(), STORAGE),
+                )
+            })
             .collect();
         let mut baked = Vec::new();
         for (call, operands) in &kplan.calls {
@@ -468,9 +482,10 @@ impl Executable {
             }];
             for (i, operand) in operands.iter().enumerate() {
                 let resource = match *operand {
-                    Operand::Input(k) => {
-                        self.tensor_binding(buffer(node.inputs[k]), node.inputs[k])
-                    }
+                    Operand::Input(k) => self.tensor_binding(
+                        stand_ins.get(&k).unwrap_or_else(|| buffer(node.inputs[k])),
+                        node.inputs[k],
+                    ),
                     Operand::Output(k) => {
                         self.tensor_binding(buffer(node.outputs[k]), node.outputs[k])
                     }
