@@ -188,6 +188,21 @@ fn source(k: &Kernel) -> String {
     s
 }
 
+fn pipeline_of(device: &wgpu::Device, k: &Kernel) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(k.name),
+        source: wgpu::ShaderSource::Wgsl(source(k).into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(k.name),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let gpu = GpuContext::from_env()?;
     println!("{}", gpu.describe());
@@ -214,18 +229,7 @@ fn main() -> anyhow::Result<()> {
     let tex_view = tex.create_view(&Default::default());
     let stex_view = stex.create_view(&Default::default());
     for k in KERNELS {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(k.name),
-            source: wgpu::ShaderSource::Wgsl(source(k).into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(k.name),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipeline = pipeline_of(device, k);
         let entries: Vec<_> = k
             .bindings
             .iter()
@@ -275,18 +279,7 @@ fn main() -> anyhow::Result<()> {
     // The fixed cost of a dispatch: one workgroup of 64 invocations storing one value each,
     // 200 dispatches in one pass (a barrier between each, as between a step's kernels).
     let k = &KERNELS[0];
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("tiny"),
-        source: wgpu::ShaderSource::Wgsl(source(k).into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("tiny"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
+    let pipeline = pipeline_of(device, k);
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
