@@ -22,6 +22,8 @@ enum Res {
     Tex,
     /// Storage texture rgba32float, SIDE x SIDE, write-only.
     STex,
+    /// The same storage texture, read-only.
+    RTex,
 }
 
 struct Kernel {
@@ -114,6 +116,42 @@ const KERNELS: &[Kernel] = &[
     },
     Kernel {
         wg8: false,
+        name: "storage texel load 1 + store",
+        bindings: &[Res::RTex, Res::Dst],
+        body: "let v = textureLoad(rtex, vec2<u32>(i & (SIDE - 1u), i / SIDE)); dst[i] = v.x + v.y + v.z + v.w;",
+    },
+    Kernel {
+        wg8: false,
+        name: "storage texel load 4 (rows apart) + store",
+        bindings: &[Res::RTex, Res::Dst],
+        body: "var a = vec4<f32>(); for (var k = 0u; k < 4u; k++) { a += textureLoad(rtex, vec2<u32>(i & (SIDE - 1u), (i / SIDE + k * 7u) & (SIDE - 1u))); } dst[i] = a.x + a.y + a.z + a.w;",
+    },
+    Kernel {
+        wg8: false,
+        name: "texel fetch 16 in a loop, column per lane",
+        bindings: &[Res::Tex, Res::Dst],
+        body: "var a = vec4<f32>(); for (var k = 0u; k < 16u; k++) { a += textureLoad(tex, vec2<u32>(i & (SIDE - 1u), k), 0); } dst[i] = a.x + a.y + a.z + a.w;",
+    },
+    Kernel {
+        wg8: false,
+        name: "texel fetch 16 in a loop, row per lane",
+        bindings: &[Res::Tex, Res::Dst],
+        body: "var a = vec4<f32>(); for (var k = 0u; k < 16u; k++) { a += textureLoad(tex, vec2<u32>(k, i & (SIDE - 1u)), 0); } dst[i] = a.x + a.y + a.z + a.w;",
+    },
+    Kernel {
+        wg8: false,
+        name: "storage texel load 16 in a loop, column per lane",
+        bindings: &[Res::RTex, Res::Dst],
+        body: "var a = vec4<f32>(); for (var k = 0u; k < 16u; k++) { a += textureLoad(rtex, vec2<u32>(i & (SIDE - 1u), k)); } dst[i] = a.x + a.y + a.z + a.w;",
+    },
+    Kernel {
+        wg8: false,
+        name: "storage texel load 16 in a loop, row per lane",
+        bindings: &[Res::RTex, Res::Dst],
+        body: "var a = vec4<f32>(); for (var k = 0u; k < 16u; k++) { a += textureLoad(rtex, vec2<u32>(k, i & (SIDE - 1u))); } dst[i] = a.x + a.y + a.z + a.w;",
+    },
+    Kernel {
+        wg8: false,
         name: "texture store 1",
         bindings: &[Res::STex],
         body: "textureStore(stex, vec2<u32>(i & (SIDE - 1u), i / SIDE), vec4<f32>(f32(i)));",
@@ -176,6 +214,7 @@ fn source(k: &Kernel) -> String {
             Res::Dst => "var<storage, read_write> dst: array<f32>",
             Res::Tex => "var tex: texture_2d<f32>",
             Res::STex => "var stex: texture_storage_2d<rgba32float, write>",
+            Res::RTex => "var rtex: texture_storage_2d<rgba32float, read>",
         };
         s += &format!("@group(0) @binding({b}) {decl};\n");
     }
@@ -240,7 +279,7 @@ fn main() -> anyhow::Result<()> {
                     Res::Src => src.as_entire_binding(),
                     Res::Dst => dst.as_entire_binding(),
                     Res::Tex => wgpu::BindingResource::TextureView(&tex_view),
-                    Res::STex => wgpu::BindingResource::TextureView(&stex_view),
+                    Res::STex | Res::RTex => wgpu::BindingResource::TextureView(&stex_view),
                 },
             })
             .collect();

@@ -1,20 +1,36 @@
 //! Times every plan of the ops of one training step, each in a loop of its own (a development
 //! aid: the autotuner's view of a model): `cargo run --release --example variant_times
-//! [model] [batch] [name filter]`.
+//! [model] [batch] [name filter]`; `variant_times sgemm [n]` times W3's product instead.
 #![allow(clippy::print_stdout, missing_docs)]
 use std::time::Instant;
 
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::graph::Graph;
 use striate::nn::Model;
+use striate::ops::matmul::Matmul;
 use striate::train::{training_graph, Optimizer, TrainConfig};
+use striate::Shape;
 
 fn main() -> anyhow::Result<()> {
-    let model: Model = std::env::args().nth(1).unwrap_or("lenet5".into()).parse()?;
+    let first = std::env::args().nth(1).unwrap_or("lenet5".into());
     let batch: usize = std::env::args().nth(2).map_or(Ok(64), |s| s.parse())?;
     let filter = std::env::args().nth(3).unwrap_or_default();
     let gpu = striate::GpuContext::from_env()?;
-    let caps = gpu.caps();
+    if first == "sgemm" {
+        let batch = std::env::args().nth(2).map_or(Ok(1024), |s| s.parse())?;
+        let mut g = Graph::new();
+        let a = g.input("a", Shape::f32([batch, batch]));
+        let b = g.input("b", Shape::f32([batch, batch]));
+        g.push(
+            Matmul {
+                trans_a: false,
+                trans_b: false,
+            },
+            &[a, b],
+        )?;
+        return time_nodes(&gpu, &g, "");
+    }
+    let model: Model = first.parse()?;
     let cfg = TrainConfig {
         model,
         batch_size: batch,
@@ -22,9 +38,15 @@ fn main() -> anyhow::Result<()> {
         seed: 0,
     };
     let (full, _) = training_graph(&cfg)?;
+    time_nodes(&gpu, &full, &filter)
+}
+
+/// Times every plan of each node of `full` whose name contains `filter`.
+fn time_nodes(gpu: &striate::GpuContext, full: &Graph, filter: &str) -> anyhow::Result<()> {
+    let caps = gpu.caps();
     for node in full.nodes() {
         let name = format!("{} {}", node.name, node.op.name());
-        if node.op.is_view() || !node.op.mutates().is_empty() || !name.contains(&filter) {
+        if node.op.is_view() || !node.op.mutates().is_empty() || !name.contains(filter) {
             continue;
         }
         let shapes: Vec<_> = node.inputs.iter().map(|&t| full.shape(t).clone()).collect();
@@ -54,7 +76,7 @@ fn main() -> anyhow::Result<()> {
                 effects: vec![],
             };
             let choice = VariantChoice::Named(plan.variant.clone());
-            let exe = Executable::build_with(&gpu, &g, &[spec], choice)?;
+            let exe = Executable::build_with(gpu, &g, &[spec], choice)?;
             let program = exe.program("op")?;
             exe.run(program)?;
             exes.push((exe, program));

@@ -17,7 +17,7 @@ struct Params {
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var src: texture_2d<f32>;
+@group(0) @binding(1) var src: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
 
@@ -61,7 +61,7 @@ fn pack_im2col_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
             let line = div(row, rows_per_line);
             let xc = u32(clamp(ix, 0, w - 1));
             let x = (row - line * rows_per_line) * src_texels + xc / 4u;
-            let texel = textureLoad(src, vec2<u32>(x, line), 0);
+            let texel = textureLoad(src, vec2<u32>(x, line));
             v[i] = select(0.0, pick(texel, xc & 3u), inside);
             ox += 1u;
             if (ox == u32(p.ow)) {

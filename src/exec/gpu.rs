@@ -91,7 +91,7 @@ impl Scratch {
                     width,
                     height,
                     wgpu::TextureFormat::Rgba32Float,
-                    wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+                    wgpu::TextureUsages::STORAGE_BINDING,
                 );
                 Scratch::Texture(texture.create_view(&wgpu::TextureViewDescriptor::default()))
             }

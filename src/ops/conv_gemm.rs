@@ -552,7 +552,7 @@ fn emit_rows(w: &mut String, t: &ConvTile, q: u32, addr: &dyn Fn(u32) -> String)
     let rr = t.live;
     if t.subgroups {
         for qq in 0..t.ra {
-            let _ = writeln!(w, "      let al{qq}_{q} = textureLoad(a, {}, 0);", addr(qq));
+            let _ = writeln!(w, "      let al{qq}_{q} = textureLoad(a, {});", addr(qq));
         }
         for r in 0..rr {
             let _ = writeln!(
@@ -564,7 +564,7 @@ fn emit_rows(w: &mut String, t: &ConvTile, q: u32, addr: &dyn Fn(u32) -> String)
         }
     } else {
         for r in 0..rr {
-            let _ = writeln!(w, "      let a{r}_{q} = textureLoad(a, {}, 0);", addr(r));
+            let _ = writeln!(w, "      let a{r}_{q} = textureLoad(a, {});", addr(r));
         }
     }
 }
@@ -596,8 +596,8 @@ fn generate(t: &ConvTile) -> String {
     w.push_str(
         "struct Params { m: u32, cols: u32, c_in: u32, kh: u32, ow4: u32, ow: u32, oh: u32, ohw4: u32, b_hp: u32, b_texels: u32, b_shift: u32, a_lines: u32, a_c: u32, a_texels: u32, a_shift: u32, n_chunk: u32, batch_stride: u32, row_stride: u32, relu: u32, n: u32, pw: u32, ph: u32, _pad2: u32, _pad3: u32 }\n\
          @group(0) @binding(0) var<uniform> p: Params;\n\
-         @group(0) @binding(1) var a: texture_2d<f32>;\n\
-         @group(0) @binding(2) var b: texture_2d<f32>;\n",
+         @group(0) @binding(1) var a: texture_storage_2d<rgba32float, read>;\n\
+         @group(0) @binding(2) var b: texture_storage_2d<rgba32float, read>;\n",
     );
     match (t.bias, t.form) {
         (true, GemmForm::Outer) if t.pool => w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n@group(0) @binding(5) var<storage, read_write> am: array<u32>;\n"),
@@ -682,7 +682,7 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
         for s in 0..=kw4 {
             let _ = writeln!(
                 w,
-                "      t{}_{s} = textureLoad(b, st(base{jj} + {row}, ox4{jj} + {s}u, p.b_texels, p.b_shift), 0);",
+                "      t{}_{s} = textureLoad(b, st(base{jj} + {row}, ox4{jj} + {s}u, p.b_texels, p.b_shift));",
                 jj * per + d
             );
         }
@@ -901,7 +901,7 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
         for s in 0..=kw4 {
             let _ = writeln!(
                 w,
-                "      let t{jj}_{s} = textureLoad(b, st(bbase + boff{jj} + oy, x4 + {s}u, p.b_texels, p.b_shift), 0);"
+                "      let t{jj}_{s} = textureLoad(b, st(bbase + boff{jj} + oy, x4 + {s}u, p.b_texels, p.b_shift));"
             );
         }
     }

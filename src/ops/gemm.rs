@@ -2,9 +2,11 @@
 //!
 //! Why textures: on llvmpipe (lavapipe) a storage-buffer load whose address differs per
 //! invocation becomes a loop over the 8 SIMD lanes with a branch and a bounds check per lane
-//! (about 20 cycles per float), while a texel fetch is a vectorised gather (8 × 128-bit loads
+//! (about 20 cycles per float), while a texel load is a vectorised gather (8 × 128-bit loads
 //! and a transpose for 32 floats). Measured on SGEMM 1024: 2.2 GFLOP/s from buffers, 20 from
-//! textures, 30 with the row operand shared through subgroup broadcasts (BENCHMARKS.md).
+//! textures, 30 with the row operand shared through subgroup broadcasts (BENCHMARKS.md). The
+//! textures are read as read-only storage textures: llvmpipe compiles a sampled `rgba32float`
+//! fetch into a function call that spills every live register (ARCHITECTURE.md).
 //!
 //! Every GEMM-shaped op runs as: pack kernels (`shaders/pack.wgsl`) write the operands into
 //! scratch textures, with any transpose, im2col window or kernel flip folded into the packing;
@@ -606,8 +608,8 @@ fn generate(t: &GemmTile) -> String {
     w.push_str(
         "struct Params { m: u32, n: u32, k4: u32, a_lines: u32, b_lines: u32, inner: u32, batch_stride: u32, row_stride: u32, k_chunk: u32, relu: u32, _pad0: u32, _pad1: u32 }\n\
          @group(0) @binding(0) var<uniform> p: Params;\n\
-         @group(0) @binding(1) var a: texture_2d<f32>;\n\
-         @group(0) @binding(2) var b: texture_2d<f32>;\n",
+         @group(0) @binding(1) var a: texture_storage_2d<rgba32float, read>;\n\
+         @group(0) @binding(2) var b: texture_storage_2d<rgba32float, read>;\n",
     );
     if t.bias {
         w.push_str("@group(0) @binding(3) var<storage, read> bias: array<f32>;\n@group(0) @binding(4) var<storage, read_write> c: array<f32>;\n");
@@ -661,7 +663,7 @@ fn generate(t: &GemmTile) -> String {
     // The row operand: loaded once per lane and broadcast, or loaded by every lane.
     if t.subgroups {
         for q in 0..t.ra {
-            let _ = writeln!(w, "    let al{q} = textureLoad(a, at(min(row0 + {}u + lane, last_row), kq, p.a_lines), 0);", 8 * q);
+            let _ = writeln!(w, "    let al{q} = textureLoad(a, at(min(row0 + {}u + lane, last_row), kq, p.a_lines));", 8 * q);
         }
         for r in 0..r_rows {
             let _ = writeln!(
@@ -675,7 +677,7 @@ fn generate(t: &GemmTile) -> String {
         for r in 0..r_rows {
             let _ = writeln!(
                 w,
-                "    let a{r} = textureLoad(a, at(min(row0 + {r}u, last_row), kq, p.a_lines), 0);"
+                "    let a{r} = textureLoad(a, at(min(row0 + {r}u, last_row), kq, p.a_lines));"
             );
         }
     }
@@ -689,7 +691,7 @@ fn generate(t: &GemmTile) -> String {
             for kk in 0..4 {
                 let comp = ["x", "y", "z", "w"][kk];
                 for j in 0..t.j {
-                    let _ = writeln!(w, "    let b{kk}_{j} = textureLoad(b, at(kq * 4u + {kk}u, col0 + {}u, p.b_lines), 0);", 8 * j);
+                    let _ = writeln!(w, "    let b{kk}_{j} = textureLoad(b, at(kq * 4u + {kk}u, col0 + {}u, p.b_lines));", 8 * j);
                     for r in 0..r_rows {
                         let _ = writeln!(
                             w,
@@ -702,7 +704,11 @@ fn generate(t: &GemmTile) -> String {
         GemmForm::Dot => {
             let _ = writeln!(w, "    let last_col = max(p.n, 1u) - 1u;");
             for j in 0..t.j {
-                let _ = writeln!(w, "    let b{j} = textureLoad(b, at(min(col0 + {}u, last_col), kq, p.b_lines), 0);", 8 * j);
+                let _ = writeln!(
+                    w,
+                    "    let b{j} = textureLoad(b, at(min(col0 + {}u, last_col), kq, p.b_lines));",
+                    8 * j
+                );
                 for r in 0..r_rows {
                     let _ = writeln!(w, "    acc{r}_{j} = fma(a{r}, b{j}, acc{r}_{j});");
                 }

@@ -192,7 +192,7 @@ pub enum Operand {
 /// executable creates these once and shares them between ops of a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScratchSpec {
-    /// An `rgba32float` texture, written as a storage texture and read with `textureLoad`.
+    /// An `rgba32float` texture, written and read (`textureLoad`) as a storage texture.
     Texture {
         /// Width in texels.
         width: u32,

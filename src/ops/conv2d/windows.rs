@@ -145,7 +145,7 @@ fn generate(t: &WindowsTile) -> String {
          @group(0) @binding(0) var<uniform> p: Params;\n\
          @group(0) @binding(1) var<storage, read> gp: array<f32>;\n\
          @group(0) @binding(2) var<storage, read> argmax: array<u32>;\n\
-         @group(0) @binding(3) var xs: texture_2d<f32>;\n\
+         @group(0) @binding(3) var xs: texture_storage_2d<rgba32float, read>;\n\
          @group(0) @binding(4) var<storage, read_write> part: array<f32>;\n",
     );
     if t.bias {
@@ -231,7 +231,7 @@ fn generate(t: &WindowsTile) -> String {
             for q in 0..nt {
                 let _ = writeln!(
                     w,
-                    "    let v{ci}_{y}_{q} = textureLoad(xs, st(row{ci} + {y}u, t0 + {q}u), 0);"
+                    "    let v{ci}_{y}_{q} = textureLoad(xs, st(row{ci} + {y}u, t0 + {q}u));"
                 );
             }
             let e = |k: u32| format!("v{ci}_{y}_{}.{}", k / 4, XYZW[(k % 4) as usize]);
