@@ -371,14 +371,15 @@ impl Executable {
             VariantChoice::Autotune if plans.len() == 1 => &plans[0],
             VariantChoice::Autotune => {
                 let info = self.gpu.adapter_info();
-                // The candidate set is part of the key: a new variant gets its chance.
-                let names: Vec<&str> = plans.iter().map(|p| p.variant.as_str()).collect();
+                // The candidates and their kernels' code are part of the key: a new variant
+                // gets its chance, and a changed kernel is timed again (a choice made for the
+                // previous code can be the slowest now).
                 let key = format!(
                     "{} | {} {} | {what} | {:016x}",
                     info.name,
                     info.driver,
                     info.driver_info,
-                    fnv1a(names.join(",").as_bytes())
+                    candidates_hash(plans)
                 );
                 let cache = tuning_cache();
                 let cached = cache.get(&key).and_then(|v| by_name(&v));
@@ -860,6 +861,21 @@ const FINALISTS: usize = 3;
 const RACE_ROUNDS: usize = 4;
 
 /// 64-bit FNV-1a: a stable fingerprint (std's hashers may change between releases).
+/// Hash of the plans' names and every kernel they dispatch (source, entry point, overrides).
+fn candidates_hash(plans: &[KernelPlan]) -> u64 {
+    let mut text = String::new();
+    for plan in plans {
+        text.push_str(&plan.variant);
+        for (call, _) in &plan.calls {
+            text.push_str(call.shader.source);
+            text.push_str(call.entry);
+            text.push_str(&format!("{:?}", call.overrides));
+        }
+        text.push(',');
+    }
+    fnv1a(text.as_bytes())
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -912,4 +928,31 @@ fn record(
     pass.set_bind_group(0, &d.bind_group, &[]);
     let [x, y, z] = d.workgroups;
     pass.dispatch_workgroups(x, y, z);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{KernelCall, Shader};
+
+    static OLD: Shader = Shader::new("k", "fn a() {}", 16);
+    static NEW: Shader = Shader::new("k", "fn a() { let x = 1; }", 16);
+
+    fn plan(shader: &'static Shader) -> KernelPlan {
+        let call = KernelCall::grid(shader, "main", &[0u32; 4], [1, 1, 1]);
+        KernelPlan::direct(call, 1, 1)
+    }
+
+    #[test]
+    fn tuning_key_changes_with_the_kernel_code() {
+        // Same variant names, different code: a cached choice must not carry over.
+        assert_ne!(
+            candidates_hash(&[plan(&OLD), plan(&OLD)]),
+            candidates_hash(&[plan(&OLD), plan(&NEW)])
+        );
+        assert_eq!(
+            candidates_hash(&[plan(&OLD), plan(&NEW)]),
+            candidates_hash(&[plan(&OLD), plan(&NEW)])
+        );
+    }
 }
