@@ -16,6 +16,8 @@ fn every_variant_matches_the_reference() {
     let gpus = [gpu.clone(), gpu.without_subgroups()];
     let mut n_checked = 0;
     let mut n_split = 0;
+    // Variants copying inputs into their textures instead of packing them.
+    let mut n_copies = 0;
     // Window-sum variants checked, without and with subgroups.
     let mut n_windows = [0; 2];
     let mut implicit_ops = std::collections::BTreeSet::new();
@@ -74,6 +76,9 @@ fn every_variant_matches_the_reference() {
             if plan.variant.starts_with("implicit-") {
                 implicit_ops.insert(entry.op.name());
             }
+            if !plan.copies.is_empty() {
+                n_copies += 1;
+            }
             if plan.variant.starts_with("windows-") {
                 n_windows[usize::from(plan.variant.ends_with("-sg"))] += 1;
             }
@@ -81,6 +86,7 @@ fn every_variant_matches_the_reference() {
     }
     assert!(n_checked >= 20, "only {n_checked} variants checked");
     assert!(n_split > 0, "no split-k GEMM was checked");
+    assert!(n_copies >= 10, "only {n_copies} copying variants checked");
     // The unpooled weight gradient over the pool's windows: each channel grouping the catalogue
     // shapes allow, with and without subgroups.
     assert!(
@@ -102,4 +108,85 @@ fn every_variant_matches_the_reference() {
         "implicit-GEMM variants checked"
     );
     eprintln!("{n_checked} variants checked, {n_split} split-k reductions");
+}
+
+/// A plan that copies an input into its texture before the compute pass may only do so where
+/// the input is ready at the program's start: here the matmul's left operand is computed in
+/// the program, so the copying variants must give way (and the result stay right), while the
+/// same product on a program input takes them.
+#[test]
+fn copies_only_of_inputs_ready_at_the_start() {
+    use striate::exec::gpu::{Executable, ProgramSpec};
+    use striate::ops::add::Add;
+    use striate::ops::matmul::Matmul;
+    use striate::ops::{CpuTensor, OpDef};
+    use striate::Graph;
+
+    let Some(gpu) = common::gpu() else { return };
+    let (m, k, n) = (9, 128, 192);
+    let op = Matmul {
+        trans_a: false,
+        trans_b: false,
+    };
+    let a_shape = Shape::f32([m, k]);
+    let b_shape = Shape::f32([k, n]);
+    let c_shape = Shape::f32([m, n]);
+    let copying = op
+        .plans(&[&a_shape, &b_shape], &[&c_shape], &gpu.caps())
+        .into_iter()
+        .find(|p| !p.copies.is_empty())
+        .expect("an aligned product offers a copying variant")
+        .variant;
+    let values = |len: usize, seed: u32| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as u32 * 7919 + seed) % 97) as f32 / 97.0 - 0.5)
+            .collect()
+    };
+    let (a0, a1, b) = (values(m * k, 1), values(m * k, 2), values(k * n, 3));
+    for computed in [false, true] {
+        let mut g = Graph::new();
+        let x0 = g.input("a0", a_shape.clone());
+        let x1 = g.input("a1", a_shape.clone());
+        let y = g.input("b", b_shape.clone());
+        let lhs = if computed {
+            g.push(Add, &[x0, x1]).expect("add")[0]
+        } else {
+            x0
+        };
+        let c = g.push(op, &[lhs, y]).expect("matmul")[0];
+        let spec = ProgramSpec {
+            name: "p".into(),
+            outputs: vec![c],
+            effects: vec![],
+        };
+        let exe = Executable::build_with(&gpu, &g, &[spec], VariantChoice::Named(copying.clone()))
+            .expect("build");
+        let program = exe.program("p").expect("program");
+        let labels = exe.dispatch_labels(program);
+        let chose_copies = labels.iter().any(|l| l.contains(&format!("[{copying}]")));
+        assert_eq!(chose_copies, !computed, "{labels:?}");
+        exe.write(x0, bytemuck::cast_slice(&a0)).expect("write");
+        exe.write(x1, bytemuck::cast_slice(&a1)).expect("write");
+        exe.write(y, bytemuck::cast_slice(&b)).expect("write");
+        exe.run(program).expect("run");
+        let lhs_values: Vec<f32> = if computed {
+            a0.iter().zip(&a1).map(|(p, q)| p + q).collect()
+        } else {
+            a0.clone()
+        };
+        let want = run_reference(
+            &op,
+            &[
+                CpuTensor::from_f32([m, k], lhs_values),
+                CpuTensor::from_f32([k, n], b.clone()),
+            ],
+        );
+        let got = exe.read(program, c).expect("read");
+        match (&got.data, &want[0].data) {
+            (TensorData::F32(g), TensorData::F32(w)) => {
+                assert_close(&format!("computed {computed}"), g, w, 1e-5, 1e-4);
+            }
+            _ => panic!("dtype"),
+        }
+    }
 }

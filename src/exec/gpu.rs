@@ -1,8 +1,9 @@
 //! The executable: bakes schedules into wgpu objects once (pipelines, buffers, bind groups,
 //! uniforms) and replays them. `run` records every dispatch of one program into one compute
-//! pass and one submission, and creates nothing.
+//! pass and one submission, and creates nothing; the only commands outside the pass are the
+//! input-to-texture copies some plans ask for, recorded before it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::tune::TuningCache;
@@ -10,7 +11,7 @@ use crate::gpu::GpuContext;
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
 use crate::graph::{Graph, NodeId, TensorId, TensorKind};
-use crate::ops::{CpuTensor, KernelPlan, Operand, ScratchSpec};
+use crate::ops::{CpuTensor, KernelPlan, Operand, ScratchSpec, TextureCopy};
 use crate::shape::Shape;
 use crate::{Error, Result};
 
@@ -69,6 +70,8 @@ struct Program {
     plan: MemoryPlan,
     slots: Vec<wgpu::Buffer>,
     dispatches: Vec<BakedDispatch>,
+    /// Input-to-texture copies, recorded before the compute pass.
+    copies: Vec<BakedCopy>,
     /// Kept alive for the bind groups that point into it.
     _uniforms: wgpu::Buffer,
     /// Scratch resources of the chosen plans, likewise.
@@ -77,9 +80,60 @@ struct Program {
 
 /// A scratch resource of a [`KernelPlan`].
 enum Scratch {
-    /// The view keeps its texture alive.
-    Texture(wgpu::TextureView),
+    Texture(wgpu::Texture, wgpu::TextureView),
     Buffer(wgpu::Buffer),
+}
+
+/// Where a plan's scratch resource lives while a program is baked.
+#[derive(Clone, Copy)]
+enum ScratchRef {
+    /// Shared by the program's ops: the `idx`th resource of this spec.
+    Pooled(ScratchSpec, usize),
+    /// The op's own (a copy destination, written before the pass).
+    Private(usize),
+}
+
+/// A [`TextureCopy`] bound to its buffer and texture.
+struct BakedCopy {
+    label: String,
+    src: wgpu::Buffer,
+    dst: wgpu::Texture,
+    texels: u32,
+    rows: u32,
+}
+
+impl BakedCopy {
+    fn new(label: String, copy: &TextureCopy, src: &wgpu::Buffer, dst: &Scratch) -> Self {
+        let Scratch::Texture(texture, _) = dst else {
+            unreachable!("copies go to scratch textures")
+        };
+        BakedCopy {
+            label,
+            src: src.clone(),
+            dst: texture.clone(),
+            texels: copy.texels,
+            rows: copy.rows,
+        }
+    }
+
+    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &self.src,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(self.texels * 16),
+                    rows_per_image: None,
+                },
+            },
+            self.dst.as_image_copy(),
+            wgpu::Extent3d {
+                width: self.texels,
+                height: self.rows,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
 }
 
 impl Scratch {
@@ -91,9 +145,10 @@ impl Scratch {
                     width,
                     height,
                     wgpu::TextureFormat::Rgba32Float,
-                    wgpu::TextureUsages::STORAGE_BINDING,
+                    wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
                 );
-                Scratch::Texture(texture.create_view(&wgpu::TextureViewDescriptor::default()))
+                let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+                Scratch::Texture(texture, view)
             }
             ScratchSpec::Buffer { bytes } => Scratch::Buffer(gpu.create_buffer(
                 &format!("scratch {bytes} bytes"),
@@ -105,7 +160,7 @@ impl Scratch {
 
     fn binding(&self) -> wgpu::BindingResource<'_> {
         match self {
-            Scratch::Texture(view) => wgpu::BindingResource::TextureView(view),
+            Scratch::Texture(_, view) => wgpu::BindingResource::TextureView(view),
             Scratch::Buffer(b) => b.as_entire_binding(),
         }
     }
@@ -215,6 +270,11 @@ impl Executable {
         // the program's nodes (they run one after another, so equal shapes can share).
         let mut pool: HashMap<ScratchSpec, Vec<Scratch>> = HashMap::new();
         let mut calls = Vec::new();
+        let mut copies = Vec::new();
+        // Copy destinations are written once, before the pass: never shared.
+        let mut private: Vec<Scratch> = Vec::new();
+        // Storage written by the steps so far: a plan may copy an input only before that.
+        let mut written: HashSet<TensorId> = HashSet::new();
         for (step_idx, step) in schedule
             .steps
             .iter()
@@ -224,7 +284,12 @@ impl Executable {
             let node = g.node(step.node);
             let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
             let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
-            let plans = node.op.plans(&inputs, &outputs, &caps);
+            let mut plans = node.op.plans(&inputs, &outputs, &caps);
+            let at_start = |t: TensorId| {
+                let root = schedule.storage[t.0 as usize];
+                self.persistent.contains_key(&root) && !written.contains(&root)
+            };
+            plans.retain(|p| p.copies.iter().all(|c| at_start(node.inputs[c.input])));
             let kplan = self.choose(
                 &plans,
                 &|p, best| {
@@ -244,19 +309,55 @@ impl Executable {
                 ),
             )?;
             let mut used: HashMap<ScratchSpec, usize> = HashMap::new();
-            let scratch: Vec<(ScratchSpec, usize)> = kplan
+            let copied: Vec<usize> = kplan.copies.iter().map(|c| c.scratch).collect();
+            let scratch: Vec<ScratchRef> = kplan
                 .scratch
                 .iter()
-                .map(|&spec| {
+                .enumerate()
+                .map(|(i, &spec)| {
+                    if copied.contains(&i) {
+                        private.push(Scratch::new(gpu, spec));
+                        return ScratchRef::Private(private.len() - 1);
+                    }
                     let k = used.entry(spec).or_default();
                     let list = pool.entry(spec).or_default();
                     if list.len() <= *k {
                         list.push(Scratch::new(gpu, spec));
                     }
                     *k += 1;
-                    (spec, *k - 1)
+                    ScratchRef::Pooled(spec, *k - 1)
                 })
                 .collect();
+            let scratch_of = |r: ScratchRef| -> &Scratch {
+                match r {
+                    ScratchRef::Pooled(spec, idx) => &pool[&spec][idx],
+                    ScratchRef::Private(idx) => &private[idx],
+                }
+            };
+            for copy in &kplan.copies {
+                let src = self.buffer_in(&schedule, &plan, &slots, node.inputs[copy.input]);
+                let label = format!(
+                    "{}:{step_idx}:{}:{}[{}]:copy{}",
+                    spec.name,
+                    node.name,
+                    node.op.name(),
+                    kplan.variant,
+                    copy.input
+                );
+                copies.push(BakedCopy::new(
+                    label,
+                    copy,
+                    src,
+                    scratch_of(scratch[copy.scratch]),
+                ));
+            }
+            for &t in node
+                .outputs
+                .iter()
+                .chain(node.op.mutates().iter().map(|&k| &node.inputs[k]))
+            {
+                written.insert(schedule.storage[t.0 as usize]);
+            }
             for (call, operands) in &kplan.calls {
                 calls.push((
                     step_idx,
@@ -324,10 +425,10 @@ impl Executable {
                         offset: 0,
                         size: wgpu::BufferSize::new(self.shapes[t.0 as usize].bytes().max(4)),
                     }),
-                    (None, Operand::Scratch(k)) => {
-                        let (spec, idx) = scratch[k];
-                        pool[&spec][idx].binding()
-                    }
+                    (None, Operand::Scratch(k)) => match scratch[k] {
+                        ScratchRef::Pooled(spec, idx) => pool[&spec][idx].binding(),
+                        ScratchRef::Private(idx) => private[idx].binding(),
+                    },
                     (None, _) => unreachable!("inputs and outputs are tensors"),
                 };
                 entries.push(wgpu::BindGroupEntry {
@@ -351,8 +452,9 @@ impl Executable {
             plan,
             slots,
             dispatches,
+            copies,
             _uniforms: uniforms,
-            _scratch: pool.into_values().flatten().collect(),
+            _scratch: pool.into_values().flatten().chain(private).collect(),
         })
     }
 
@@ -464,6 +566,14 @@ impl Executable {
                 )
             })
             .collect();
+        let copies: Vec<BakedCopy> = kplan
+            .copies
+            .iter()
+            .map(|c| {
+                let src = buffer(node.inputs[c.input]);
+                BakedCopy::new("tuning".into(), c, src, &scratch[c.scratch])
+            })
+            .collect();
         let mut baked = Vec::new();
         for (call, operands) in &kplan.calls {
             let uniform = gpu.create_buffer(
@@ -504,6 +614,9 @@ impl Executable {
         let run = || -> Result<f64> {
             let start = std::time::Instant::now();
             let mut encoder = gpu.encoder("tuning");
+            for copy in &copies {
+                copy.record(&mut encoder);
+            }
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("tuning"),
@@ -575,6 +688,9 @@ impl Executable {
     pub fn run(&self, program: ProgramId) -> Result<()> {
         let p = &self.programs[program.0];
         let mut encoder = self.gpu.encoder(&p.name);
+        for copy in &p.copies {
+            copy.record(&mut encoder);
+        }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(&p.name),
@@ -613,8 +729,10 @@ impl Executable {
 
     /// Seconds each dispatch of one run of `program` takes, by label, in order: from GPU
     /// timestamps around each dispatch where the adapter has them, otherwise from the host
-    /// clock with a sync after each dispatch ([`Executable::profile_method`]). It has the
-    /// effect of one normal run. For profiling only: it creates a query set and buffers.
+    /// clock with a sync after each dispatch ([`Executable::profile_method`]); the host clock
+    /// also times the input-to-texture copies, listed first, which timestamps leave out. It
+    /// has the effect of one normal run. For profiling only: it creates a query set and
+    /// buffers.
     pub fn profile(&self, program: ProgramId) -> Result<Vec<(String, f64)>> {
         self.profile_with(program, self.profile_method())
     }
@@ -639,6 +757,19 @@ impl Executable {
                 _ => 1,
             };
             let mut res = Vec::new();
+            for copy in &p.copies {
+                let start = std::time::Instant::now();
+                let mut encoder = self.gpu.encoder(&copy.label);
+                for _ in 0..repeat {
+                    copy.record(&mut encoder);
+                }
+                self.gpu.submit(encoder);
+                self.gpu.wait()?;
+                res.push((
+                    copy.label.clone(),
+                    start.elapsed().as_secs_f64() / f64::from(repeat),
+                ));
+            }
             for d in &p.dispatches {
                 let start = std::time::Instant::now();
                 let mut encoder = self.gpu.encoder(&d.label);
@@ -669,6 +800,11 @@ impl Executable {
             wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
         );
         let mut encoder = self.gpu.encoder("profile");
+        // Copies are recorded (the dispatches read what they write) but not timed: timestamps
+        // here bracket compute passes only.
+        for copy in &p.copies {
+            copy.record(&mut encoder);
+        }
         for (i, d) in p.dispatches.iter().enumerate() {
             record(&mut encoder, d, Some((&queries, 2 * i as u32)));
         }

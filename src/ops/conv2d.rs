@@ -819,6 +819,7 @@ fn gemm_plans(
             }
         }
         res.push(KernelPlan {
+            copies: Vec::new(),
             variant: format!("tex-{}", tile.label()),
             scratch,
             calls,

@@ -1091,6 +1091,7 @@ pub(crate) fn outer_plans(
             let mut calls = packs.clone();
             calls.push(tile.call(params, 1, operands));
             KernelPlan {
+                copies: Vec::new(),
                 variant: format!("implicit-{}", tile.label()),
                 scratch: vec![a_tex, s_tex],
                 calls,
@@ -1215,6 +1216,7 @@ pub(crate) fn dot_plans(
                 calls.push(tile.call(params, 1, operands));
             }
             KernelPlan {
+                copies: Vec::new(),
                 variant: format!("implicit-{}", tile.label()),
                 scratch,
                 calls,

@@ -26,7 +26,9 @@ use std::fmt::Write as _;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::ops::{
+    DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, TextureCopy, DIV_WGSL,
+};
 
 /// Texels per texture line (a power of two every adapter supports: WebGPU's default limit
 /// is 8192).
@@ -547,6 +549,7 @@ pub fn packed_outer_plans(
                 .collect();
             calls.push(tile.call(params, 1, ops));
             KernelPlan {
+                copies: Vec::new(),
                 variant: format!("tex-{}", tile.label()),
                 scratch: vec![
                     ScratchSpec::Texture {
@@ -562,6 +565,27 @@ pub fn packed_outer_plans(
             }
         })
         .collect()
+}
+
+/// `plan` with the pack calls at `replaced` (indices into its calls) done by `copies` instead:
+/// variant `copy-<variant>`. `None` without copies.
+pub fn with_copies(
+    plan: &KernelPlan,
+    replaced: &[usize],
+    copies: Vec<TextureCopy>,
+) -> Option<KernelPlan> {
+    (!copies.is_empty()).then(|| KernelPlan {
+        variant: format!("copy-{}", plan.variant),
+        calls: plan
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !replaced.contains(i))
+            .map(|(_, c)| c.clone())
+            .collect(),
+        copies,
+        scratch: plan.scratch.clone(),
+    })
 }
 
 /// Every tile `candidates` can return, for shader validation.

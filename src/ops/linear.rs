@@ -81,6 +81,7 @@ fn check_grad(op: &'static str, grad_y: &Shape, y: &Shape, n: usize, out: usize)
 /// A plan of the fallback calls, with scratch buffers of `scratch_bytes`.
 fn fallback(calls: Vec<(KernelCall, Vec<Operand>)>, scratch_bytes: &[u64]) -> KernelPlan {
     KernelPlan {
+        copies: Vec::new(),
         variant: "direct".into(),
         scratch: scratch_bytes
             .iter()

@@ -9,7 +9,7 @@ use crate::graph::{Graph, TensorId};
 use crate::ops::gemm::{self, GemmParams, MatrixView};
 use crate::ops::{
     expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
-    KernelPlan, OpDef, Operand, Shader,
+    KernelPlan, OpDef, Operand, Shader, TextureCopy,
 };
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
@@ -179,6 +179,29 @@ impl OpDef for Matmul {
             (false, false),
             &[Operand::Output(0)],
         );
+        // Operands already in the packed layout (row-major, rows of whole 256-byte texel
+        // runs) can be copied into their textures instead of packed by a kernel, where they
+        // are unchanged since the program started (the executable checks).
+        let copies: Vec<(usize, TextureCopy)> = [
+            (!self.trans_a)
+                .then(|| TextureCopy::of_rows(0, 0, m, k))
+                .flatten()
+                .map(|c| (0, c)),
+            (!self.trans_b && k.is_multiple_of(4))
+                .then(|| TextureCopy::of_rows(1, 1, k, n))
+                .flatten()
+                .map(|c| (1, c)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let replaced: Vec<usize> = copies.iter().map(|&(i, _)| i).collect();
+        let copies: Vec<TextureCopy> = copies.into_iter().map(|(_, c)| c).collect();
+        let copied: Vec<KernelPlan> = res
+            .iter()
+            .filter_map(|p| gemm::with_copies(p, &replaced, copies.clone()))
+            .collect();
+        res.extend(copied);
         res.push(KernelPlan::direct(self.kernel(inputs, outputs), 2, 1));
         res
     }
@@ -233,6 +256,17 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
             };
             res.push(CatalogEntry::new(Matmul { trans_a, trans_b }, vec![a, b]));
         }
+    }
+    // Rows of whole 256-byte runs: A, B or both copied into their textures, not packed.
+    for (m, k, n) in [(7, 64, 45), (37, 36, 128), (9, 128, 192)] {
+        let op = Matmul {
+            trans_a: false,
+            trans_b: false,
+        };
+        res.push(CatalogEntry::new(
+            op,
+            vec![Shape::f32([m, k]), Shape::f32([k, n])],
+        ));
     }
     res
 }

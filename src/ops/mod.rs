@@ -216,6 +216,39 @@ pub struct KernelPlan {
     pub scratch: Vec<ScratchSpec>,
     /// Dispatches with the operand at each binding (binding 0 is always the `Params` uniform).
     pub calls: Vec<(KernelCall, Vec<Operand>)>,
+    /// Inputs copied into scratch textures before the program's compute pass (transfer
+    /// commands, not dispatches). A plan with copies runs only where its inputs are unchanged
+    /// from the program's start to the op; the executable skips it elsewhere.
+    pub copies: Vec<TextureCopy>,
+}
+
+/// A row-major input copied whole into a scratch texture: `rows` rows of `texels` texels,
+/// input row `r` to texture line `r`. `texels · 16` bytes must be a multiple of 256 (the
+/// copy's row alignment) and `texels` at most one texture line ([`gemm::LINE_TEXELS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureCopy {
+    /// The op's input.
+    pub input: usize,
+    /// The plan's scratch texture, `texels x rows`; written by this copy only.
+    pub scratch: usize,
+    /// Texels (4 floats) per row.
+    pub texels: u32,
+    /// Rows.
+    pub rows: u32,
+}
+
+impl TextureCopy {
+    /// The copy of a contiguous row-major `rows x cols` input, where its layout allows one.
+    pub fn of_rows(input: usize, scratch: usize, rows: usize, cols: usize) -> Option<Self> {
+        let texels = cols / 4;
+        (cols.is_multiple_of(64) && texels > 0 && texels as u32 <= gemm::LINE_TEXELS && rows > 0)
+            .then_some(TextureCopy {
+                input,
+                scratch,
+                texels: texels as u32,
+                rows: rows as u32,
+            })
+    }
 }
 
 impl KernelPlan {
@@ -229,6 +262,7 @@ impl KernelPlan {
             variant: "direct".into(),
             scratch: Vec::new(),
             calls: vec![(call, operands)],
+            copies: Vec::new(),
         }
     }
 }

@@ -465,6 +465,7 @@ pub(crate) fn plans(
             let mut calls = vec![stage.clone(), (call, operands)];
             calls.extend(reduces);
             res.push(KernelPlan {
+                copies: Vec::new(),
                 variant: tile.label(),
                 scratch,
                 calls,
