@@ -93,6 +93,19 @@ enum ScratchRef {
     Private(usize),
 }
 
+impl ScratchRef {
+    fn get<'a>(
+        self,
+        pool: &'a HashMap<ScratchSpec, Vec<Scratch>>,
+        private: &'a [Scratch],
+    ) -> &'a Scratch {
+        match self {
+            ScratchRef::Pooled(spec, idx) => &pool[&spec][idx],
+            ScratchRef::Private(idx) => &private[idx],
+        }
+    }
+}
+
 /// A [`TextureCopy`] bound to its buffer and texture.
 struct BakedCopy {
     label: String,
@@ -328,12 +341,6 @@ impl Executable {
                     ScratchRef::Pooled(spec, *k - 1)
                 })
                 .collect();
-            let scratch_of = |r: ScratchRef| -> &Scratch {
-                match r {
-                    ScratchRef::Pooled(spec, idx) => &pool[&spec][idx],
-                    ScratchRef::Private(idx) => &private[idx],
-                }
-            };
             for copy in &kplan.copies {
                 let src = self.buffer_in(&schedule, &plan, &slots, node.inputs[copy.input]);
                 let label = format!(
@@ -348,7 +355,7 @@ impl Executable {
                     label,
                     copy,
                     src,
-                    scratch_of(scratch[copy.scratch]),
+                    scratch[copy.scratch].get(&pool, &private),
                 ));
             }
             for &t in node
@@ -425,10 +432,7 @@ impl Executable {
                         offset: 0,
                         size: wgpu::BufferSize::new(self.shapes[t.0 as usize].bytes().max(4)),
                     }),
-                    (None, Operand::Scratch(k)) => match scratch[k] {
-                        ScratchRef::Pooled(spec, idx) => pool[&spec][idx].binding(),
-                        ScratchRef::Private(idx) => private[idx].binding(),
-                    },
+                    (None, Operand::Scratch(k)) => scratch[k].get(&pool, &private).binding(),
                     (None, _) => unreachable!("inputs and outputs are tensors"),
                 };
                 entries.push(wgpu::BindGroupEntry {
