@@ -1,6 +1,7 @@
 //! The autotuner's choices, kept on disk so a second run starts at once.
 //!
-//! A choice is keyed by adapter, driver, op and shapes; its value is the winning plan's
+//! A choice is keyed by adapter, driver, op, shapes and a hash of the candidate plans' kernel
+//! code (so a changed kernel is timed again); its value is the winning plan's
 //! variant name. The file is `$STRIATE_CACHE_DIR/tuning.json`, else
 //! `$XDG_CACHE_HOME/striate/tuning.json`, else `~/.cache/striate/tuning.json`. It is written
 //! whole to a temporary file and renamed, so a crash never leaves half a file; an unreadable
