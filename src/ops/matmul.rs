@@ -182,21 +182,19 @@ impl OpDef for Matmul {
         // Operands already in the packed layout (row-major, rows of whole 256-byte texel
         // runs) can be copied into their textures instead of packed by a kernel, where they
         // are unchanged since the program started (the executable checks).
-        let copies: Vec<(usize, TextureCopy)> = [
+        let copies: Vec<TextureCopy> = [
             (!self.trans_a)
                 .then(|| TextureCopy::of_rows(0, 0, m, k))
-                .flatten()
-                .map(|c| (0, c)),
+                .flatten(),
             (!self.trans_b && k.is_multiple_of(4))
                 .then(|| TextureCopy::of_rows(1, 1, k, n))
-                .flatten()
-                .map(|c| (1, c)),
+                .flatten(),
         ]
         .into_iter()
         .flatten()
         .collect();
-        let replaced: Vec<usize> = copies.iter().map(|&(i, _)| i).collect();
-        let copies: Vec<TextureCopy> = copies.into_iter().map(|(_, c)| c).collect();
+        // Pack call `i` writes scratch texture `i`.
+        let replaced: Vec<usize> = copies.iter().map(|c| c.scratch).collect();
         let copied: Vec<KernelPlan> = res
             .iter()
             .filter_map(|p| gemm::with_copies(p, &replaced, copies.clone()))
