@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::tune::TuningCache;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, MappingReceiver};
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
 use crate::graph::{Graph, NodeId, TensorId, TensorKind};
@@ -51,7 +51,7 @@ pub struct Executable {
 /// A read of a small tensor into `small_staging`, mapping in the background.
 struct PendingRead {
     tensor: TensorId,
-    done: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    done: MappingReceiver,
 }
 
 /// The process-wide tuning cache, loaded on first use.
@@ -216,6 +216,19 @@ const SMALL_READ_BYTES: u64 = 256;
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
     .union(wgpu::BufferUsages::COPY_SRC);
+
+/// Drops every GPU object in one turn at the device ([`GpuContext::turn`]): on GL each
+/// destruction reaches the GL context, and dropping them while another thread holds it for
+/// long would make wgpu give up on its lock.
+impl Drop for Executable {
+    fn drop(&mut self) {
+        let _turn = self.gpu.turn();
+        self.programs.clear();
+        self.persistent.clear();
+        // Frees the buffer now; the handle dropped after this reaches nothing.
+        self.small_staging.destroy();
+    }
+}
 
 impl Executable {
     /// Schedules, plans and bakes every program; uploads initial values of parameters, state
@@ -636,15 +649,22 @@ impl Executable {
             gpu.wait()?;
             Ok(start.elapsed().as_secs_f64())
         };
-        let warm_up = run()?;
-        if warm_up > 2.0 * to_beat {
-            return Ok(warm_up);
-        }
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            best = best.min(run()?);
-        }
-        Ok(best)
+        let measure = || -> Result<f64> {
+            let warm_up = run()?;
+            if warm_up > 2.0 * to_beat {
+                return Ok(warm_up);
+            }
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                best = best.min(run()?);
+            }
+            Ok(best)
+        };
+        let res = measure();
+        // The measurement's objects go in one turn at the device (see `Drop for Executable`).
+        let _turn = gpu.turn();
+        drop((baked, copies, stand_ins, scratch));
+        res
     }
 
     fn tensor_binding<'a>(
@@ -791,12 +811,7 @@ impl Executable {
         };
         // One pass per dispatch, a timestamp at its start and end, all in one submission.
         let n = p.dispatches.len() as u32;
-        let device = self.gpu.device();
-        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2 * n,
-        });
+        let queries = self.gpu.create_timestamp_queries("profile", 2 * n);
         let bytes = u64::from(2 * n) * 8;
         let resolved = self.gpu.create_buffer(
             "profile timestamps",
@@ -937,17 +952,20 @@ impl Executable {
         let Some(p) = pending.as_ref() else {
             return Ok(None);
         };
-        let outcome = match p.done.try_recv() {
-            Ok(outcome) => outcome,
-            Err(std::sync::mpsc::TryRecvError::Empty) if !must => return Ok(None),
-            Err(_) => {
-                *pending = None;
-                return Err(Error::Readback("map callback never ran".into()));
+        let outcome = if must {
+            self.gpu.wait_mapped(&p.done)
+        } else {
+            match p.done.try_recv() {
+                Ok(outcome) => outcome.map_err(|e| Error::Readback(e.to_string())),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::Readback(
+                    "the buffer mapping was dropped before it finished".into(),
+                )),
             }
         };
         let t = p.tensor;
         *pending = None;
-        outcome.map_err(|e| Error::Readback(e.to_string()))?;
+        outcome?;
         let shape = &self.shapes[t.0 as usize];
         let bytes = self.gpu.finish_mapped(&self.small_staging, shape.bytes())?;
         Ok(Some((t, CpuTensor::from_bytes(shape, &bytes))))

@@ -5,11 +5,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::gpu::counters::{CounterCells, Counters};
 use crate::ops::{DeviceCaps, KernelCall, Shader};
 use crate::{Error, Result};
+
+/// The outcome of a buffer mapping, delivered by its callback.
+pub type MappingReceiver =
+    std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
 
 /// Which adapter to use: a backend, a name substring, or the best one available.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,6 +68,9 @@ struct Inner {
     counters: CounterCells,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// On wgpu's GL backend, one turn at the device for every call that reaches the GL context
+    /// (see [`GpuContext::turn`]); `None` on the other backends, which are free-threaded.
+    serial: Option<Mutex<()>>,
 }
 
 impl fmt::Debug for GpuContext {
@@ -85,6 +92,22 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (device, backend)
 }
 
+/// Why striate does not take an adapter that wgpu lists, where it is a known limitation of
+/// wgpu on that driver; `None` for adapters that work. `STRIATE_ALLOW_UNSUPPORTED_ADAPTERS=1`
+/// tries them anyway (to check whether a newer wgpu or driver has fixed it).
+fn known_problem(info: &wgpu::AdapterInfo) -> Option<&'static str> {
+    const NVIDIA: u32 = 0x10de;
+    let nvidia = info.vendor == NVIDIA || info.name.to_ascii_lowercase().contains("nvidia");
+    (info.backend == wgpu::Backend::Gl && nvidia).then_some(GL_ON_NVIDIA)
+}
+
+const GL_ON_NVIDIA: &str = "wgpu's GL backend cannot open a device on NVIDIA's GL driver \
+    (request_device fails with \"Parent device is lost\": seen on an H200 with driver 580, and \
+    wgpu's own tests fail the same way on NVIDIA's Linux GL, gfx-rs/wgpu#7068); use the \
+    card's Vulkan adapter (--adapter vulkan), or for GL Mesa's llvmpipe (apt-get install \
+    libegl-mesa0 libgl1-mesa-dri, and __EGL_VENDOR_LIBRARY_FILENAMES=\
+    /usr/share/glvnd/egl_vendor.d/50_mesa.json where NVIDIA's EGL would be chosen first)";
+
 const NO_ADAPTER_HINT: &str = "install a GPU driver, or mesa-vulkan-drivers for a software Vulkan adapter (lavapipe): apt-get install mesa-vulkan-drivers libvulkan1";
 
 impl GpuContext {
@@ -99,54 +122,71 @@ impl GpuContext {
     }
 
     async fn new_async(choice: &AdapterChoice) -> Result<Self> {
-        // Native APIs first; GL only when asked for or when no native adapter exists (probing
+        // Native APIs first; GL only when asked for or when no native adapter is usable (probing
         // GL without a display also prints EGL noise).
-        let mut adapters = Vec::new();
         let tries = match choice {
             AdapterChoice::Backend(b) => vec![wgpu::Backends::from(*b)],
             _ => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
         };
+        let allow_unsupported =
+            std::env::var("STRIATE_ALLOW_UNSUPPORTED_ADAPTERS").is_ok_and(|v| v == "1");
+        let mut names = Vec::new();
+        // Why each adapter that matched the choice was not taken.
+        let mut refused = Vec::new();
         for backends in tries {
             let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
                 backends,
                 ..wgpu::InstanceDescriptor::new_without_display_handle()
             });
-            adapters = instance.enumerate_adapters(backends).await;
-            if !adapters.is_empty() {
-                break;
+            let adapters = instance.enumerate_adapters(backends).await;
+            names.extend(adapters.iter().map(|a| describe_info(&a.get_info())));
+            let mut candidates: Vec<wgpu::Adapter> = adapters
+                .into_iter()
+                .filter(|a| match choice {
+                    AdapterChoice::Name(needle) => a
+                        .get_info()
+                        .name
+                        .to_lowercase()
+                        .contains(&needle.to_lowercase()),
+                    _ => true,
+                })
+                .collect();
+            candidates.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
+            for adapter in candidates {
+                let info = adapter.get_info();
+                if let Some(problem) = known_problem(&info).filter(|_| !allow_unsupported) {
+                    refused.push(format!("{}: {problem}", describe_info(&info)));
+                    continue;
+                }
+                match Self::open(adapter).await {
+                    Ok(gpu) => return Ok(gpu),
+                    Err(e) => refused.push(e.to_string()),
+                }
             }
         }
-        let names: Vec<String> = adapters
-            .iter()
-            .map(|a| describe_info(&a.get_info()))
-            .collect();
-        let mut candidates: Vec<wgpu::Adapter> = adapters
-            .into_iter()
-            .filter(|a| match choice {
-                AdapterChoice::Name(needle) => a
-                    .get_info()
-                    .name
-                    .to_lowercase()
-                    .contains(&needle.to_lowercase()),
-                _ => true,
-            })
-            .collect();
-        candidates.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
-        let Some(adapter) = candidates.into_iter().next() else {
-            return Err(Error::NoAdapter(match (choice, names.is_empty()) {
-                (_, true) => format!("no GPU adapter found; {NO_ADAPTER_HINT}"),
-                (AdapterChoice::Name(n), false) => format!(
-                    "no adapter name contains {n:?}; available: {}",
-                    names.join("; ")
-                ),
-                (AdapterChoice::Backend(b), false) => {
+        Err(Error::NoAdapter(if !refused.is_empty() {
+            format!("no usable GPU adapter: {}", refused.join("; "))
+        } else if names.is_empty() {
+            format!("no GPU adapter found; {NO_ADAPTER_HINT}")
+        } else {
+            match choice {
+                AdapterChoice::Name(n) => {
+                    format!(
+                        "no adapter name contains {n:?}; available: {}",
+                        names.join("; ")
+                    )
+                }
+                AdapterChoice::Backend(b) => {
                     format!("no {b:?} adapter; available: {}", names.join("; "))
                 }
-                (AdapterChoice::Best, false) => {
-                    unreachable!("an unfiltered non-empty list has a best adapter")
+                AdapterChoice::Best => {
+                    unreachable!("every adapter of an unfiltered list is tried or refused")
                 }
-            }));
-        };
+            }
+        }))
+    }
+
+    async fn open(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Subgroup operations where the adapter has them: the texture GEMM shares its row
@@ -164,6 +204,7 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Device(format!("{}: {e}", describe_info(&info))))?;
+        let serial = (info.backend == wgpu::Backend::Gl).then(Mutex::default);
         Ok(GpuContext {
             no_subgroups: false,
             inner: Arc::new(Inner {
@@ -174,6 +215,7 @@ impl GpuContext {
                 counters: CounterCells::default(),
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
+                serial,
             }),
         })
     }
@@ -222,6 +264,7 @@ impl GpuContext {
         usage: wgpu::TextureUsages,
     ) -> wgpu::Texture {
         CounterCells::bump(&self.inner.counters.textures_created, 1);
+        let _turn = self.turn();
         self.inner.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
@@ -266,6 +309,7 @@ impl GpuContext {
     /// Creates a buffer (counted).
     pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         CounterCells::bump(&self.inner.counters.buffers_created, 1);
+        let _turn = self.turn();
         // wgpu rejects zero-sized bindings; 4 bytes is the smallest tensor.
         self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -283,6 +327,7 @@ impl GpuContext {
         entries: &[wgpu::BindGroupEntry<'_>],
     ) -> wgpu::BindGroup {
         CounterCells::bump(&self.inner.counters.bind_groups_created, 1);
+        let _turn = self.turn();
         self.inner
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
@@ -295,6 +340,7 @@ impl GpuContext {
     /// Writes bytes into a buffer through the queue (counted as upload).
     pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
         CounterCells::bump(&self.inner.counters.bytes_uploaded, bytes.len() as u64);
+        let _turn = self.turn();
         self.inner.queue.write_buffer(buffer, offset, bytes);
     }
 
@@ -308,51 +354,82 @@ impl GpuContext {
     /// Submits one command buffer (counted).
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
         CounterCells::bump(&self.inner.counters.submissions, 1);
-        self.inner.queue.submit([encoder.finish()])
+        let commands = encoder.finish();
+        let _turn = self.turn();
+        self.inner.queue.submit([commands])
     }
 
     /// Blocks until one earlier submission is done (counted as backpressure, not a readback).
     pub fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
         CounterCells::bump(&self.inner.counters.backpressure_waits, 1);
-        self.inner
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(submission),
-                timeout: None,
-            })
-            .map(|_| ())
-            .map_err(|e| Error::Device(e.to_string()))
+        self.wait_until(Some(submission))
     }
 
     /// Blocks until all submitted work is done (counted).
     pub fn wait(&self) -> Result<()> {
         CounterCells::bump(&self.inner.counters.blocking_waits, 1);
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Device(e.to_string()))
+        self.wait_until(None)
+    }
+
+    /// Waits for `submission` (or all work), processing finished work and its callbacks. On
+    /// GL the wait goes in short turns: wgpu holds the GL context for the whole of a wait and
+    /// caps each at 2.1 s (then reports a timeout), so one long wait would both fail and shut
+    /// every other thread out of the device.
+    fn wait_until(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let timeout = self
+            .inner
+            .serial
+            .as_ref()
+            .map(|_| std::time::Duration::from_millis(10));
+        loop {
+            let res = {
+                let _turn = self.turn();
+                self.inner.device.poll(wgpu::PollType::Wait {
+                    submission_index: submission.clone(),
+                    timeout,
+                })
+            };
+            match res {
+                Ok(_) => return Ok(()),
+                Err(wgpu::PollError::Timeout) => continue,
+                Err(e) => return Err(Error::Device(e.to_string())),
+            }
+        }
     }
 
     /// Maps a `MAP_READ` buffer, waits, and copies out `size` bytes (counted as download).
     pub fn read_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let done = self.map_read_async(staging, size);
         self.wait()?;
-        done.recv()
-            .map_err(|_| Error::Readback("map callback never ran".into()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.wait_mapped(&done)?;
         self.finish_mapped(staging, size)
+    }
+
+    /// Waits until a mapping [`GpuContext::map_read_async`] started has finished, after a wait
+    /// for the work before it. Another thread's poll may have collected the mapping's callback
+    /// and run it a moment later, so the callback may still be on its way; polling goes on
+    /// until it arrives.
+    pub fn wait_mapped(&self, done: &MappingReceiver) -> Result<()> {
+        use std::sync::mpsc::RecvTimeoutError;
+        loop {
+            match done.recv_timeout(std::time::Duration::from_millis(1)) {
+                Ok(res) => return res.map_err(|e| Error::Readback(e.to_string())),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Readback(
+                        "the buffer mapping was dropped before it finished".into(),
+                    ))
+                }
+                Err(RecvTimeoutError::Timeout) => self.wait_until(None)?,
+            }
+        }
     }
 
     /// Starts mapping a `MAP_READ` buffer without waiting: the receiver gets the outcome once
     /// the GPU has finished the work before it and the device has been polled
     /// ([`GpuContext::poll`]); then [`GpuContext::finish_mapped`] copies the bytes out.
-    pub fn map_read_async(
-        &self,
-        staging: &wgpu::Buffer,
-        size: u64,
-    ) -> std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>> {
+    pub fn map_read_async(&self, staging: &wgpu::Buffer, size: u64) -> MappingReceiver {
         let (tx, rx) = std::sync::mpsc::channel();
+        let _turn = self.turn();
         staging.map_async(wgpu::MapMode::Read, ..size, move |res| {
             let _ = tx.send(res);
         });
@@ -361,6 +438,7 @@ impl GpuContext {
 
     /// Processes finished GPU work and its callbacks without blocking.
     pub fn poll(&self) -> Result<()> {
+        let _turn = self.turn();
         self.inner
             .device
             .poll(wgpu::PollType::Poll)
@@ -371,6 +449,7 @@ impl GpuContext {
     /// Copies out the first `size` bytes of a buffer [`GpuContext::map_read_async`] mapped
     /// (counted as download) and unmaps it.
     pub fn finish_mapped(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let _turn = self.turn();
         let bytes = staging
             .get_mapped_range(..size)
             .map_err(|e| Error::Readback(e.to_string()))?
@@ -391,7 +470,10 @@ impl GpuContext {
         let mut encoder = self.encoder("readback");
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.submit(encoder);
-        self.read_mapped(&staging, size)
+        let res = self.read_mapped(&staging, size);
+        let _turn = self.turn();
+        drop(staging);
+        res
     }
 
     /// The pipeline for a kernel call, created on first use and cached by
@@ -408,6 +490,7 @@ impl GpuContext {
             return Ok(p.clone());
         }
         let device = &self.inner.device;
+        let _turn = self.turn();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.module(call.shader);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -441,11 +524,40 @@ impl GpuContext {
     /// software adapters keep each pipeline's compiled code in host memory, and tuning tries
     /// dozens. A dropped pipeline is compiled again if it is asked for later.
     pub fn release_unused_pipelines(&self) {
+        let _turn = self.turn();
         self.inner
             .pipelines
             .lock()
             .expect("pipeline cache lock")
             .retain(|_, p| Arc::strong_count(p) > 1);
+    }
+
+    /// Creates a timestamp query set (for profiling).
+    pub fn create_timestamp_queries(&self, label: &str, count: u32) -> wgpu::QuerySet {
+        let _turn = self.turn();
+        self.inner
+            .device
+            .create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some(label),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            })
+    }
+
+    /// Holds the device for one call into wgpu, on the GL backend; `None` elsewhere. wgpu's GL
+    /// backend runs every call that touches the GL context (creating objects, submitting, which
+    /// on llvmpipe also runs the kernels, waiting, mapping, destroying) under the adapter's
+    /// context lock, and a call that cannot get that lock within 6 s panics ("Could not lock
+    /// adapter context"). Threads sharing one context would then crash whenever another held
+    /// it longer, as a cold shader compile or a long submission does. Taking turns here first
+    /// makes them queue without a time limit; wgpu's own lock is then always free. Objects
+    /// dropped elsewhere also reach the context, so owners of many objects drop them in a turn
+    /// ([`crate::exec::gpu::Executable`] does).
+    pub fn turn(&self) -> Option<MutexGuard<'_, ()>> {
+        self.inner
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
@@ -466,4 +578,32 @@ impl GpuContext {
 
 fn describe_info(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, vendor: u32, backend: wgpu::Backend) -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: name.into(),
+            vendor,
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Other, backend)
+        }
+    }
+
+    #[test]
+    fn gl_on_nvidia_is_refused_with_its_reason_and_nothing_else_is() {
+        use wgpu::Backend::{Gl, Vulkan};
+        // NVIDIA's EGL adapter as wgpu 30 lists it on an H200 (vendor id unknown to GL).
+        let nvidia_gl = info("NVIDIA H200/PCIe/SSE2", 0, Gl);
+        let problem = known_problem(&nvidia_gl).expect("refused");
+        assert!(problem.contains("Parent device is lost") && problem.contains("--adapter vulkan"));
+        assert!(known_problem(&info("Quadro", 0x10de, Gl)).is_some());
+        assert_eq!(known_problem(&info("NVIDIA H200", 0x10de, Vulkan)), None);
+        assert_eq!(
+            known_problem(&info("llvmpipe (LLVM 15.0.6, 256 bits)", 0, Gl)),
+            None
+        );
+    }
 }

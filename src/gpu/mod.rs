@@ -4,5 +4,5 @@
 mod context;
 mod counters;
 
-pub use context::{AdapterChoice, GpuContext};
+pub use context::{AdapterChoice, GpuContext, MappingReceiver};
 pub use counters::Counters;

@@ -21,6 +21,26 @@ pub fn gpu() -> Option<GpuContext> {
     }
 }
 
+/// A context on wgpu's GL backend, for the tests of that path; fails naming what is missing.
+/// Like [`gpu`], it honours `STRIATE_SKIP_GPU_TESTS=1` with a printed skip, and only that.
+pub fn gl() -> Option<GpuContext> {
+    gpu()?;
+    let gl =
+        GpuContext::new(&striate::AdapterChoice::Backend(wgpu::Backend::Gl)).unwrap_or_else(|e| {
+            panic!(
+                "the GL tests need a usable GL adapter (on Linux: Mesa's llvmpipe, \
+                 apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri): {e}"
+            )
+        });
+    assert_eq!(
+        gl.adapter_info().backend,
+        wgpu::Backend::Gl,
+        "{}",
+        gl.describe()
+    );
+    Some(gl)
+}
+
 /// Runs one catalogue op on the GPU with `inputs`; returns its outputs (for in-place ops, the
 /// updated values of the inputs it mutates), in the same form as `run_reference`.
 pub fn run_gpu(gpu: &GpuContext, entry: &CatalogEntry, inputs: &[CpuTensor]) -> Vec<CpuTensor> {
