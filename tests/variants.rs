@@ -88,10 +88,15 @@ fn every_variant_matches_the_reference() {
     assert!(n_split > 0, "no split-k GEMM was checked");
     assert!(n_copies >= 10, "only {n_copies} copying variants checked");
     // The unpooled weight gradient over the pool's windows: each channel grouping the catalogue
-    // shapes allow, with and without subgroups.
+    // shapes allow, without subgroups, and with them where this adapter's subgroups are of a
+    // width the subgroup plans are written for (`DeviceCaps`); elsewhere none may be offered.
+    let caps = gpu.caps();
+    let want_subgroup_plans = caps.subgroups8;
     assert!(
-        n_windows[0] >= 10 && n_windows[1] >= 10,
-        "window-sum variants checked (without, with subgroups): {n_windows:?}"
+        n_windows[0] >= 10 && (n_windows[1] >= 10) == want_subgroup_plans,
+        "window-sum variants checked (without, with subgroups): {n_windows:?}; \
+         subgroup plans expected: {want_subgroup_plans} ({}, {caps:?})",
+        gpu.describe()
     );
     // The implicit-GEMM convolutions, all seven of them, with splits among those counted above.
     assert_eq!(
