@@ -553,7 +553,7 @@ impl GpuContext {
     /// makes them queue without a time limit; wgpu's own lock is then always free. Objects
     /// dropped elsewhere also reach the context, so owners of many objects drop them in a turn
     /// ([`crate::exec::gpu::Executable`] does).
-    pub fn turn(&self) -> Option<MutexGuard<'_, ()>> {
+    pub(crate) fn turn(&self) -> Option<MutexGuard<'_, ()>> {
         self.inner
             .serial
             .as_ref()
