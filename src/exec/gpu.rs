@@ -217,7 +217,7 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
     .union(wgpu::BufferUsages::COPY_SRC);
 
-/// Drops every GPU object in one turn at the device ([`GpuContext::turn`]): on GL each
+/// Drops every GPU object in one turn at the device (`GpuContext::turn`): on GL each
 /// destruction reaches the GL context, and dropping them while another thread holds it for
 /// long would make wgpu give up on its lock.
 impl Drop for Executable {
