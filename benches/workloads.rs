@@ -22,12 +22,14 @@ use criterion::{Criterion, SamplingMode, Throughput};
 
 use striate::data::{batches, load_fashion_mnist, synthetic, DataSplit};
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
-use striate::graph::TensorId;
+use striate::ir::TensorId;
+use striate::ir::{CpuTensor, OpDef};
 use striate::nn::Model;
-use striate::ops::conv2d::{Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dGeometry};
-use striate::ops::matmul::Matmul;
+use striate::ops::conv::conv2d::{
+    Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dGeometry,
+};
+use striate::ops::linalg::matmul::Matmul;
 use striate::ops::testing::{assert_close, run_reference};
-use striate::ops::{CpuTensor, OpDef};
 use striate::rng::Rng;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 use striate::{GpuContext, Graph, Shape};

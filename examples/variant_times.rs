@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
-use striate::graph::Graph;
+use striate::ir::Graph;
 use striate::nn::Model;
-use striate::ops::matmul::Matmul;
+use striate::ops::linalg::matmul::Matmul;
 use striate::train::{training_graph, Optimizer, TrainConfig};
 use striate::Shape;
 

@@ -5,6 +5,8 @@ pub mod error;
 pub mod exec;
 pub mod gpu;
 pub mod graph;
+pub mod ir;
+pub mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod rng;
@@ -13,6 +15,5 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterChoice, Counters, GpuContext};
-pub use graph::{Graph, NodeId, TensorId};
-pub use ops::CpuTensor;
+pub use ir::{CpuTensor, Graph, NodeId, TensorId};
 pub use shape::Shape;

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::conv2d::Conv2dGeometry;
-use crate::ops::CpuTensor;
+use crate::ir::CpuTensor;
+use crate::ir::{Graph, TensorId};
+use crate::ops::conv::conv2d::Conv2dGeometry;
 use crate::rng::Rng;
 use crate::{Error, Result};
 

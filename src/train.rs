@@ -8,10 +8,11 @@ use std::path::Path;
 use crate::data::Dataset;
 use crate::exec::gpu::{Executable, ProgramId, ProgramSpec, TuningReport, VariantChoice};
 use crate::gpu::GpuContext;
-use crate::graph::{append_backward, Graph, NodeId, TensorId};
+use crate::graph::append_backward;
+use crate::ir::CpuTensor;
+use crate::ir::{Graph, NodeId, TensorId};
 use crate::nn::{Model, Net};
 use crate::ops::optim::{AdamUpdate, OptimizerStepCount, SgdUpdate};
-use crate::ops::CpuTensor;
 use crate::shape::Shape;
 use crate::{Error, Result};
 

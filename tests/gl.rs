@@ -10,7 +10,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
-use striate::ops::{KernelCall, Shader};
+use striate::ir::{KernelCall, Shader};
 use striate::GpuContext;
 
 /// Spins `iters` times per element: `acc ← acc·0.999 + 1`, from `acc = element index`.

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use striate::exec::cpu::CpuInterpreter;
 use striate::graph::{append_backward, schedule::schedule};
+use striate::ir::CpuTensor;
+use striate::ops::catalog;
 use striate::ops::testing::{assert_close, distinct_values, random_inputs};
-use striate::ops::{catalog, CpuTensor};
 use striate::rng::Rng;
 use striate::shape::DType;
 use striate::{Error, Graph};
@@ -146,8 +147,8 @@ fn every_backward_rule_matches_finite_differences() {
 #[test]
 fn relu_mask_folded_into_max_pool_gives_the_unfused_gradients() {
     use std::sync::Arc;
-    use striate::ops::conv2d::Conv2dGeometry;
-    use striate::ops::max_pool2d::{MaxPool2d, Pool2d};
+    use striate::ops::conv::conv2d::Conv2dGeometry;
+    use striate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
 
     let run = |fold: bool| {
         let mut g = Graph::new();

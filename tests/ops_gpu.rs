@@ -2,8 +2,9 @@
 
 mod common;
 
+use striate::ir::TensorData;
+use striate::ops::catalog;
 use striate::ops::testing::{assert_close, random_inputs, run_reference};
-use striate::ops::{catalog, TensorData};
 
 #[test]
 fn every_kernel_matches_its_reference() {

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, ShaderStage, StorageAccess};
-use striate::ops::{catalog, shaders, DeviceCaps, Operand, Shader};
+use striate::ir::{DeviceCaps, Operand, Shader};
+use striate::ops::{catalog, shaders};
 use striate::Shape;
 
 struct Parsed {

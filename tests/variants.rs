@@ -4,8 +4,9 @@
 mod common;
 
 use striate::exec::gpu::VariantChoice;
+use striate::ir::{KernelPlan, TensorData};
+use striate::ops::catalog;
 use striate::ops::testing::{assert_close, random_inputs, run_reference};
-use striate::ops::{catalog, KernelPlan, TensorData};
 use striate::Shape;
 
 #[test]
@@ -122,9 +123,9 @@ fn every_variant_matches_the_reference() {
 #[test]
 fn copies_only_of_inputs_ready_at_the_start() {
     use striate::exec::gpu::{Executable, ProgramSpec};
-    use striate::ops::add::Add;
-    use striate::ops::matmul::Matmul;
-    use striate::ops::{CpuTensor, OpDef};
+    use striate::ir::{CpuTensor, OpDef};
+    use striate::ops::linalg::matmul::Matmul;
+    use striate::ops::tensor::add::Add;
     use striate::Graph;
 
     let Some(gpu) = common::gpu() else { return };

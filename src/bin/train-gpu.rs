@@ -208,7 +208,7 @@ fn run() -> Result<()> {
         .filter(|&t| {
             matches!(
                 trainer.graph().tensor(t).kind,
-                striate::graph::TensorKind::Param(_)
+                striate::ir::TensorKind::Param(_)
             )
         })
         .map(|t| trainer.graph().shape(t).numel())

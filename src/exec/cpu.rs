@@ -1,8 +1,9 @@
 //! The reference interpreter: runs a schedule with each op's plain CPU `reference`. It is the
 //! spec that the GPU executable is tested against, and it needs no GPU.
 
-use crate::graph::{Graph, Schedule, TensorId, TensorKind};
-use crate::ops::CpuTensor;
+use crate::graph::Schedule;
+use crate::ir::CpuTensor;
+use crate::ir::{Graph, TensorId, TensorKind};
 
 /// Tensor values of one graph, on the host.
 #[derive(Clone, Debug)]

@@ -10,8 +10,8 @@ use crate::exec::tune::TuningCache;
 use crate::gpu::{GpuContext, MappingReceiver};
 use crate::graph::memory::{self, MemoryPlan};
 use crate::graph::schedule::{self, Schedule};
-use crate::graph::{Graph, NodeId, TensorId, TensorKind};
-use crate::ops::{CpuTensor, KernelPlan, Operand, ScratchSpec, TextureCopy};
+use crate::ir::{CpuTensor, KernelPlan, Operand, ScratchSpec, TextureCopy};
+use crate::ir::{Graph, NodeId, TensorId, TensorKind};
 use crate::shape::Shape;
 use crate::{Error, Result};
 
@@ -559,7 +559,7 @@ impl Executable {
     /// tensor's buffer.
     fn time_plan<'b>(
         &'b self,
-        node: &crate::graph::Node,
+        node: &crate::ir::Node,
         kplan: &KernelPlan,
         to_beat: f64,
         buffer: &dyn Fn(TensorId) -> &'b wgpu::Buffer,
@@ -1091,7 +1091,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{KernelCall, Shader};
+    use crate::ir::{KernelCall, Shader};
 
     static OLD: Shader = Shader::new("k", "fn a() {}", 16);
     static NEW: Shader = Shader::new("k", "fn a() { let x = 1; }", 16);

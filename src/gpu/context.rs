@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::gpu::counters::{CounterCells, Counters};
-use crate::ops::{DeviceCaps, KernelCall, Shader};
+use crate::ir::{DeviceCaps, KernelCall, Shader};
 use crate::{Error, Result};
 
 /// The outcome of a buffer mapping, delivered by its callback.

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{Schedule, TensorId};
+use crate::graph::Schedule;
+use crate::ir::TensorId;
 
 /// Live range of one transient tensor, as step indices (inclusive), and its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::graph::memory::LiveRange;
-use crate::graph::{Graph, NodeId, TensorId};
+use crate::ir::{Graph, NodeId, TensorId};
 
 /// One node to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,10 +5,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
-};
+use crate::ir::{expect_arity, expect_dtype, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ir::{Graph, TensorId};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
@@ -34,6 +33,15 @@ impl Params {
             _pad: [0; 3],
         }
     }
+}
+
+/// `grad_y` masked by a ReLU's backward (`y` its output), unless the op that produced `grad_y`
+/// already zeroed it wherever the ReLU was inactive ([`OpDef::gradient_relu_masked`]).
+pub fn relu_backward(cx: &mut BackwardCtx<'_>, grad_y: TensorId, y: TensorId) -> Result<TensorId> {
+    if cx.producer(grad_y).is_some_and(OpDef::gradient_relu_masked) {
+        return Ok(grad_y);
+    }
+    Ok(cx.push(ActivationBackward(Activation::Relu), &[grad_y, y])?[0])
 }
 
 /// An elementwise activation: `y = f(x)`, same shape.
@@ -89,7 +97,7 @@ impl OpDef for Activation {
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
         let grad_x = match self {
-            Activation::Relu => cx.relu_backward(grad_y, cx.output(0))?,
+            Activation::Relu => relu_backward(cx, grad_y, cx.output(0))?,
             _ => cx.push(ActivationBackward(*self), &[grad_y, cx.output(0)])?[0],
         };
         cx.set_grad_input(0, grad_x);

@@ -4,9 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{
-    expect_arity, CatalogEntry, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef, Shader,
-};
+use crate::ir::{expect_arity, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef, Shader};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 

@@ -1,7 +1,8 @@
 //! Helpers shared by the unit tests, the integration tests and the benchmarks: run one op's
 //! reference, draw valid random inputs for a catalogue entry, compare tensors.
 
-use crate::ops::{CatalogEntry, CpuTensor, OpDef};
+use crate::ir::{CpuTensor, OpDef};
+use crate::ops::CatalogEntry;
 use crate::rng::Rng;
 use crate::shape::{DType, Shape};
 

@@ -4,7 +4,8 @@
 use std::sync::OnceLock;
 
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
-use striate::ops::{CatalogEntry, CpuTensor};
+use striate::ir::CpuTensor;
+use striate::ops::CatalogEntry;
 use striate::{GpuContext, Graph, NodeId};
 
 /// The test GPU. With no adapter this fails with the fix named; it never skips silently.

@@ -1,16 +1,17 @@
 //! `avg_pool2d` over NCHW input: square window, stride, zero padding counted in the average
 //! (PyTorch's defaults: `count_include_pad=True`, floor mode).
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::max_pool2d::{Pool2d, PoolParams};
-use crate::ops::{expect_arity, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ir::{expect_arity, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ir::{Graph, TensorId};
+use crate::ops::pool::max_pool2d::{Pool2d, PoolParams};
+use crate::ops::CatalogEntry;
 use crate::shape::Shape;
 use crate::{Error, Result};
 
 /// `shaders/avg_pool2d.wgsl` (same `Params` as `max_pool2d.wgsl`).
 pub static SHADER: Shader = Shader::new(
     "avg_pool2d",
-    include_str!("../../shaders/avg_pool2d.wgsl"),
+    include_str!("../../../shaders/avg_pool2d.wgsl"),
     size_of::<PoolParams>(),
 );
 

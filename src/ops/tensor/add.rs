@@ -1,11 +1,10 @@
 //! `add`: elementwise sum of two tensors of one shape. Autodiff uses it to sum the gradients
 //! of a tensor read by several nodes; residual connections use it forward.
 
-use crate::graph::{Graph, TensorId};
+use crate::ir::{expect_arity, expect_dtype, BackwardCtx, CpuTensor, KernelCall, OpDef};
+use crate::ir::{Graph, TensorId};
 use crate::ops::activation::{Params, SHADER};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef,
-};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 

@@ -7,26 +7,26 @@
 use std::sync::Arc;
 
 pub mod unpool;
-pub mod windows;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::bias_add::BiasAddBackward;
-use crate::ops::conv_gemm;
-use crate::ops::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
-use crate::ops::max_pool2d::{MaxPool2d, Pool2d};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
-    KernelPlan, OpDef, Operand, ScratchSpec, Shader,
+use crate::ir::{
+    expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
+    Operand, ScratchSpec, Shader,
 };
+use crate::ir::{Graph, TensorId};
+use crate::kernels::conv_gemm;
+use crate::kernels::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
+use crate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
+use crate::ops::tensor::bias_add::BiasAddBackward;
+use crate::ops::CatalogEntry;
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/conv2d.wgsl`.
 pub static SHADER: Shader = Shader::new(
     "conv2d",
-    include_str!("../../shaders/conv2d.wgsl"),
+    include_str!("../../../shaders/conv2d.wgsl"),
     size_of::<Params>(),
 );
 
@@ -58,16 +58,7 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// Hyper-parameters shared by the forward and backward ops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dGeometry {
-    /// Step between windows, both axes.
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub pad: usize,
-    /// Spacing of kernel taps.
-    pub dilation: usize,
-}
+pub use crate::ir::Conv2dGeometry;
 
 /// `y[n, co] = b[co] + Σ_ci x[n, ci] ⋆ w[co, ci]`: `x: [n, c_in, h, w]`, `w: [c_out, c_in, kh, kw]`,
 /// `b: [c_out]` → `y: [n, c_out, oh, ow]`.
@@ -266,7 +257,7 @@ impl OpDef for Conv2dRelu {
 
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
-        let grad_pre = cx.relu_backward(grad_y, cx.output(0))?;
+        let grad_pre = crate::ops::activation::relu_backward(cx, grad_y, cx.output(0))?;
         conv_backward(self.0, cx, GradY::Full(grad_pre))
     }
 
@@ -997,7 +988,7 @@ mod tests {
                 assert!(
                     call.workgroups
                         .iter()
-                        .all(|&g| g <= crate::ops::MAX_WORKGROUPS_PER_DIM),
+                        .all(|&g| g <= crate::ir::MAX_WORKGROUPS_PER_DIM),
                     "{} {}: grid {:?}",
                     plan.variant,
                     call.entry,

@@ -26,13 +26,11 @@ use std::fmt::Write as _;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{
+pub use crate::ir::{texture_dims, LINE_TEXELS};
+use crate::ir::{
     DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, TextureCopy, DIV_WGSL,
 };
 
-/// Texels per texture line (a power of two every adapter supports: WebGPU's default limit
-/// is 8192).
-pub const LINE_TEXELS: u32 = 4096;
 const LINE_SHIFT: u32 = 12;
 
 /// `shaders/pack.wgsl`.
@@ -99,13 +97,6 @@ fn pack_call(entry: &'static str, params: &PackParams) -> KernelCall {
 fn flat_pack_call(entry: &'static str, params: &PackParams) -> KernelCall {
     let texels = params.texels as usize * params.rows_pad.max(1) as usize;
     KernelCall::per_element_wg(&PACK_SHADER, entry, params, texels, PACK_WG)
-}
-
-/// Size of a packed texture for `rows × cols` floats: (width, height, lines per row).
-pub fn texture_dims(rows: usize, cols: usize) -> (u32, u32, u32) {
-    let texels = (cols as u32).div_ceil(4).max(1);
-    let lines = texels.div_ceil(LINE_TEXELS);
-    (texels.min(LINE_TEXELS), (rows as u32).max(1) * lines, lines)
 }
 
 /// A strided view of a matrix to pack: `X(r, c) = src[off + r·sr + (c / inner)·sb + (c % inner)·sc]`.
@@ -258,7 +249,7 @@ impl Im2col {
         let (rows, texels, per_line) = self.source_layout();
         let width = per_line.min(rows) * texels;
         let height = rows.div_ceil(per_line);
-        (width <= max_dim && height <= max_dim && height <= crate::ops::MAX_WORKGROUPS_PER_DIM)
+        (width <= max_dim && height <= max_dim && height <= crate::ir::MAX_WORKGROUPS_PER_DIM)
             .then_some(ScratchSpec::Texture { width, height })
     }
 
@@ -411,7 +402,7 @@ impl GemmTile {
             if self.bias { "-bias" } else { "" },
             if self.row_sums { "-rowsums" } else { "" }
         );
-        crate::ops::generated_shader(name, size_of::<GemmParams>(), || generate(self))
+        crate::ir::generated_shader(name, size_of::<GemmParams>(), || generate(self))
     }
 
     /// The GEMM call over packed textures `a`, `b` (bindings 1, 2), optional `bias` (3) and

@@ -3,17 +3,16 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
-};
+use crate::ir::{expect_arity, expect_dtype, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ir::{Graph, TensorId};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/bias_add.wgsl`.
 pub static SHADER: Shader = Shader::new(
     "bias_add",
-    include_str!("../../shaders/bias_add.wgsl"),
+    include_str!("../../../shaders/bias_add.wgsl"),
     size_of::<Params>(),
 );
 

@@ -1,8 +1,9 @@
 //! `reshape` (and `flatten`): a new shape over the same buffer. No kernel runs; the scheduler
 //! makes the output share its input's storage.
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::{expect_arity, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef};
+use crate::ir::{expect_arity, BackwardCtx, CpuTensor, KernelCall, OpDef};
+use crate::ir::{Graph, TensorId};
+use crate::ops::CatalogEntry;
 use crate::shape::Shape;
 use crate::{Error, Result};
 

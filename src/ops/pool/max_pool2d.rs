@@ -5,11 +5,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, TensorId, TensorKind};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
-    KernelPlan, OpDef, Shader,
+use crate::ir::{
+    expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
+    Shader,
 };
+use crate::ir::{Graph, TensorId, TensorKind};
+use crate::ops::CatalogEntry;
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
 
@@ -17,8 +18,8 @@ use crate::{Error, Result};
 pub static SHADER: Shader = Shader::new(
     "max_pool2d",
     concat!(
-        include_str!("../../shaders/max_pool2d.wgsl"),
-        include_str!("../../shaders/div.wgsl")
+        include_str!("../../../shaders/max_pool2d.wgsl"),
+        include_str!("../../../shaders/div.wgsl")
     ),
     size_of::<PoolParams>(),
 );
@@ -41,16 +42,7 @@ pub(crate) struct PoolParams {
     _pad: [u32; 2],
 }
 
-/// Window geometry of a 2-d pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pool2d {
-    /// Window size (k×k).
-    pub k: usize,
-    /// Step between windows.
-    pub stride: usize,
-    /// Padding on every side (at most k/2, as in PyTorch).
-    pub pad: usize,
-}
+pub use crate::ir::Pool2d;
 
 impl Pool2d {
     /// Output shape for input `x`, checking the geometry.

@@ -24,9 +24,9 @@ use std::fmt::Write as _;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::conv2d::Conv2dGeometry;
-use crate::ops::gemm::{self, GemmForm, LINE_TEXELS};
-use crate::ops::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::ir::Conv2dGeometry;
+use crate::ir::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::kernels::gemm::{self, GemmForm, LINE_TEXELS};
 
 /// `shaders/conv_stage.wgsl`.
 pub static STAGE_SHADER: Shader = Shader::new(
@@ -130,7 +130,7 @@ impl Staged {
         let (width, height) = self.dims();
         (self.texels <= LINE_TEXELS as usize
             && width <= max_dim
-            && height <= max_dim.min(crate::ops::MAX_WORKGROUPS_PER_DIM))
+            && height <= max_dim.min(crate::ir::MAX_WORKGROUPS_PER_DIM))
         .then_some(ScratchSpec::Texture { width, height })
     }
 
@@ -399,7 +399,7 @@ impl ConvTile {
             self.kw,
             if self.bias { "-bias" } else { "" }
         );
-        crate::ops::generated_shader(name, size_of::<ConvGemmParams>(), || generate(self))
+        crate::ir::generated_shader(name, size_of::<ConvGemmParams>(), || generate(self))
     }
 
     /// The kernel call over `a` and `s` (bindings 1, 2), then the bias (outer form with
@@ -960,7 +960,7 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
 const IMPLICIT_MAX_KW: usize = 8;
 
 /// Workgroups per grid dimension.
-const MAX_GRID: usize = crate::ops::MAX_WORKGROUPS_PER_DIM as usize;
+const MAX_GRID: usize = crate::ir::MAX_WORKGROUPS_PER_DIM as usize;
 
 /// Implicit-GEMM plans of the outer form, stride 1 and dilation 1 only (with `pool_of`, the
 /// conv output dims, ReLU and 2x2 max pooling in the epilogue):

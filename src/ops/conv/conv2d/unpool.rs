@@ -10,12 +10,14 @@
 //! argmax (flat index into the convolution's output, `u32::MAX` for none: the ReLU's mask),
 //! and the weight (input gradient) or the convolution's input (weight gradient).
 
-use super::{conv_gemm, dims, windows, Conv2dBackwardInput, Conv2dBackwardWeight, FUSED_POOL};
-use crate::ops::max_pool2d::MaxPool2dBackward;
-use crate::ops::{
-    expect_arity, expect_dtype, CatalogEntry, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
-    Operand, ScratchSpec,
+use super::{dims, Conv2dBackwardInput, Conv2dBackwardWeight, FUSED_POOL};
+use crate::ir::{
+    expect_arity, expect_dtype, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef, Operand,
+    ScratchSpec,
 };
+use crate::kernels::{conv_gemm, windows};
+use crate::ops::pool::max_pool2d::MaxPool2dBackward;
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 

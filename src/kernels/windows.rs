@@ -24,10 +24,10 @@ use std::fmt::Write as _;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::conv2d::Conv2dGeometry;
-use crate::ops::conv_gemm::Staged;
-use crate::ops::gemm;
-use crate::ops::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::ir::Conv2dGeometry;
+use crate::ir::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
+use crate::kernels::conv_gemm::Staged;
+use crate::kernels::gemm;
 
 /// Mirrors `struct Params` of the generated kernels.
 #[repr(C)]
@@ -114,7 +114,7 @@ impl WindowsTile {
             self.kw,
             if self.bias { "-bias" } else { "" }
         );
-        crate::ops::generated_shader(name, size_of::<WindowsParams>(), || generate(self))
+        crate::ir::generated_shader(name, size_of::<WindowsParams>(), || generate(self))
     }
 
     /// Partial sums one task writes per split.
@@ -418,7 +418,7 @@ pub(crate) fn plans(
             let per_split = windows.div_ceil(splits);
             let splits = windows.div_ceil(per_split);
             let tasks = pairs * splits;
-            if tasks.div_ceil(8) > crate::ops::MAX_WORKGROUPS_PER_DIM as usize {
+            if tasks.div_ceil(8) > crate::ir::MAX_WORKGROUPS_PER_DIM as usize {
                 continue;
             }
             let u = |v: usize| v as u32;

@@ -3,17 +3,16 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, NodeId, TensorId};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, KernelCall, OpDef, Shader,
-};
+use crate::ir::{expect_arity, expect_dtype, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ir::{Graph, NodeId, TensorId};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/softmax_cross_entropy.wgsl`.
 pub static SHADER: Shader = Shader::new(
     "softmax_cross_entropy",
-    include_str!("../../shaders/softmax_cross_entropy.wgsl"),
+    include_str!("../../../shaders/softmax_cross_entropy.wgsl"),
     size_of::<Params>(),
 );
 

@@ -9,15 +9,16 @@
 //! The forward GEMM computes `yᵀ = w·xᵀ` (rows `out`, so the bias is a per-row epilogue term)
 //! and its strided epilogue stores it as `y`.
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::activation::{Activation, ActivationBackward};
-use crate::ops::bias_add::{BiasAdd, BiasAddBackward};
-use crate::ops::gemm::{self, GemmParams, MatrixView};
-use crate::ops::matmul::Matmul;
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
-    KernelPlan, OpDef, Operand, ScratchSpec,
+use crate::ir::{
+    expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
+    Operand, ScratchSpec,
 };
+use crate::ir::{Graph, TensorId};
+use crate::kernels::gemm::{self, GemmParams, MatrixView};
+use crate::ops::activation::{Activation, ActivationBackward};
+use crate::ops::linalg::matmul::Matmul;
+use crate::ops::tensor::bias_add::{BiasAdd, BiasAddBackward};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 

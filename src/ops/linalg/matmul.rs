@@ -5,19 +5,20 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::graph::{Graph, TensorId};
-use crate::ops::gemm::{self, GemmParams, MatrixView};
-use crate::ops::{
-    expect_arity, expect_dtype, BackwardCtx, CatalogEntry, CpuTensor, DeviceCaps, KernelCall,
-    KernelPlan, OpDef, Operand, Shader, TextureCopy,
+use crate::ir::{
+    expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
+    Operand, Shader, TextureCopy,
 };
+use crate::ir::{Graph, TensorId};
+use crate::kernels::gemm::{self, GemmParams, MatrixView};
+use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/matmul.wgsl`.
 pub static SHADER: Shader = Shader::new(
     "matmul",
-    include_str!("../../shaders/matmul.wgsl"),
+    include_str!("../../../shaders/matmul.wgsl"),
     size_of::<Params>(),
 );
 

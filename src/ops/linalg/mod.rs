@@ -1,0 +1,4 @@
+//! Linear algebra: `matmul` and the fused `linear` layer, over the texture GEMM.
+
+pub mod linear;
+pub mod matmul;

@@ -1,0 +1,3 @@
+//! Losses and the training metrics computed beside them.
+
+pub mod softmax_cross_entropy;
