@@ -151,7 +151,7 @@ impl OpDef for Matmul {
             .with_overrides(&[("WG_M", f64::from(WG_M)), ("WG_N", f64::from(WG_N))])
     }
 
-    // The texture GEMM variants first (src/ops/gemm.rs), then the direct kernel.
+    // The texture GEMM variants first (src/kernels/gemm.rs), then the direct kernel.
     fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
         let (m, k, n) = self
             .mkn(inputs[0], inputs[1])
