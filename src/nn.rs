@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, TensorId};
+use crate::ops::activation::Activation;
 use crate::ops::conv::conv2d::Conv2dGeometry;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -130,8 +131,14 @@ impl<'g> Net<'g> {
 
     /// `ReLU` (scoped as `name` for errors).
     pub fn relu(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        self.activation(name, x, Activation::Relu)
+    }
+
+    /// Any elementwise activation (`LeakyReLU(0.01)` is [`Activation::LEAKY_RELU`], `ELU()`
+    /// [`Activation::ELU`], `GELU()` [`Activation::Gelu`], `SiLU()` [`Activation::Silu`], ...).
+    pub fn activation(&mut self, name: &str, x: TensorId, act: Activation) -> Result<TensorId> {
         self.g.set_scope(name);
-        self.g.relu(x)
+        Ok(self.g.push(act, &[x])?[0])
     }
 
     /// `MaxPool2d(k, stride)`.

@@ -98,6 +98,17 @@ impl CatalogEntry {
             finite_differences: true,
         }
     }
+
+    /// A seed that names this entry (its op and input shapes), for its random test inputs:
+    /// unlike its index in the catalogue, adding other ops leaves it unchanged.
+    pub fn seed(&self) -> u64 {
+        // FNV-1a over the entry's description.
+        format!("{self:?}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
 }
 
 /// Every op with test shapes, forward and backward kernels alike.
@@ -113,7 +124,6 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(optim::catalog());
     res.extend(reshape::catalog());
     res.extend(softmax_cross_entropy::catalog());
-    // Last, so that adding them left the random inputs of the entries above unchanged.
     res.extend(conv2d::unpool::catalog());
     res.extend(linear::catalog());
     res.extend(optim::vec4_catalog());
