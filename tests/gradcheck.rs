@@ -117,6 +117,8 @@ fn every_backward_rule_matches_finite_differences() {
     let want = [
         "add",
         "avg_pool2d",
+        "batch_norm2d",
+        "batch_norm2d_eval",
         "bias_add",
         "conv2d",
         "conv2d_relu",

@@ -13,6 +13,7 @@ use crate::kernels::{conv_gemm, gemm, windows};
 use crate::ops::conv::conv2d;
 use crate::ops::linalg::{linear, matmul};
 use crate::ops::loss::softmax_cross_entropy;
+use crate::ops::norm::batch_norm2d;
 use crate::ops::pool::{avg_pool2d, max_pool2d};
 use crate::ops::tensor::{add, bias_add, reshape};
 use crate::shape::Shape;
@@ -21,6 +22,7 @@ pub mod activation;
 pub mod conv;
 pub mod linalg;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod tensor;
@@ -30,6 +32,7 @@ pub fn shaders() -> Vec<&'static Shader> {
     let mut res = vec![
         &activation::SHADER,
         &avg_pool2d::SHADER,
+        &batch_norm2d::SHADER,
         &bias_add::SHADER,
         &conv2d::SHADER,
         &conv_gemm::STAGE_SHADER,
@@ -127,6 +130,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(conv2d::unpool::catalog());
     res.extend(linear::catalog());
     res.extend(optim::vec4_catalog());
+    res.extend(batch_norm2d::catalog());
     res
 }
 
