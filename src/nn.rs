@@ -1,31 +1,91 @@
-//! Layers with PyTorch's names and default initialisation, and the models of the benchmark
-//! workloads (`lenet5` = W1, `convnet-s` = W2).
+//! Layers with PyTorch's names and default initialisation, and the built-in models: those of
+//! the benchmark workloads (`lenet5` = W1, `convnet-s` = W2) and `resnet20`.
+//!
+//! A model is built once per mode. Layers that behave differently in evaluation (batch norm)
+//! make the model *mode-dependent*: the trainer then builds its forward a second time with
+//! [`Net::for_eval`], which reuses the first build's parameters and buffers by name, so the
+//! `train` and `eval` programs of one executable share every weight and running statistic.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use crate::ir::CpuTensor;
-use crate::ir::{Graph, TensorId};
+use crate::ir::{Graph, NodeId, TensorId};
 use crate::ops::activation::Activation;
 use crate::ops::conv::conv2d::Conv2dGeometry;
+use crate::ops::norm::batch_norm2d::BatchNormConfig;
 use crate::rng::Rng;
+use crate::shape::Shape;
 use crate::{Error, Result};
+
+/// Which forward a model is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics, running statistics updated (as PyTorch's `model.train()`).
+    Train,
+    /// Running statistics, nothing updated (`model.eval()`).
+    Eval,
+}
 
 /// Builds layers into a graph and remembers their parameters by name (`conv1.weight`, ...).
 pub struct Net<'g> {
     g: &'g mut Graph,
     rng: Rng,
-    params: Vec<(String, TensorId)>,
+    mode: Mode,
+    parts: NetParts,
+    /// Parameters and buffers of an earlier build, reused by name (the eval build).
+    existing: HashMap<String, TensorId>,
+}
+
+/// What a model's build made: its parameters and buffers by name, and the nodes a train
+/// program must run for their effect.
+#[derive(Clone, Debug, Default)]
+pub struct NetParts {
+    /// Trainable parameters, in creation order.
+    pub params: Vec<(String, TensorId)>,
+    /// State that is not trained but saved with the model (PyTorch's buffers: batch norm's
+    /// `running_mean` and `running_var`).
+    pub buffers: Vec<(String, TensorId)>,
+    /// In-place updates the train program runs (batch norm's running statistics).
+    pub effects: Vec<NodeId>,
+    /// True when some layer computes differently in evaluation.
+    pub mode_dependent: bool,
 }
 
 impl<'g> Net<'g> {
-    /// Layers go into `g`; `seed` fixes the initial weights.
+    /// Layers go into `g` in training mode; `seed` fixes the initial weights.
     pub fn new(g: &'g mut Graph, seed: u64) -> Self {
         Net {
             g,
             rng: Rng::new(seed),
-            params: Vec::new(),
+            mode: Mode::Train,
+            parts: NetParts::default(),
+            existing: HashMap::new(),
         }
+    }
+
+    /// Layers go into `g` in evaluation mode, reusing the parameters and buffers of `built`
+    /// (the same model built by [`Net::new`]) by name.
+    pub fn for_eval(g: &'g mut Graph, built: &NetParts) -> Self {
+        let existing = built
+            .params
+            .iter()
+            .chain(&built.buffers)
+            .map(|(name, t)| (name.clone(), *t))
+            .collect();
+        Net {
+            g,
+            rng: Rng::new(0),
+            mode: Mode::Eval,
+            parts: NetParts::default(),
+            existing,
+        }
+    }
+
+    /// The mode the layers are built for.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// The graph, for ops that have no parameters.
@@ -35,18 +95,140 @@ impl<'g> Net<'g> {
 
     /// The parameters created so far, in creation order.
     pub fn into_params(self) -> Vec<(String, TensorId)> {
-        self.params
+        self.parts.params
+    }
+
+    /// Everything the build made.
+    pub fn into_parts(self) -> NetParts {
+        self.parts
+    }
+
+    /// A parameter named `name` starting at `init`, or the earlier build's.
+    fn param(&mut self, name: String, init: impl FnOnce(&mut Rng) -> CpuTensor) -> TensorId {
+        let t = match self.existing.get(&name) {
+            Some(&t) => t,
+            None => {
+                let value = init(&mut self.rng);
+                self.g.param(&name, value)
+            }
+        };
+        self.parts.params.push((name, t));
+        t
+    }
+
+    /// A buffer (state saved with the model, not trained) named `name`, or the earlier build's.
+    fn buffer(&mut self, name: String, init: CpuTensor) -> TensorId {
+        let t = match self.existing.get(&name) {
+            Some(&t) => t,
+            None => self.g.state(&name, init),
+        };
+        self.parts.buffers.push((name, t));
+        t
     }
 
     /// PyTorch's default init for conv and linear layers (`kaiming_uniform_(a=√5)` for the
     /// weight, `U(±1/√fan_in)` for the bias): both come to `U(±1/√fan_in)`.
     fn uniform_param(&mut self, name: String, dims: Vec<usize>, fan_in: usize) -> TensorId {
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let numel = dims.iter().product();
-        let data = (0..numel).map(|_| self.rng.range(-bound, bound)).collect();
-        let t = self.g.param(&name, CpuTensor::from_f32(dims, data));
-        self.params.push((name, t));
-        t
+        self.param(name, |rng| {
+            let numel = dims.iter().product();
+            let data = (0..numel).map(|_| rng.range(-bound, bound)).collect();
+            CpuTensor::from_f32(dims, data)
+        })
+    }
+
+    /// `BatchNorm2d(c)` over `x: [n, c, h, w]` (eps 1e-5, momentum 0.1): parameters
+    /// `{name}.weight` (ones) and `{name}.bias` (zeros), buffers `{name}.running_mean` (zeros)
+    /// and `{name}.running_var` (ones). In training the batch's statistics normalise and the
+    /// running ones are updated on the GPU; in evaluation the running ones normalise.
+    pub fn batch_norm2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        self.g.set_scope(name);
+        let [_, c, _, _] = self
+            .g
+            .shape(x)
+            .dims4("batch_norm2d", "input")
+            .map_err(|e| with_layer(e, name))?;
+        let weight = self.param(format!("{name}.weight"), |_| {
+            CpuTensor::from_f32([c], vec![1.0; c])
+        });
+        let bias = self.param(format!("{name}.bias"), |_| {
+            CpuTensor::zeros(&Shape::f32([c]))
+        });
+        let mean = self.buffer(
+            format!("{name}.running_mean"),
+            CpuTensor::zeros(&Shape::f32([c])),
+        );
+        let var = self.buffer(
+            format!("{name}.running_var"),
+            CpuTensor::from_f32([c], vec![1.0; c]),
+        );
+        self.parts.mode_dependent = true;
+        let config = BatchNormConfig::default();
+        match self.mode {
+            Mode::Train => {
+                let (y, update) = self.g.batch_norm2d(x, weight, bias, mean, var, config)?;
+                self.parts.effects.push(update);
+                Ok(y)
+            }
+            Mode::Eval => self
+                .g
+                .batch_norm2d_eval(x, weight, bias, mean, var, config.eps),
+        }
+    }
+
+    /// `Conv2d(c_in, c_out, k, stride, padding, bias=False)`: parameter `{name}.weight` only
+    /// (as torchvision's ResNets, whose convolutions feed a batch norm).
+    pub fn conv2d_no_bias(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        let [_, c_in, _, _] = self
+            .g
+            .shape(x)
+            .dims4("conv2d", "input")
+            .map_err(|e| with_layer(e, name))?;
+        let fan_in = c_in * k * k;
+        let w = self.uniform_param(format!("{name}.weight"), vec![c_out, c_in, k, k], fan_in);
+        let zero_bias = self.g.constant(
+            &format!("{name}.no_bias"),
+            CpuTensor::zeros(&Shape::f32([c_out])),
+        );
+        let geometry = Conv2dGeometry {
+            stride,
+            pad,
+            dilation: 1,
+        };
+        self.g.conv2d(x, w, zero_bias, geometry)
+    }
+
+    /// `a + b` (a residual connection), same shapes.
+    pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.add(a, b)
+    }
+
+    /// `AdaptiveAvgPool2d(1)` over a square `x: [n, c, k, k]` → `[n, c, 1, 1]`.
+    pub fn global_avg_pool2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        self.g.set_scope(name);
+        let [_, _, h, w] = self
+            .g
+            .shape(x)
+            .dims4("avg_pool2d", "input")
+            .map_err(|e| with_layer(e, name))?;
+        if h != w {
+            return Err(Error::Shape {
+                layer: name.to_string(),
+                op: "avg_pool2d",
+                message: format!("global pooling takes square maps for now, got {h}x{w}"),
+            });
+        }
+        self.g.avg_pool2d(x, h, 1, 0)
     }
 
     /// `Conv2d(c_in, c_out, k, stride, padding)` with bias; `x: [n, c_in, h, w]`. Parameters
@@ -178,11 +360,17 @@ pub enum Model {
     Lenet5,
     /// W2: a VGG-style net (2×conv3×3 32, pool, 2×conv3×3 64, pool, 256, 10).
     ConvnetS,
+    /// ResNet-20 (He et al. 2016, §4.2): a 3×3 convolution of 16 channels, then three stages
+    /// of three basic blocks (16, 32, 64 channels; the second and third halve the size),
+    /// global average pooling and a linear layer; every convolution without bias and
+    /// followed by batch norm. Shortcuts that change shape are 1×1 convolutions with batch
+    /// norm (option B), named as torchvision's ResNets (`layer2.0.downsample.0`).
+    Resnet20,
 }
 
 impl Model {
     /// Every model, for `--help` and tests.
-    pub const ALL: [Model; 2] = [Model::Lenet5, Model::ConvnetS];
+    pub const ALL: [Model; 3] = [Model::Lenet5, Model::ConvnetS, Model::Resnet20];
 
     /// Appends the model to `net` for `x: [n, 1, 28, 28]`; returns the logits `[n, 10]`.
     pub fn build(self, net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
@@ -209,6 +397,20 @@ impl Model {
                 let x = net.linear_relu("fc1", x, 256)?;
                 net.linear("fc2", x, 10)
             }
+            Model::Resnet20 => {
+                let x = net.conv2d_no_bias("conv1", x, 16, 3, 1, 1)?;
+                let x = net.batch_norm2d("bn1", x)?;
+                let mut x = net.relu("relu", x)?;
+                for (stage, c_out) in [(1, 16), (2, 32), (3, 64)] {
+                    for block in 0..3 {
+                        let stride = if stage > 1 && block == 0 { 2 } else { 1 };
+                        x = basic_block(net, &format!("layer{stage}.{block}"), x, c_out, stride)?;
+                    }
+                }
+                let x = net.global_avg_pool2d("avgpool", x)?;
+                let x = net.flatten("flatten", x)?;
+                net.linear("fc", x, 10)
+            }
         }
     }
 
@@ -217,8 +419,35 @@ impl Model {
         match self {
             Model::Lenet5 => "lenet5",
             Model::ConvnetS => "convnet-s",
+            Model::Resnet20 => "resnet20",
         }
     }
+}
+
+/// ResNet's basic block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, both
+/// convolutions 3×3, the first with `stride`; the shortcut is `x`, or a 1×1 convolution with
+/// batch norm where the shape changes.
+fn basic_block(
+    net: &mut Net<'_>,
+    name: &str,
+    x: TensorId,
+    c_out: usize,
+    stride: usize,
+) -> Result<TensorId> {
+    let c_in = net.graph().shape(x).dims[1];
+    let y = net.conv2d_no_bias(&format!("{name}.conv1"), x, c_out, 3, stride, 1)?;
+    let y = net.batch_norm2d(&format!("{name}.bn1"), y)?;
+    let y = net.relu(&format!("{name}.relu1"), y)?;
+    let y = net.conv2d_no_bias(&format!("{name}.conv2"), y, c_out, 3, 1, 1)?;
+    let y = net.batch_norm2d(&format!("{name}.bn2"), y)?;
+    let shortcut = if stride != 1 || c_in != c_out {
+        let s = net.conv2d_no_bias(&format!("{name}.downsample.0"), x, c_out, 1, stride, 0)?;
+        net.batch_norm2d(&format!("{name}.downsample.1"), s)?
+    } else {
+        x
+    };
+    let y = net.add(&format!("{name}.add"), y, shortcut)?;
+    net.relu(&format!("{name}.relu2"), y)
 }
 
 impl fmt::Display for Model {
@@ -236,7 +465,8 @@ impl FromStr for Model {
             .find(|m| m.name() == s)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "unknown model {s:?}; choose one of: lenet5, convnet-s"
+                    "unknown model {s:?}; choose one of: {}",
+                    Model::ALL.map(Model::name).join(", ")
                 ))
             })
     }

@@ -11,7 +11,7 @@ use crate::gpu::GpuContext;
 use crate::graph::append_backward;
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId};
-use crate::nn::{Model, Net};
+use crate::nn::{Model, Net, NetParts};
 use crate::ops::optim::{AdamUpdate, OptimizerStepCount, SgdUpdate};
 use crate::shape::Shape;
 use crate::{Error, Result};
@@ -115,6 +115,7 @@ pub struct Trainer {
     logits: TensorId,
     loss: TensorId,
     params: Vec<(String, TensorId)>,
+    buffers: Vec<(String, TensorId)>,
     grads: Vec<TensorId>,
     train: ProgramId,
     eval: ProgramId,
@@ -164,7 +165,7 @@ impl Trainer {
             ProgramSpec {
                 name: "eval".into(),
                 outputs: vec![],
-                effects: vec![parts.metrics_node],
+                effects: vec![parts.eval_metrics_node],
             },
         ];
         if with_check {
@@ -188,6 +189,7 @@ impl Trainer {
             logits: parts.logits,
             loss: parts.loss,
             params: parts.params,
+            buffers: parts.buffers,
             grads: parts.grads,
             batch_size: config.batch_size,
             n_classes: 10,
@@ -276,6 +278,14 @@ impl Trainer {
             .collect()
     }
 
+    /// Downloads every buffer (batch norm's `running_mean`, `running_var`), by name.
+    pub fn buffers(&self) -> Result<Vec<(String, CpuTensor)>> {
+        self.buffers
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), self.exe.read(self.train, *t)?)))
+            .collect()
+    }
+
     /// A training step that also returns its loss and every parameter's gradient, by name.
     /// Needs [`Trainer::new_checked`]; downloads everything, so it is for tests and debugging.
     pub fn check_step(
@@ -302,7 +312,7 @@ impl Trainer {
         Ok((loss, grads))
     }
 
-    /// Writes the parameters to a safetensors file (`conv1.weight` OIHW, `fc1.weight`
+    /// Writes the parameters and buffers to a safetensors file (`conv1.weight` OIHW, `fc1.weight`
     /// `[out, in]`). Writes a temporary file and renames it, so a failure never leaves a
     /// half-written checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -310,7 +320,8 @@ impl Trainer {
             path: path.into(),
             message,
         };
-        let params = self.parameters()?;
+        let mut params = self.parameters()?;
+        params.extend(self.buffers()?);
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = params
             .iter()
             .map(|(name, t)| {
@@ -425,10 +436,17 @@ pub struct TrainingParts {
     pub loss: TensorId,
     /// Metric sums `[3]`.
     pub metrics: TensorId,
-    /// The metrics node (the eval program's only effect).
+    /// The metrics node of the train program.
     pub metrics_node: NodeId,
+    /// Logits `[batch, 10]` of the eval forward (`logits` itself unless the model has
+    /// mode-dependent layers).
+    pub eval_logits: TensorId,
+    /// The metrics node of the eval program (its only effect).
+    pub eval_metrics_node: NodeId,
     /// Parameters by name.
     pub params: Vec<(String, TensorId)>,
+    /// Buffers (batch norm's running statistics) by name.
+    pub buffers: Vec<(String, TensorId)>,
     /// Gradient of each parameter.
     pub grads: Vec<TensorId>,
     /// Nodes the train program runs for their effect: metrics, step count, updates.
@@ -447,18 +465,38 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     let labels = g.input("labels", Shape::u32([config.batch_size]));
     let mut net = Net::new(&mut g, config.seed);
     let logits = config.model.build(&mut net, images)?;
-    let params = net.into_params();
+    let built = net.into_parts();
+    // A model with layers that compute differently in evaluation (batch norm) gets a second
+    // forward for the eval program, sharing every parameter and buffer.
+    let eval_logits = if built.mode_dependent {
+        let mut eval_net = Net::for_eval(&mut g, &built);
+        config.model.build(&mut eval_net, images)?
+    } else {
+        logits
+    };
+    let NetParts {
+        params,
+        buffers,
+        effects: layer_effects,
+        ..
+    } = built;
 
     g.set_scope("loss");
     let loss = g.softmax_cross_entropy(logits, labels)?;
     let metrics = g.state("metrics", CpuTensor::zeros(&Shape::f32([3])));
     let metrics_node = g.classification_metrics(logits, labels, metrics)?;
+    let eval_metrics_node = if eval_logits == logits {
+        metrics_node
+    } else {
+        g.classification_metrics(eval_logits, labels, metrics)?
+    };
 
     let ones = g.constant("grad_loss", CpuTensor::from_f32([1], vec![1.0]));
     let param_ids: Vec<TensorId> = params.iter().map(|(_, t)| *t).collect();
     let grads = append_backward(&mut g, &[(loss, ones)], &param_ids)?;
 
     let mut train_effects = vec![metrics_node];
+    train_effects.extend(layer_effects);
     g.set_scope("optimizer");
     let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
     if matches!(config.optimizer, Optimizer::Adam { .. }) {
@@ -512,10 +550,13 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         images,
         labels,
         logits,
+        eval_logits,
         loss,
         metrics,
         metrics_node,
+        eval_metrics_node,
         params,
+        buffers,
         grads,
         train_effects,
     };

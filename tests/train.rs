@@ -36,6 +36,7 @@ fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: O
     let trainer = Trainer::new_checked(&gpu, &cfg).expect("trainer");
     let (gpu_loss, gpu_grads) = trainer.check_step(&images, &data.labels).expect("step");
     let gpu_params = trainer.parameters().expect("parameters");
+    let gpu_buffers = trainer.buffers().expect("buffers");
 
     let (g, parts) = training_graph(&cfg).expect("graph");
     let mut outputs = vec![parts.loss];
@@ -70,6 +71,18 @@ fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: O
             want,
             1e-4 * scale,
             1e-3,
+        );
+    }
+    // Batch norm's running statistics, moved toward the batch's by the train program.
+    assert_eq!(gpu_buffers.len(), parts.buffers.len());
+    for ((name, value), (_, buffer)) in gpu_buffers.iter().zip(&parts.buffers) {
+        let want = cpu.get(*buffer).f32();
+        assert_close(
+            &format!("{name} after the step"),
+            value.f32(),
+            want,
+            1e-5,
+            1e-4,
         );
     }
     // Adam's first step moves each parameter by about lr·sign(grad), so where a gradient is
@@ -127,6 +140,150 @@ fn lenet_step_on_the_gl_adapter_matches_cpu_interpreter() {
 #[test]
 fn convnet_s_step_matches_cpu_interpreter() {
     check_step_matches_cpu(Model::ConvnetS, 3, Optimizer::adam(1e-3));
+}
+
+/// Batch norm (training statistics, the running statistics' update), residual additions,
+/// strided and 1×1 convolutions without bias, global average pooling.
+#[test]
+fn resnet20_step_matches_cpu_interpreter() {
+    check_step_matches_cpu(
+        Model::Resnet20,
+        3,
+        Optimizer::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        },
+    );
+}
+
+/// Every built-in model learns: 12 steps on one batch cut its loss.
+#[test]
+fn every_model_learns_one_batch() {
+    let Some(gpu) = common::gpu() else { return };
+    let data = synthetic(16, 1, 11).train;
+    let images = data.images(0, data.len());
+    for model in Model::ALL {
+        let trainer =
+            Trainer::new(&gpu, &config(model, 16, Optimizer::adam(3e-3))).expect("trainer");
+        let mut losses = Vec::new();
+        for _ in 0..12 {
+            trainer.train_step(&images, &data.labels).expect("step");
+            losses.push(trainer.take_metrics().expect("metrics").loss);
+        }
+        let (first, last) = (losses[0], losses[losses.len() - 1]);
+        assert!(
+            losses.iter().all(|l| l.is_finite()) && last < 0.5 * first,
+            "{model}: loss went from {first} to {last}: {losses:?}"
+        );
+    }
+}
+
+/// The eval program normalises by the running statistics and updates nothing; the train
+/// program by the batch's, moving the running ones. A model without such layers computes the
+/// same logits in both.
+#[test]
+fn eval_mode_differs_from_train_mode_exactly_where_it_must() {
+    use striate::exec::gpu::{Executable, ProgramSpec};
+
+    let Some(gpu) = common::gpu() else { return };
+    let batch = 4;
+    let data = synthetic(batch, 1, 12).train;
+    let images = data.images(0, data.len());
+    for model in [Model::Resnet20, Model::Lenet5] {
+        let cfg = config(model, batch, Optimizer::adam(1e-3));
+        let (g, parts) = training_graph(&cfg).expect("graph");
+        let specs = [
+            ProgramSpec {
+                name: "train".into(),
+                outputs: vec![parts.logits],
+                effects: parts.train_effects.clone(),
+            },
+            ProgramSpec {
+                name: "eval".into(),
+                outputs: vec![parts.eval_logits],
+                effects: vec![parts.eval_metrics_node],
+            },
+        ];
+        let exe = Executable::build(&gpu, &g, &specs).expect("build");
+        let (train, eval) = (exe.program("train").unwrap(), exe.program("eval").unwrap());
+        exe.write(parts.images, bytemuck::cast_slice(&images))
+            .unwrap();
+        exe.write(parts.labels, bytemuck::cast_slice(&data.labels))
+            .unwrap();
+        let read_buffers = || -> Vec<Vec<f32>> {
+            parts
+                .buffers
+                .iter()
+                .map(|(_, t)| exe.read(eval, *t).unwrap().f32().to_vec())
+                .collect()
+        };
+
+        let initial = read_buffers();
+        exe.run(eval).unwrap();
+        let eval_logits = exe.read(eval, parts.eval_logits).unwrap();
+        exe.run(eval).unwrap();
+        assert_eq!(read_buffers(), initial, "{model}: eval updated a buffer");
+        assert_eq!(
+            exe.read(eval, parts.eval_logits).unwrap(),
+            eval_logits,
+            "{model}: eval is not repeatable"
+        );
+
+        // The eval forward on the CPU interpreter, for the same parameters.
+        let mut cpu = CpuInterpreter::new(&g);
+        cpu.set(
+            parts.images,
+            CpuTensor::from_f32([batch, 1, 28, 28], images.clone()),
+        );
+        cpu.set(
+            parts.labels,
+            CpuTensor::from_u32([batch], data.labels.clone()),
+        );
+        cpu.run(&g, &schedule(&g, &[parts.eval_logits], &[]));
+        assert_close(
+            &format!("{model} eval logits"),
+            eval_logits.f32(),
+            cpu.get(parts.eval_logits).f32(),
+            1e-4,
+            1e-3,
+        );
+
+        exe.run(train).unwrap();
+        let train_logits = exe.read(train, parts.logits).unwrap();
+        let moved = read_buffers();
+        if model == Model::Resnet20 {
+            assert_eq!(
+                parts.buffers.len(),
+                2 * 21,
+                "two running statistics per batch norm"
+            );
+            assert!(
+                moved.iter().zip(&initial).all(|(m, i)| m != i),
+                "{model}: a running statistic did not move in training"
+            );
+            let max_diff = train_logits
+                .f32()
+                .iter()
+                .zip(eval_logits.f32())
+                .map(|(t, e)| (t - e).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                max_diff > 1e-3,
+                "{model}: batch statistics and running statistics gave the same logits"
+            );
+        } else {
+            assert_eq!(
+                parts.eval_logits, parts.logits,
+                "{model}: one forward serves both"
+            );
+            assert!(parts.buffers.is_empty());
+            assert_eq!(
+                train_logits, eval_logits,
+                "{model}: train and eval logits differ"
+            );
+        }
+    }
 }
 
 #[test]
@@ -202,6 +359,42 @@ fn training_steps_create_nothing_and_download_only_requested_metrics() {
         (12, 0, 1),
         "{read:?}"
     );
+}
+
+/// The same for every other built-in model (fewer steps): a step and an evaluation create no
+/// GPU object and download nothing, whatever the layers (batch norm's updates included).
+#[test]
+fn every_model_steps_and_evaluates_without_creating_or_downloading() {
+    let Some(_) = common::gpu() else { return };
+    let gpu = striate::GpuContext::from_env().expect("adapter");
+    let batch = 4;
+    let data = synthetic(batch, batch, 3);
+    let images = data.train.images(0, batch);
+    for model in Model::ALL {
+        let trainer =
+            Trainer::new(&gpu, &config(model, batch, Optimizer::adam(1e-3))).expect("trainer");
+        trainer
+            .train_step(&images, &data.train.labels)
+            .expect("warm-up");
+        trainer
+            .eval_step(&images, &data.train.labels)
+            .expect("warm-up");
+        trainer.take_metrics().expect("metrics");
+        let before = gpu.counters();
+        for _ in 0..5 {
+            trainer
+                .train_step(&images, &data.train.labels)
+                .expect("step");
+            trainer
+                .eval_step(&images, &data.train.labels)
+                .expect("eval");
+        }
+        let steps = gpu.counters() - before;
+        assert_eq!(steps.gpu_objects_created(), 0, "{model}: {steps:?}");
+        assert_eq!(steps.bytes_downloaded, 0, "{model}: {steps:?}");
+        assert_eq!(steps.submissions, 10, "{model}: {steps:?}");
+        assert_eq!(steps.blocking_waits, 0, "{model}: {steps:?}");
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ use striate::{AdapterChoice, GpuContext};
 #[derive(Parser, Debug)]
 #[command(version, about = "Train a CNN on the GPU with striate (WGSL compute shaders on wgpu)", long_about = None)]
 struct Args {
-    /// Model to train: lenet5 (W1) or convnet-s (W2).
+    /// Model to train: lenet5 (W1), convnet-s (W2) or resnet20 (batch norm, residual blocks).
     #[arg(long, default_value = "lenet5")]
     model: Model,
     /// Directory with the Fashion-MNIST (or MNIST) IDX files, gzipped or raw. Default: $STRIATE_DATA,
