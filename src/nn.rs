@@ -51,6 +51,9 @@ pub struct NetParts {
     pub effects: Vec<NodeId>,
     /// True when some layer computes differently in evaluation.
     pub mode_dependent: bool,
+    /// The `[1]` u32 step counter dropout layers draw their masks from, when the model has
+    /// any; the train program must increment it once per step, after the backward pass.
+    pub rng_step: Option<TensorId>,
 }
 
 impl<'g> Net<'g> {
@@ -174,6 +177,29 @@ impl<'g> Net<'g> {
                 .g
                 .batch_norm2d_eval(x, weight, bias, mean, var, config.eps),
         }
+    }
+
+    /// `Dropout(p)`: in training, zeroes each element with probability `p` and scales the rest
+    /// by `1 / (1 − p)`, the mask drawn on the GPU per step ([`NetParts::rng_step`]); in
+    /// evaluation, the identity.
+    pub fn dropout(&mut self, name: &str, x: TensorId, p: f32) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.parts.mode_dependent = true;
+        if self.mode == Mode::Eval {
+            return Ok(x);
+        }
+        let step = match self.parts.rng_step {
+            Some(step) => step,
+            None => {
+                let step = self
+                    .g
+                    .state("dropout.step", CpuTensor::from_u32([1], vec![0]));
+                self.parts.rng_step = Some(step);
+                step
+            }
+        };
+        let seed = self.rng.next_u64() as u32;
+        self.g.dropout(x, p, seed, step)
     }
 
     /// `Conv2d(c_in, c_out, k, stride, padding, bias=False)`: parameter `{name}.weight` only

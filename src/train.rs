@@ -478,6 +478,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         params,
         buffers,
         effects: layer_effects,
+        rng_step,
         ..
     } = built;
 
@@ -543,6 +544,12 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                 )?;
             }
         }
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
+    if let Some(step) = rng_step {
+        // After the backward pass, which regenerates the dropout masks from this step.
+        g.set_scope("dropout");
+        g.push(OptimizerStepCount, &[step])?;
         train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     }
     g.set_scope("");

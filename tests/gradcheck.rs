@@ -123,6 +123,7 @@ fn every_backward_rule_matches_finite_differences() {
         "conv2d",
         "conv2d_relu",
         "conv2d_relu_pool",
+        "dropout",
         "elu",
         "gelu",
         "gelu_tanh",

@@ -599,3 +599,63 @@ fn profile_times_every_dispatch_with_either_method() {
         }
     }
 }
+
+/// Dropout in a train program draws a new mask each step from the GPU's step counter (nothing
+/// uploaded), keeps about 1 − p of the elements scaled by 1 / (1 − p), and is the identity in
+/// an eval build.
+#[test]
+fn dropout_draws_a_new_mask_each_step_and_vanishes_in_eval() {
+    use striate::exec::gpu::{Executable, ProgramSpec};
+    use striate::nn::Net;
+    use striate::ops::optim::OptimizerStepCount;
+    use striate::{Graph, NodeId, Shape};
+
+    let Some(gpu) = common::gpu() else { return };
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::f32([8, 125]));
+    let mut net = Net::new(&mut g, 0);
+    let y = net.dropout("drop", x, 0.25).expect("dropout");
+    let parts = net.into_parts();
+    assert!(parts.mode_dependent);
+    let step = parts.rng_step.expect("a step counter");
+    g.push(OptimizerStepCount, &[step]).expect("increment");
+    let increment = NodeId(g.nodes().len() as u32 - 1);
+    let mut eval_net = Net::for_eval(&mut g, &parts);
+    assert_eq!(eval_net.dropout("drop", x, 0.25).expect("dropout"), x);
+
+    let spec = ProgramSpec {
+        name: "train".into(),
+        outputs: vec![y],
+        effects: vec![increment],
+    };
+    let exe = Executable::build(&gpu, &g, &[spec]).expect("build");
+    let train = exe.program("train").expect("program");
+    let ones = vec![1.0f32; 1000];
+    exe.write(x, bytemuck::cast_slice(&ones)).expect("write");
+    let before = gpu.counters();
+    let mut masks = Vec::new();
+    for _ in 0..3 {
+        exe.run(train).expect("run");
+        let out = exe.read(train, y).expect("read");
+        let kept = out.f32().iter().filter(|&&v| v != 0.0).count();
+        assert!(
+            (690..=810).contains(&kept),
+            "{kept} of 1,000 kept at p = 0.25"
+        );
+        assert!(out
+            .f32()
+            .iter()
+            .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        masks.push(out);
+    }
+    assert!(
+        masks[0] != masks[1] && masks[1] != masks[2],
+        "the mask must change each step"
+    );
+    let counts = gpu.counters() - before;
+    assert_eq!(
+        counts.bytes_uploaded, 0,
+        "the masks come from the GPU's counter"
+    );
+    assert_eq!(exe.read(train, step).expect("step").u32(), [3]);
+}

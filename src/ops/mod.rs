@@ -20,6 +20,7 @@ use crate::shape::Shape;
 
 pub mod activation;
 pub mod conv;
+pub mod dropout;
 pub mod linalg;
 pub mod loss;
 pub mod norm;
@@ -35,6 +36,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &batch_norm2d::SHADER,
         &bias_add::SHADER,
         &conv2d::SHADER,
+        &dropout::SHADER,
         &conv_gemm::STAGE_SHADER,
         &gemm::PACK_SHADER,
         &gemm::IM2COL_SHADER,
@@ -131,6 +133,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(linear::catalog());
     res.extend(optim::vec4_catalog());
     res.extend(batch_norm2d::catalog());
+    res.extend(dropout::catalog());
     res
 }
 
