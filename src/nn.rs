@@ -233,6 +233,12 @@ impl<'g> Net<'g> {
         self.g.conv2d(x, w, zero_bias, geometry)
     }
 
+    /// `torch.cat(xs, dim=1)`: the channels of `xs` in order (Inception's branches).
+    pub fn cat_channels(&mut self, name: &str, xs: &[TensorId]) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.cat(xs, 1)
+    }
+
     /// `a + b` (a residual connection), same shapes.
     pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> Result<TensorId> {
         self.g.set_scope(name);

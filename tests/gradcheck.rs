@@ -120,6 +120,7 @@ fn every_backward_rule_matches_finite_differences() {
         "batch_norm2d",
         "batch_norm2d_eval",
         "bias_add",
+        "cat",
         "conv2d",
         "conv2d_relu",
         "conv2d_relu_pool",

@@ -272,6 +272,11 @@ impl<'g> BackwardCtx<'g> {
         self.grad_inputs
     }
 
+    /// How many inputs the forward node has.
+    pub fn n_inputs(&self) -> usize {
+        self.node.inputs.len()
+    }
+
     /// The forward node's input `i`.
     pub fn input(&self, i: usize) -> TensorId {
         self.node.inputs[i]

@@ -15,7 +15,7 @@ use crate::ops::linalg::{linear, matmul};
 use crate::ops::loss::softmax_cross_entropy;
 use crate::ops::norm::batch_norm2d;
 use crate::ops::pool::{avg_pool2d, max_pool2d};
-use crate::ops::tensor::{add, bias_add, reshape};
+use crate::ops::tensor::{add, bias_add, concat, reshape};
 use crate::shape::Shape;
 
 pub mod activation;
@@ -35,6 +35,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &avg_pool2d::SHADER,
         &batch_norm2d::SHADER,
         &bias_add::SHADER,
+        &concat::SHADER,
         &conv2d::SHADER,
         &dropout::SHADER,
         &conv_gemm::STAGE_SHADER,
@@ -134,6 +135,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(optim::vec4_catalog());
     res.extend(batch_norm2d::catalog());
     res.extend(dropout::catalog());
+    res.extend(concat::catalog());
     res
 }
 

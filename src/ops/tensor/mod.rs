@@ -1,5 +1,7 @@
-//! Structure and arithmetic on whole tensors: `add`, `bias_add`, and the views (`reshape`).
+//! Structure and arithmetic on whole tensors: `add`, `bias_add`, `cat` and its `slice`, and
+//! the views (`reshape`).
 
 pub mod add;
 pub mod bias_add;
+pub mod concat;
 pub mod reshape;
