@@ -245,22 +245,20 @@ impl<'g> Net<'g> {
         self.g.add(a, b)
     }
 
-    /// `AdaptiveAvgPool2d(1)` over a square `x: [n, c, k, k]` → `[n, c, 1, 1]`.
-    pub fn global_avg_pool2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+    /// `AdaptiveAvgPool2d((oh, ow))` over `x: [n, c, h, w]`: any input size to `[n, c, oh, ow]`.
+    pub fn adaptive_avg_pool2d(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        out: [usize; 2],
+    ) -> Result<TensorId> {
         self.g.set_scope(name);
-        let [_, _, h, w] = self
-            .g
-            .shape(x)
-            .dims4("avg_pool2d", "input")
-            .map_err(|e| with_layer(e, name))?;
-        if h != w {
-            return Err(Error::Shape {
-                layer: name.to_string(),
-                op: "avg_pool2d",
-                message: format!("global pooling takes square maps for now, got {h}x{w}"),
-            });
-        }
-        self.g.avg_pool2d(x, h, 1, 0)
+        self.g.adaptive_avg_pool2d(x, out)
+    }
+
+    /// `AdaptiveAvgPool2d(1)`: global average pooling, `[n, c, h, w]` → `[n, c, 1, 1]`.
+    pub fn global_avg_pool2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        self.adaptive_avg_pool2d(name, x, [1, 1])
     }
 
     /// `Conv2d(c_in, c_out, k, stride, padding)` with bias; `x: [n, c_in, h, w]`. Parameters

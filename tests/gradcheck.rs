@@ -115,6 +115,8 @@ fn every_backward_rule_matches_finite_differences() {
         checked.insert(entry.op.name());
     }
     let want = [
+        "adaptive_avg_pool2d",
+        "adaptive_max_pool2d",
         "add",
         "avg_pool2d",
         "batch_norm2d",

@@ -14,7 +14,7 @@ use crate::ops::conv::conv2d;
 use crate::ops::linalg::{linear, matmul};
 use crate::ops::loss::softmax_cross_entropy;
 use crate::ops::norm::batch_norm2d;
-use crate::ops::pool::{avg_pool2d, max_pool2d};
+use crate::ops::pool::{adaptive_pool2d, avg_pool2d, max_pool2d};
 use crate::ops::tensor::{add, bias_add, concat, reshape};
 use crate::shape::Shape;
 
@@ -32,6 +32,7 @@ pub mod tensor;
 pub fn shaders() -> Vec<&'static Shader> {
     let mut res = vec![
         &activation::SHADER,
+        &adaptive_pool2d::SHADER,
         &avg_pool2d::SHADER,
         &batch_norm2d::SHADER,
         &bias_add::SHADER,
@@ -136,6 +137,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(batch_norm2d::catalog());
     res.extend(dropout::catalog());
     res.extend(concat::catalog());
+    res.extend(adaptive_pool2d::catalog());
     res
 }
 
