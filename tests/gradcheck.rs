@@ -133,6 +133,7 @@ fn every_backward_rule_matches_finite_differences() {
         "leaky_relu",
         "linear",
         "linear_relu",
+        "local_response_norm",
         "matmul",
         "max_pool2d",
         "relu",

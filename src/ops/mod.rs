@@ -13,7 +13,7 @@ use crate::kernels::{conv_gemm, gemm, windows};
 use crate::ops::conv::conv2d;
 use crate::ops::linalg::{linear, matmul};
 use crate::ops::loss::softmax_cross_entropy;
-use crate::ops::norm::batch_norm2d;
+use crate::ops::norm::{batch_norm2d, local_response_norm};
 use crate::ops::pool::{adaptive_pool2d, avg_pool2d, max_pool2d};
 use crate::ops::tensor::{add, bias_add, concat, reshape};
 use crate::shape::Shape;
@@ -43,6 +43,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &gemm::PACK_SHADER,
         &gemm::IM2COL_SHADER,
         &gemm::REDUCE_SHADER,
+        &local_response_norm::SHADER,
         &matmul::SHADER,
         &max_pool2d::SHADER,
         &optim::SHADER,
@@ -138,6 +139,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(dropout::catalog());
     res.extend(concat::catalog());
     res.extend(adaptive_pool2d::catalog());
+    res.extend(local_response_norm::catalog());
     res
 }
 
