@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod graph;
 pub mod ir;
 pub mod kernels;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod rng;

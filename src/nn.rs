@@ -1,5 +1,5 @@
-//! Layers with PyTorch's names and default initialisation, and the built-in models: those of
-//! the benchmark workloads (`lenet5` = W1, `convnet-s` = W2) and `resnet20`.
+//! Layers with PyTorch's names and default initialisation; the built-in models that use them
+//! are in [`crate::models`].
 //!
 //! A model is built once per mode. Layers that behave differently in evaluation (batch norm)
 //! make the model *mode-dependent*: the trainer then builds its forward a second time with
@@ -7,8 +7,6 @@
 //! `train` and `eval` programs of one executable share every weight and running statistic.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId};
@@ -18,6 +16,21 @@ use crate::ops::norm::batch_norm2d::BatchNormConfig;
 use crate::rng::Rng;
 use crate::shape::Shape;
 use crate::{Error, Result};
+
+pub use crate::models::Model;
+
+/// How new convolution and linear layers start (batch norm always starts at weight 1, bias 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Init {
+    /// PyTorch's layer defaults: weight and bias `U(±1/√fan_in)`.
+    #[default]
+    PytorchDefault,
+    /// torchvision's VGG: convolutions `kaiming_normal_(mode='fan_out', nonlinearity='relu')`,
+    /// linear layers `N(0, 0.01)`, biases 0.
+    Vgg,
+    /// torchvision's ResNet: convolutions as VGG's; linear layers keep PyTorch's defaults.
+    Resnet,
+}
 
 /// Which forward a model is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +46,7 @@ pub struct Net<'g> {
     g: &'g mut Graph,
     rng: Rng,
     mode: Mode,
+    init: Init,
     parts: NetParts,
     /// Parameters and buffers of an earlier build, reused by name (the eval build).
     existing: HashMap<String, TensorId>,
@@ -63,6 +77,7 @@ impl<'g> Net<'g> {
             g,
             rng: Rng::new(seed),
             mode: Mode::Train,
+            init: Init::default(),
             parts: NetParts::default(),
             existing: HashMap::new(),
         }
@@ -81,9 +96,15 @@ impl<'g> Net<'g> {
             g,
             rng: Rng::new(0),
             mode: Mode::Eval,
+            init: Init::default(),
             parts: NetParts::default(),
             existing,
         }
+    }
+
+    /// How the layers built from now on start.
+    pub fn set_init(&mut self, init: Init) {
+        self.init = init;
     }
 
     /// The mode the layers are built for.
@@ -136,6 +157,47 @@ impl<'g> Net<'g> {
         self.param(name, |rng| {
             let numel = dims.iter().product();
             let data = (0..numel).map(|_| rng.range(-bound, bound)).collect();
+            CpuTensor::from_f32(dims, data)
+        })
+    }
+
+    /// A convolution weight `[c_out, c_in, k, k]` by the current [`Init`].
+    fn conv_weight(&mut self, name: String, dims: [usize; 4]) -> TensorId {
+        let [c_out, c_in, kh, kw] = dims;
+        match self.init {
+            Init::PytorchDefault => self.uniform_param(name, dims.to_vec(), c_in * kh * kw),
+            Init::Vgg | Init::Resnet => {
+                let std = (2.0 / (c_out * kh * kw) as f32).sqrt();
+                self.normal_param(name, dims.to_vec(), std)
+            }
+        }
+    }
+
+    /// A bias of `n` by the current [`Init`] (`fan_in` for PyTorch's default).
+    fn bias(&mut self, name: String, n: usize, fan_in: usize, linear: bool) -> TensorId {
+        match (self.init, linear) {
+            (Init::PytorchDefault, _) | (Init::Resnet, true) => {
+                self.uniform_param(name, vec![n], fan_in)
+            }
+            _ => self.param(name, |_| CpuTensor::zeros(&Shape::f32([n]))),
+        }
+    }
+
+    /// A linear weight `[out, in]` by the current [`Init`].
+    fn linear_weight(&mut self, name: String, out: usize, fan_in: usize) -> TensorId {
+        match self.init {
+            Init::Vgg => self.normal_param(name, vec![out, fan_in], 0.01),
+            Init::PytorchDefault | Init::Resnet => {
+                self.uniform_param(name, vec![out, fan_in], fan_in)
+            }
+        }
+    }
+
+    /// `N(0, std²)`.
+    fn normal_param(&mut self, name: String, dims: Vec<usize>, std: f32) -> TensorId {
+        self.param(name, |rng| {
+            let numel = dims.iter().product();
+            let data = (0..numel).map(|_| std * rng.normal()).collect();
             CpuTensor::from_f32(dims, data)
         })
     }
@@ -219,8 +281,7 @@ impl<'g> Net<'g> {
             .shape(x)
             .dims4("conv2d", "input")
             .map_err(|e| with_layer(e, name))?;
-        let fan_in = c_in * k * k;
-        let w = self.uniform_param(format!("{name}.weight"), vec![c_out, c_in, k, k], fan_in);
+        let w = self.conv_weight(format!("{name}.weight"), [c_out, c_in, k, k]);
         let zero_bias = self.g.constant(
             &format!("{name}.no_bias"),
             CpuTensor::zeros(&Shape::f32([c_out])),
@@ -303,8 +364,8 @@ impl<'g> Net<'g> {
             .dims4("conv2d", "input")
             .map_err(|e| with_layer(e, name))?;
         let fan_in = c_in * k * k;
-        let w = self.uniform_param(format!("{name}.weight"), vec![c_out, c_in, k, k], fan_in);
-        let b = self.uniform_param(format!("{name}.bias"), vec![c_out], fan_in);
+        let w = self.conv_weight(format!("{name}.weight"), [c_out, c_in, k, k]);
+        let b = self.bias(format!("{name}.bias"), c_out, fan_in, false);
         let geometry = Conv2dGeometry {
             stride,
             pad,
@@ -336,8 +397,8 @@ impl<'g> Net<'g> {
         let [_, fan_in] = shape
             .dims2("linear", "input")
             .map_err(|e| with_layer(e, name))?;
-        let w = self.uniform_param(format!("{name}.weight"), vec![out, fan_in], fan_in);
-        let b = self.uniform_param(format!("{name}.bias"), vec![out], fan_in);
+        let w = self.linear_weight(format!("{name}.weight"), out, fan_in);
+        let b = self.bias(format!("{name}.bias"), out, fan_in, true);
         self.g.linear(x, w, b, relu)
     }
 
@@ -365,6 +426,33 @@ impl<'g> Net<'g> {
         self.g.max_pool2d(x, k, stride, 0)
     }
 
+    /// `MaxPool2d(k, stride, padding)`.
+    pub fn max_pool2d_padded(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.max_pool2d(x, k, stride, pad)
+    }
+
+    /// `LocalResponseNorm(size)` with PyTorch's defaults (alpha 1e-4, beta 0.75, k 1).
+    pub fn local_response_norm(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        size: usize,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.local_response_norm(
+            x,
+            crate::ops::norm::local_response_norm::LocalResponseNorm::new(size),
+        )
+    }
+
     /// `Flatten()`: `[n, ...]` → `[n, rest]`, no copy.
     pub fn flatten(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
         self.g.set_scope(name);
@@ -380,124 +468,5 @@ fn with_layer(e: Error, layer: &str) -> Error {
             message,
         },
         other => other,
-    }
-}
-
-/// The built-in models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Model {
-    /// W1: LeNet-5 (conv 5×5 6, pool, conv 5×5 16, pool, 120, 84, 10), ReLU, max pooling.
-    Lenet5,
-    /// W2: a VGG-style net (2×conv3×3 32, pool, 2×conv3×3 64, pool, 256, 10).
-    ConvnetS,
-    /// ResNet-20 (He et al. 2016, §4.2): a 3×3 convolution of 16 channels, then three stages
-    /// of three basic blocks (16, 32, 64 channels; the second and third halve the size),
-    /// global average pooling and a linear layer; every convolution without bias and
-    /// followed by batch norm. Shortcuts that change shape are 1×1 convolutions with batch
-    /// norm (option B), named as torchvision's ResNets (`layer2.0.downsample.0`).
-    Resnet20,
-}
-
-impl Model {
-    /// Every model, for `--help` and tests.
-    pub const ALL: [Model; 3] = [Model::Lenet5, Model::ConvnetS, Model::Resnet20];
-
-    /// Appends the model to `net` for `x: [n, 1, 28, 28]`; returns the logits `[n, 10]`.
-    pub fn build(self, net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
-        match self {
-            Model::Lenet5 => {
-                let x = net.conv2d_relu("conv1", x, 6, 5, 1, 2)?;
-                let x = net.max_pool2d("pool1", x, 2, 2)?;
-                let x = net.conv2d_relu("conv2", x, 16, 5, 1, 0)?;
-                let x = net.max_pool2d("pool2", x, 2, 2)?;
-                let x = net.flatten("flatten", x)?;
-                let x = net.linear_relu("fc1", x, 120)?;
-                let x = net.linear_relu("fc2", x, 84)?;
-                net.linear("fc3", x, 10)
-            }
-            Model::ConvnetS => {
-                let mut x = x;
-                for (i, c_out) in [(1, 32), (2, 32), (3, 64), (4, 64)] {
-                    x = net.conv2d_relu(&format!("conv{i}"), x, c_out, 3, 1, 1)?;
-                    if i % 2 == 0 {
-                        x = net.max_pool2d(&format!("pool{}", i / 2), x, 2, 2)?;
-                    }
-                }
-                let x = net.flatten("flatten", x)?;
-                let x = net.linear_relu("fc1", x, 256)?;
-                net.linear("fc2", x, 10)
-            }
-            Model::Resnet20 => {
-                let x = net.conv2d_no_bias("conv1", x, 16, 3, 1, 1)?;
-                let x = net.batch_norm2d("bn1", x)?;
-                let mut x = net.relu("relu", x)?;
-                for (stage, c_out) in [(1, 16), (2, 32), (3, 64)] {
-                    for block in 0..3 {
-                        let stride = if stage > 1 && block == 0 { 2 } else { 1 };
-                        x = basic_block(net, &format!("layer{stage}.{block}"), x, c_out, stride)?;
-                    }
-                }
-                let x = net.global_avg_pool2d("avgpool", x)?;
-                let x = net.flatten("flatten", x)?;
-                net.linear("fc", x, 10)
-            }
-        }
-    }
-
-    /// The CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Lenet5 => "lenet5",
-            Model::ConvnetS => "convnet-s",
-            Model::Resnet20 => "resnet20",
-        }
-    }
-}
-
-/// ResNet's basic block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, both
-/// convolutions 3×3, the first with `stride`; the shortcut is `x`, or a 1×1 convolution with
-/// batch norm where the shape changes.
-fn basic_block(
-    net: &mut Net<'_>,
-    name: &str,
-    x: TensorId,
-    c_out: usize,
-    stride: usize,
-) -> Result<TensorId> {
-    let c_in = net.graph().shape(x).dims[1];
-    let y = net.conv2d_no_bias(&format!("{name}.conv1"), x, c_out, 3, stride, 1)?;
-    let y = net.batch_norm2d(&format!("{name}.bn1"), y)?;
-    let y = net.relu(&format!("{name}.relu1"), y)?;
-    let y = net.conv2d_no_bias(&format!("{name}.conv2"), y, c_out, 3, 1, 1)?;
-    let y = net.batch_norm2d(&format!("{name}.bn2"), y)?;
-    let shortcut = if stride != 1 || c_in != c_out {
-        let s = net.conv2d_no_bias(&format!("{name}.downsample.0"), x, c_out, 1, stride, 0)?;
-        net.batch_norm2d(&format!("{name}.downsample.1"), s)?
-    } else {
-        x
-    };
-    let y = net.add(&format!("{name}.add"), y, shortcut)?;
-    net.relu(&format!("{name}.relu2"), y)
-}
-
-impl fmt::Display for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Model {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Model::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "unknown model {s:?}; choose one of: {}",
-                    Model::ALL.map(Model::name).join(", ")
-                ))
-            })
     }
 }

@@ -16,9 +16,10 @@ use striate::{AdapterChoice, GpuContext};
 #[derive(Parser, Debug)]
 #[command(version, about = "Train a CNN on the GPU with striate (WGSL compute shaders on wgpu)", long_about = None)]
 struct Args {
-    /// Model to train: lenet5 (W1), convnet-s (W2) or resnet20 (batch norm, residual blocks).
+    /// Model to train (`--model list` prints them all with their sizes): lenet5 (W1),
+    /// convnet-s (W2), alexnet, vgg11, vgg11_bn, vgg16, vgg16_bn, googlenet, resnet18, resnet20.
     #[arg(long, default_value = "lenet5")]
-    model: Model,
+    model: String,
     /// Directory with the Fashion-MNIST (or MNIST) IDX files, gzipped or raw. Default: $STRIATE_DATA,
     /// ./data/fashion-mnist, /usr/share/datasets/fashion-mnist, else a built-in synthetic dataset.
     #[arg(long)]
@@ -121,6 +122,19 @@ fn print_profile(trainer: &Trainer, train: &Dataset, batch: usize) -> anyhow::Re
     Ok(())
 }
 
+/// `--model list`: every model with its size, for the input the trainer feeds it.
+fn list_models() -> Result<()> {
+    println!("model       parameters   buffers  input");
+    for model in Model::ALL {
+        let (params, buffers) = model.sizes([1, 28, 28])?;
+        println!(
+            "{:<10} {params:>11} {buffers:>9}  [n, 1, 28, 28] -> [n, 10]",
+            model.name()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OptimizerArg {
     Sgd,
@@ -145,6 +159,10 @@ fn run() -> Result<()> {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
     let args = Args::parse();
+    if args.model == "list" {
+        return list_models();
+    }
+    let model: Model = args.model.parse()?;
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(
         args.epochs > 0 || args.profile,
@@ -187,7 +205,7 @@ fn run() -> Result<()> {
         },
     };
     let config = TrainConfig {
-        model: args.model,
+        model,
         batch_size: args.batch_size,
         optimizer,
         seed: args.seed,
@@ -215,7 +233,7 @@ fn run() -> Result<()> {
         .sum();
     log(format!(
         "model:   {} ({n_params} parameters), {:?}, batch {}; {} dispatches per step, built in {:.2}s",
-        args.model,
+        model,
         args.optimizer,
         args.batch_size,
         trainer.n_dispatches(),
