@@ -294,6 +294,18 @@ impl<'g> Net<'g> {
         self.g.conv2d(x, w, zero_bias, geometry)
     }
 
+    /// `nn.Upsample(scale_factor=scale, mode=...)` (bilinear with `align_corners=False`).
+    pub fn upsample2d(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        mode: crate::ops::tensor::upsample2d::UpsampleMode,
+        scale: usize,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.upsample2d(x, mode, scale)
+    }
+
     /// `torch.cat(xs, dim=1)`: the channels of `xs` in order (Inception's branches).
     pub fn cat_channels(&mut self, name: &str, xs: &[TensorId]) -> Result<TensorId> {
         self.g.set_scope(name);

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use crate::ir::{CpuTensor, OpDef, Shader};
 use crate::kernels::{conv_gemm, gemm, windows};
+use crate::ops::activation::softmax;
 use crate::ops::conv::conv2d;
 use crate::ops::linalg::{linear, matmul};
-use crate::ops::loss::softmax_cross_entropy;
+use crate::ops::loss::{pointwise_loss, softmax_cross_entropy};
 use crate::ops::norm::{batch_norm2d, local_response_norm};
 use crate::ops::pool::{adaptive_pool2d, avg_pool2d, max_pool2d};
-use crate::ops::tensor::{add, bias_add, concat, reshape};
+use crate::ops::tensor::{add, bias_add, concat, reshape, upsample2d};
 use crate::shape::Shape;
 
 pub mod activation;
@@ -47,6 +48,9 @@ pub fn shaders() -> Vec<&'static Shader> {
         &matmul::SHADER,
         &max_pool2d::SHADER,
         &optim::SHADER,
+        &pointwise_loss::SHADER,
+        &softmax::SHADER,
+        &upsample2d::SHADER,
         &softmax_cross_entropy::SHADER,
     ];
     res.extend(gemm::all_tiles().iter().map(gemm::GemmTile::shader));
@@ -140,6 +144,9 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(concat::catalog());
     res.extend(adaptive_pool2d::catalog());
     res.extend(local_response_norm::catalog());
+    res.extend(softmax::catalog());
+    res.extend(upsample2d::catalog());
+    res.extend(pointwise_loss::catalog());
     res
 }
 

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// `shaders/eltwise.wgsl`: activations and `add`.
 pub static SHADER: Shader = Shader::new(
     "eltwise",
-    include_str!("../../shaders/eltwise.wgsl"),
+    include_str!("../../../shaders/eltwise.wgsl"),
     size_of::<Params>(),
 );
 

@@ -1,0 +1,8 @@
+//! Activations: the elementwise ones (`relu`, `leaky_relu`, `elu`, `sigmoid`, `tanh`, `gelu`,
+//! `silu`) and `softmax` / `log_softmax` along a dimension.
+
+mod elementwise;
+pub mod softmax;
+
+pub(crate) use elementwise::{catalog, Params};
+pub use elementwise::{relu_backward, Activation, ActivationBackward, SHADER};
