@@ -121,36 +121,8 @@ impl Model {
             Model::Vgg16 => vgg(net, x, VGG16, false),
             Model::Vgg16Bn => vgg(net, x, VGG16, true),
             Model::Googlenet => googlenet(net, x),
-            Model::Resnet18 => {
-                net.set_init(Init::Resnet);
-                let x = net.conv2d_no_bias("conv1", x, 64, 3, 1, 1)?;
-                let x = net.batch_norm2d("bn1", x)?;
-                let mut x = net.relu("relu", x)?;
-                for (stage, c_out) in [(1, 64), (2, 128), (3, 256), (4, 512)] {
-                    for block in 0..2 {
-                        let stride = if stage > 1 && block == 0 { 2 } else { 1 };
-                        x = basic_block(net, &format!("layer{stage}.{block}"), x, c_out, stride)?;
-                    }
-                }
-                let x = net.global_avg_pool2d("avgpool", x)?;
-                let x = net.flatten("flatten", x)?;
-                net.linear("fc", x, N_CLASSES)
-            }
-            Model::Resnet20 => {
-                net.set_init(Init::Resnet);
-                let x = net.conv2d_no_bias("conv1", x, 16, 3, 1, 1)?;
-                let x = net.batch_norm2d("bn1", x)?;
-                let mut x = net.relu("relu", x)?;
-                for (stage, c_out) in [(1, 16), (2, 32), (3, 64)] {
-                    for block in 0..3 {
-                        let stride = if stage > 1 && block == 0 { 2 } else { 1 };
-                        x = basic_block(net, &format!("layer{stage}.{block}"), x, c_out, stride)?;
-                    }
-                }
-                let x = net.global_avg_pool2d("avgpool", x)?;
-                let x = net.flatten("flatten", x)?;
-                net.linear("fc", x, N_CLASSES)
-            }
+            Model::Resnet18 => resnet(net, x, &[64, 128, 256, 512], 2),
+            Model::Resnet20 => resnet(net, x, &[16, 32, 64], 3),
         }
     }
 
@@ -292,6 +264,27 @@ fn inception(
     let b4 = net.max_pool2d_padded(&format!("{name}.branch4.0"), x, 3, 1, 1)?;
     let b4 = basic_conv(net, &format!("{name}.branch4.1"), b4, pool_proj, 1)?;
     net.cat_channels(&format!("{name}.cat"), &[b1, b2, b3, b4])
+}
+
+/// A ResNet of basic blocks for small inputs: a 3×3 stride-1 convolution with batch norm and
+/// ReLU, then one stage per width of `blocks` blocks (every stage after the first halves the
+/// size in its first block), global average pooling and the linear classifier;
+/// torchvision's names and initialisation.
+fn resnet(net: &mut Net<'_>, x: TensorId, widths: &[usize], blocks: usize) -> Result<TensorId> {
+    net.set_init(Init::Resnet);
+    let x = net.conv2d_no_bias("conv1", x, widths[0], 3, 1, 1)?;
+    let x = net.batch_norm2d("bn1", x)?;
+    let mut x = net.relu("relu", x)?;
+    for (stage, &c_out) in widths.iter().enumerate() {
+        for block in 0..blocks {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let name = format!("layer{}.{block}", stage + 1);
+            x = basic_block(net, &name, x, c_out, stride)?;
+        }
+    }
+    let x = net.global_avg_pool2d("avgpool", x)?;
+    let x = net.flatten("flatten", x)?;
+    net.linear("fc", x, N_CLASSES)
 }
 
 /// ResNet's basic block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, both

@@ -124,6 +124,19 @@ fn check_eps(op: &'static str, eps: f32) -> Result<()> {
     }
 }
 
+/// Pushes `op` on `inputs`; its outputs are the gradients of the forward node's inputs, in order.
+fn push_gradients(
+    cx: &mut BackwardCtx<'_>,
+    op: BatchNorm2dBackward,
+    inputs: &[TensorId],
+) -> Result<()> {
+    let grads = cx.push(op, inputs)?;
+    for (i, &g) in grads.iter().enumerate() {
+        cx.set_grad_input(i, g);
+    }
+    Ok(())
+}
+
 /// One workgroup per channel.
 fn reduce_call(entry: &'static str, params: &Params) -> KernelCall {
     KernelCall::grid(&SHADER, entry, params, [params.c, 1, 1])
@@ -205,11 +218,7 @@ impl OpDef for BatchNorm2d {
             eps: self.eps,
             training: true,
         };
-        let grads = cx.push(op, &inputs)?;
-        for (i, &g) in grads.iter().enumerate() {
-            cx.set_grad_input(i, g);
-        }
-        Ok(())
+        push_gradients(cx, op, &inputs)
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
@@ -282,11 +291,7 @@ impl OpDef for BatchNorm2dEval {
             eps: self.eps,
             training: false,
         };
-        let grads = cx.push(op, &inputs)?;
-        for (i, &g) in grads.iter().enumerate() {
-            cx.set_grad_input(i, g);
-        }
-        Ok(())
+        push_gradients(cx, op, &inputs)
     }
 
     fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
