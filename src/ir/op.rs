@@ -291,6 +291,12 @@ pub trait OpDef: fmt::Debug + Send + Sync {
         &[]
     }
 
+    /// f32 inputs the op treats as constants, which take no gradient (a loss's class weights,
+    /// as PyTorch's `weight` arguments); u32 inputs never do.
+    fn constant_inputs(&self) -> &'static [usize] {
+        &[]
+    }
+
     /// True when output 0 is never negative (a ReLU, a convolution with ReLU): a max pool
     /// over it may then drop windows whose maximum is 0 from its backward pass.
     fn output_nonnegative(&self) -> bool {
