@@ -1,9 +1,14 @@
-// Optimizer updates, in place, with PyTorch's semantics (torch.optim.SGD and Adam, L2 weight
-// decay added to the gradient).
+// Optimizer updates, in place, with PyTorch's semantics (torch.optim.SGD, Adam, AdamW and
+// RMSprop; L2 weight decay added to the gradient, AdamW's decoupled from it).
 //
-//   sgd_update:  g = grad + wd*param;  if momentum > 0: v = momentum*v + g, g = v;  param -= lr*g
-//   adam_update: g = grad + wd*param;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+//   sgd_update:  g = grad + wd*param;  if momentum > 0: v = momentum*v + g, and g = v, or with
+//                Nesterov g = g + momentum*v;  param -= lr*g
+//   adam_update: g = grad + wd*param (AdamW: g = grad, and param *= 1 - lr*wd first);
+//                m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
 //                param -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//   rmsprop_update: g = grad + wd*param;  s = alpha*s + (1-alpha)*g^2;  d = g / (sqrt(s) + eps);
+//                if momentum > 0: b = momentum*b + d, d = b;  param -= lr*d
+//   (flags: bit 0 Nesterov, bit 1 decoupled weight decay; RMSprop's alpha travels in beta2)
 //   optimizer_step_count: t += 1   (runs once per step, before the updates that read t)
 // The step count lives on the GPU so a training step uploads nothing but the batch.
 //
@@ -12,7 +17,10 @@
 // Bindings, per entry point: 0 = params, then inputs in OpDef order (mutated inputs are
 // read_write).
 
-struct Params { numel: u32, lr: f32, momentum: f32, weight_decay: f32, beta1: f32, beta2: f32, eps: f32, _pad0: u32 }
+struct Params { numel: u32, lr: f32, momentum: f32, weight_decay: f32, beta1: f32, beta2: f32, eps: f32, flags: u32 }
+
+const NESTEROV: u32 = 1u;
+const DECOUPLED: u32 = 2u;
 
 override WG: u32 = 256u;
 
@@ -31,7 +39,7 @@ fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (p.momentum > 0.0) {
         let v = p.momentum * sgd_velocity[i] + g;
         sgd_velocity[i] = v;
-        g = v;
+        g = select(v, g + p.momentum * v, (p.flags & NESTEROV) != 0u);
     }
     sgd_param[i] -= p.lr * g;
 }
@@ -52,9 +60,10 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let t = f32(adam_t[0]);
     let c1 = 1.0 / (1.0 - pow(p.beta1, t));
     let c2 = 1.0 / (1.0 - pow(p.beta2, t));
+    let decoupled = (p.flags & DECOUPLED) != 0u;
     for (var i = i0; i < min(i0 + 4u, p.numel); i++) {
-        let w = adam_param[i];
-        let g = adam_grad[i] + p.weight_decay * w;
+        let w = select(adam_param[i], adam_param[i] * (1.0 - p.lr * p.weight_decay), decoupled);
+        let g = adam_grad[i] + select(p.weight_decay * w, 0.0, decoupled);
         let m = p.beta1 * adam_m[i] + (1.0 - p.beta1) * g;
         let v = p.beta2 * adam_v[i] + (1.0 - p.beta2) * g * g;
         adam_m[i] = m;
@@ -78,13 +87,35 @@ fn adam_update_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let t = f32(adam4_t[0]);
     let c1 = 1.0 / (1.0 - pow(p.beta1, t));
     let c2 = 1.0 / (1.0 - pow(p.beta2, t));
-    let w = adam4_param[i];
-    let g = adam4_grad[i] + p.weight_decay * w;
+    let decoupled = (p.flags & DECOUPLED) != 0u;
+    let w = select(adam4_param[i], adam4_param[i] * (1.0 - p.lr * p.weight_decay), decoupled);
+    let g = adam4_grad[i] + select(p.weight_decay * w, vec4<f32>(0.0), decoupled);
     let m = p.beta1 * adam4_m[i] + (1.0 - p.beta1) * g;
     let v = p.beta2 * adam4_v[i] + (1.0 - p.beta2) * g * g;
     adam4_m[i] = m;
     adam4_v[i] = v;
     adam4_param[i] = w - p.lr * (m * c1) / (sqrt(v * c2) + p.eps);
+}
+
+// ---- rmsprop_update: inputs (param [mutated], grad, square_avg [mutated], buffer [mutated])
+@group(0) @binding(1) var<storage, read_write> rms_param: array<f32>;
+@group(0) @binding(2) var<storage, read> rms_grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rms_square_avg: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rms_buffer: array<f32>;
+
+@compute @workgroup_size(WG)
+fn rmsprop_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.numel) { return; }
+    let g = rms_grad[i] + p.weight_decay * rms_param[i];
+    let s = p.beta2 * rms_square_avg[i] + (1.0 - p.beta2) * g * g;
+    rms_square_avg[i] = s;
+    var d = g / (sqrt(s) + p.eps);
+    if (p.momentum > 0.0) {
+        d = p.momentum * rms_buffer[i] + d;
+        rms_buffer[i] = d;
+    }
+    rms_param[i] -= p.lr * d;
 }
 
 // ---- optimizer_step_count: inputs (t [mutated])

@@ -12,7 +12,7 @@ use crate::graph::append_backward;
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId};
 use crate::nn::{Model, Net, NetParts};
-use crate::ops::optim::{AdamUpdate, OptimizerStepCount, SgdUpdate};
+use crate::ops::optim::{AdamUpdate, OptimizerStepCount, RmspropUpdate, SgdUpdate};
 use crate::shape::Shape;
 use crate::{Error, Result};
 
@@ -27,6 +27,8 @@ pub enum Optimizer {
         momentum: f32,
         /// L2 weight decay.
         weight_decay: f32,
+        /// Nesterov momentum (needs `momentum > 0`).
+        nesterov: bool,
     },
     /// `torch.optim.Adam`.
     Adam {
@@ -40,6 +42,32 @@ pub enum Optimizer {
         eps: f32,
         /// L2 weight decay.
         weight_decay: f32,
+    },
+    /// `torch.optim.AdamW`: Adam with the weight decay decoupled from the gradient.
+    AdamW {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator guard.
+        eps: f32,
+        /// Decoupled weight decay (PyTorch's default: 0.01).
+        weight_decay: f32,
+    },
+    /// `torch.optim.RMSprop` (not centred).
+    RmsProp {
+        /// Learning rate.
+        lr: f32,
+        /// Decay of the squared-gradient average (0.99).
+        alpha: f32,
+        /// Denominator guard (1e-8).
+        eps: f32,
+        /// L2 weight decay.
+        weight_decay: f32,
+        /// Momentum (0 disables it).
+        momentum: f32,
     },
 }
 
@@ -61,6 +89,29 @@ impl Optimizer {
             lr,
             momentum,
             weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// AdamW with PyTorch's defaults (weight decay 0.01) and learning rate `lr`.
+    pub fn adamw(lr: f32) -> Self {
+        Optimizer::AdamW {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+
+    /// RMSprop with PyTorch's defaults and learning rate `lr`.
+    pub fn rmsprop(lr: f32) -> Self {
+        Optimizer::RmsProp {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
         }
     }
 }
@@ -500,7 +551,10 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     train_effects.extend(layer_effects);
     g.set_scope("optimizer");
     let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
-    if matches!(config.optimizer, Optimizer::Adam { .. }) {
+    if matches!(
+        config.optimizer,
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. }
+    ) {
         g.push(OptimizerStepCount, &[step_count])?;
         train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     }
@@ -512,6 +566,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                 lr,
                 momentum,
                 weight_decay,
+                nesterov,
             } => {
                 let velocity = g.state(&format!("{name}.momentum"), zeros);
                 g.push(
@@ -519,6 +574,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         lr,
                         momentum,
                         weight_decay,
+                        nesterov,
                     },
                     &[*param, grad, velocity],
                 )?;
@@ -529,9 +585,17 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                 beta2,
                 eps,
                 weight_decay,
+            }
+            | Optimizer::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
             } => {
                 let m = g.state(&format!("{name}.exp_avg"), zeros.clone());
                 let v = g.state(&format!("{name}.exp_avg_sq"), zeros);
+                let decoupled = matches!(config.optimizer, Optimizer::AdamW { .. });
                 g.push(
                     AdamUpdate {
                         lr,
@@ -539,8 +603,29 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         beta2,
                         eps,
                         weight_decay,
+                        decoupled,
                     },
                     &[*param, grad, m, v, step_count],
+                )?;
+            }
+            Optimizer::RmsProp {
+                lr,
+                alpha,
+                eps,
+                weight_decay,
+                momentum,
+            } => {
+                let square_avg = g.state(&format!("{name}.square_avg"), zeros.clone());
+                let buffer = g.state(&format!("{name}.momentum_buffer"), zeros);
+                g.push(
+                    RmspropUpdate {
+                        lr,
+                        alpha,
+                        eps,
+                        weight_decay,
+                        momentum,
+                    },
+                    &[*param, grad, square_avg, buffer],
                 )?;
             }
         }

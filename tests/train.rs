@@ -87,7 +87,11 @@ fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: O
     }
     // Adam's first step moves each parameter by about lr·sign(grad), so where a gradient is
     // ~0 its sign (and the update) is decided by rounding; compare only where it is not.
-    let is_adam = matches!(optimizer, Optimizer::Adam { .. });
+    // RMSprop's first step is sign-like too (g / √((1 − α)·g²)).
+    let is_adam = matches!(
+        optimizer,
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } | Optimizer::RmsProp { .. }
+    );
     for (((name, value), (_, param)), &cpu_grad) in
         gpu_params.iter().zip(&parts.params).zip(&parts.grads)
     {
@@ -125,6 +129,7 @@ fn lenet_step_with_sgd_momentum_matches_cpu_interpreter() {
             lr: 0.05,
             momentum: 0.9,
             weight_decay: 1e-3,
+            nesterov: false,
         },
     );
 }
@@ -135,6 +140,23 @@ fn lenet_step_with_sgd_momentum_matches_cpu_interpreter() {
 fn lenet_step_on_the_gl_adapter_matches_cpu_interpreter() {
     let Some(gpu) = common::gl() else { return };
     check_step_on(&gpu, Model::Lenet5, 13, Optimizer::adam(1e-3));
+}
+
+#[test]
+fn lenet_step_with_adamw_matches_cpu_interpreter() {
+    check_step_matches_cpu(Model::Lenet5, 9, Optimizer::adamw(1e-3));
+}
+
+#[test]
+fn lenet_step_with_rmsprop_matches_cpu_interpreter() {
+    let rmsprop = Optimizer::RmsProp {
+        lr: 1e-3,
+        alpha: 0.99,
+        eps: 1e-8,
+        weight_decay: 1e-4,
+        momentum: 0.9,
+    };
+    check_step_matches_cpu(Model::Lenet5, 9, rmsprop);
 }
 
 #[test]
@@ -153,6 +175,7 @@ fn resnet20_step_matches_cpu_interpreter() {
             lr: 0.05,
             momentum: 0.9,
             weight_decay: 1e-4,
+            nesterov: true,
         },
     );
 }

@@ -33,6 +33,7 @@ fn autotuning_leaves_parameters_and_optimizer_state_untouched() {
         beta2: 0.999,
         eps: 1e-8,
         weight_decay: 0.0,
+        decoupled: false,
     };
     g.push(adam, &[param, grad, m, v, t]).expect("adam");
     let effects = vec![striate::NodeId(0), striate::NodeId(1)];

@@ -39,6 +39,9 @@ struct Args {
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
     optimizer: OptimizerArg,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    nesterov: bool,
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
@@ -139,6 +142,8 @@ fn list_models() -> Result<()> {
 enum OptimizerArg {
     Sgd,
     Adam,
+    Adamw,
+    Rmsprop,
 }
 
 fn main() -> std::process::ExitCode {
@@ -202,6 +207,21 @@ fn run() -> Result<()> {
             lr: args.lr,
             momentum: args.momentum,
             weight_decay: args.weight_decay,
+            nesterov: args.nesterov,
+        },
+        OptimizerArg::Adamw => Optimizer::AdamW {
+            lr: args.lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: args.weight_decay,
+        },
+        OptimizerArg::Rmsprop => Optimizer::RmsProp {
+            lr: args.lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: args.weight_decay,
+            momentum: 0.0,
         },
     };
     let config = TrainConfig {

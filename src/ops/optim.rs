@@ -1,5 +1,5 @@
-//! Optimizer updates as in-place kernels: SGD (momentum, weight decay) and Adam, with
-//! PyTorch's update rules. The step count that Adam's bias correction needs lives on the GPU
+//! Optimizer updates as in-place kernels: SGD (momentum, Nesterov, weight decay), Adam, AdamW
+//! and RMSprop, with PyTorch's update rules. The step count that Adam's bias correction needs lives on the GPU
 //! and is bumped by its own tiny kernel, so a step uploads nothing but the batch.
 
 use bytemuck::{Pod, Zeroable};
@@ -27,11 +27,17 @@ struct Params {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    _pad: u32,
+    flags: u32,
 }
 
-/// `param −= lr · g`, with `g = grad + wd·param` passed through momentum when `momentum > 0`.
-/// Inputs `(param, grad, velocity)`; updates `param` and `velocity`.
+/// `Params::flags`: Nesterov momentum.
+const NESTEROV: u32 = 1;
+/// `Params::flags`: weight decay decoupled from the gradient (AdamW).
+const DECOUPLED: u32 = 2;
+
+/// `param −= lr · g`, with `g = grad + wd·param` passed through momentum when `momentum > 0`
+/// (`v = momentum·v + g`, then `g = v`, or with Nesterov `g = g + momentum·v`). Inputs
+/// `(param, grad, velocity)`; updates `param` and `velocity`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdUpdate {
     /// Learning rate.
@@ -40,6 +46,8 @@ pub struct SgdUpdate {
     pub momentum: f32,
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+    /// Nesterov momentum (PyTorch's `nesterov=True`; needs `momentum > 0`).
+    pub nesterov: bool,
 }
 
 /// Adam (PyTorch's `torch.optim.Adam`). Inputs `(param, grad, m, v, t)`; updates `param`, `m`, `v`.
@@ -53,8 +61,27 @@ pub struct AdamUpdate {
     pub beta2: f32,
     /// Denominator guard.
     pub eps: f32,
+    /// Weight decay: an L2 penalty added to the gradient (Adam), or with `decoupled` the
+    /// parameter shrunk by `lr·weight_decay` before the step (AdamW).
+    pub weight_decay: f32,
+    /// AdamW (`torch.optim.AdamW`) instead of Adam.
+    pub decoupled: bool,
+}
+
+/// RMSprop (`torch.optim.RMSprop`, not centred). Inputs `(param, grad, square_avg, buffer)`;
+/// updates `param`, `square_avg` and (with momentum) `buffer`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmspropUpdate {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay of the squared-gradient average (PyTorch's default: 0.99).
+    pub alpha: f32,
+    /// Denominator guard (1e-8).
+    pub eps: f32,
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+    /// Momentum factor (0 disables it).
+    pub momentum: f32,
 }
 
 /// `t += 1` on a `[1]` u32 state tensor; runs once per step before the updates that read `t`.
@@ -81,6 +108,12 @@ impl OpDef for SgdUpdate {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 3)?;
         check_same(self.name(), inputs, &["param", "grad", "velocity"])?;
+        if self.nesterov && self.momentum <= 0.0 {
+            return Err(Error::shape(
+                self.name(),
+                "Nesterov momentum needs momentum > 0",
+            ));
+        }
         Ok(vec![])
     }
 
@@ -91,6 +124,7 @@ impl OpDef for SgdUpdate {
             lr: self.lr,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
+            flags: if self.nesterov { NESTEROV } else { 0 },
             ..Default::default()
         };
         KernelCall::per_element(&SHADER, "sgd_update", &p, numel)
@@ -106,7 +140,11 @@ impl OpDef for SgdUpdate {
             let mut g = grad[i] + self.weight_decay * param[i];
             if self.momentum > 0.0 {
                 velocity[i] = self.momentum * velocity[i] + g;
-                g = velocity[i];
+                g = if self.nesterov {
+                    g + self.momentum * velocity[i]
+                } else {
+                    velocity[i]
+                };
             }
             param[i] -= self.lr * g;
         }
@@ -143,6 +181,7 @@ impl OpDef for AdamUpdate {
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
+            flags: if self.decoupled { DECOUPLED } else { 0 },
             ..Default::default()
         };
         KernelCall::per_element(&SHADER, "adam_update", &p, numel.div_ceil(4))
@@ -171,17 +210,75 @@ impl OpDef for AdamUpdate {
         };
         let (param, m, v) = (param.f32_mut(), m.f32_mut(), v.f32_mut());
         let (b1, b2) = (f64::from(self.beta1), f64::from(self.beta2));
+        let (lr, wd) = (f64::from(self.lr), f64::from(self.weight_decay));
         for i in 0..param.len() {
-            let g = f64::from(grad[i]) + f64::from(self.weight_decay) * f64::from(param[i]);
+            let (w, g) = if self.decoupled {
+                (f64::from(param[i]) * (1.0 - lr * wd), f64::from(grad[i]))
+            } else {
+                let w = f64::from(param[i]);
+                (w, f64::from(grad[i]) + wd * w)
+            };
             let mi = b1 * f64::from(m[i]) + (1.0 - b1) * g;
             let vi = b2 * f64::from(v[i]) + (1.0 - b2) * g * g;
             m[i] = mi as f32;
             v[i] = vi as f32;
             let m_hat = mi / (1.0 - b1.powi(t));
             let v_hat = vi / (1.0 - b2.powi(t));
-            param[i] = (f64::from(param[i])
-                - f64::from(self.lr) * m_hat / (v_hat.sqrt() + f64::from(self.eps)))
-                as f32;
+            param[i] = (w - lr * m_hat / (v_hat.sqrt() + f64::from(self.eps))) as f32;
+        }
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[0, 2, 3]
+    }
+}
+
+impl OpDef for RmspropUpdate {
+    fn name(&self) -> &'static str {
+        "rmsprop_update"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 4)?;
+        check_same(
+            self.name(),
+            inputs,
+            &["param", "grad", "square_avg", "buffer"],
+        )?;
+        Ok(vec![])
+    }
+
+    fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        let numel = inputs[0].numel();
+        let p = Params {
+            numel: numel as u32,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            beta2: self.alpha,
+            eps: self.eps,
+            ..Default::default()
+        };
+        KernelCall::per_element(&SHADER, "rmsprop_update", &p, numel)
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let grad = inputs[1].f32();
+        let [param, square_avg, buffer] = outputs else {
+            unreachable!("mutates() lists three inputs")
+        };
+        let (param, square_avg, buffer) = (param.f32_mut(), square_avg.f32_mut(), buffer.f32_mut());
+        let alpha = f64::from(self.alpha);
+        for i in 0..param.len() {
+            let g = f64::from(grad[i]) + f64::from(self.weight_decay) * f64::from(param[i]);
+            let s = alpha * f64::from(square_avg[i]) + (1.0 - alpha) * g * g;
+            square_avg[i] = s as f32;
+            let mut d = g / (s.sqrt() + f64::from(self.eps));
+            if self.momentum > 0.0 {
+                d += f64::from(self.momentum) * f64::from(buffer[i]);
+                buffer[i] = d as f32;
+            }
+            param[i] = (f64::from(param[i]) - f64::from(self.lr) * d) as f32;
         }
     }
 
@@ -237,6 +334,16 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 lr: 0.1,
                 momentum: 0.9,
                 weight_decay: 0.01,
+                nesterov: false,
+            },
+            vec![p.clone(), p.clone(), p.clone()],
+        ),
+        CatalogEntry::new(
+            SgdUpdate {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.01,
+                nesterov: true,
             },
             vec![p.clone(), p.clone(), p.clone()],
         ),
@@ -245,21 +352,46 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 lr: 0.1,
                 momentum: 0.0,
                 weight_decay: 0.0,
+                nesterov: false,
             },
             vec![Shape::f32([1031]), Shape::f32([1031]), Shape::f32([1031])],
         ),
-        adam_entry(p),
+        adam_entry(p.clone(), false),
+        adam_entry(p.clone(), true),
+        rmsprop_entry(p.clone(), 0.0),
+        rmsprop_entry(p, 0.9),
         count,
     ]
 }
 
-/// Adam on a length that is a multiple of 4 (the vec4 plan).
+/// Adam and AdamW on a length that is a multiple of 4 (the vec4 plan).
 pub(crate) fn vec4_catalog() -> Vec<CatalogEntry> {
-    vec![adam_entry(Shape::f32([6, 10]))]
+    vec![
+        adam_entry(Shape::f32([6, 10]), false),
+        adam_entry(Shape::f32([6, 10]), true),
+    ]
 }
 
-/// An Adam update of a parameter of shape `p`.
-fn adam_entry(p: Shape) -> CatalogEntry {
+/// An RMSprop update of a parameter of shape `p` (its square average kept non-negative).
+fn rmsprop_entry(p: Shape, momentum: f32) -> CatalogEntry {
+    let mut entry = CatalogEntry::new(
+        RmspropUpdate {
+            lr: 0.01,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            momentum,
+        },
+        vec![p.clone(), p.clone(), p.clone(), p],
+    );
+    entry.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
+        inputs[2].f32_mut().iter_mut().for_each(|v| *v = v.abs());
+    }));
+    entry
+}
+
+/// An Adam (or AdamW) update of a parameter of shape `p`.
+fn adam_entry(p: Shape, decoupled: bool) -> CatalogEntry {
     let mut adam = CatalogEntry::new(
         AdamUpdate {
             lr: 0.01,
@@ -267,6 +399,7 @@ fn adam_entry(p: Shape) -> CatalogEntry {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
+            decoupled,
         },
         vec![p.clone(), p.clone(), p.clone(), p, Shape::u32([1])],
     );
