@@ -6,7 +6,7 @@
 //! and a transpose for 32 floats). Measured on SGEMM 1024: 2.2 GFLOP/s from buffers, 20 from
 //! textures, 30 with the row operand shared through subgroup broadcasts (BENCHMARKS.md). The
 //! textures are read as read-only storage textures: llvmpipe compiles a sampled `rgba32float`
-//! fetch into a function call that spills every live register (ARCHITECTURE.md).
+//! fetch into a function call that spills every live register (KERNELS.md).
 //!
 //! Every GEMM-shaped op runs as: pack kernels (`shaders/pack.wgsl`) write the operands into
 //! scratch textures, with any transpose, im2col window or kernel flip folded into the packing;
