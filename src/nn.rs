@@ -275,23 +275,7 @@ impl<'g> Net<'g> {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        self.g.set_scope(name);
-        let [_, c_in, _, _] = self
-            .g
-            .shape(x)
-            .dims4("conv2d", "input")
-            .map_err(|e| with_layer(e, name))?;
-        let w = self.conv_weight(format!("{name}.weight"), [c_out, c_in, k, k]);
-        let zero_bias = self.g.constant(
-            &format!("{name}.no_bias"),
-            CpuTensor::zeros(&Shape::f32([c_out])),
-        );
-        let geometry = Conv2dGeometry {
-            stride,
-            pad,
-            dilation: 1,
-        };
-        self.g.conv2d(x, w, zero_bias, geometry)
+        self.conv2d_with(name, x, [c_out, k, stride, pad], false, false)
     }
 
     /// `nn.Upsample(scale_factor=scale, mode=...)` (bilinear with `align_corners=False`).
@@ -345,7 +329,7 @@ impl<'g> Net<'g> {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        self.conv2d_with(name, x, [c_out, k, stride, pad], false)
+        self.conv2d_with(name, x, [c_out, k, stride, pad], true, false)
     }
 
     /// `Conv2d` followed by `ReLU`, fused into one kernel (the ReLU runs in the convolution's
@@ -360,7 +344,7 @@ impl<'g> Net<'g> {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        self.conv2d_with(name, x, [c_out, k, stride, pad], true)
+        self.conv2d_with(name, x, [c_out, k, stride, pad], true, true)
     }
 
     fn conv2d_with(
@@ -368,6 +352,7 @@ impl<'g> Net<'g> {
         name: &str,
         x: TensorId,
         [c_out, k, stride, pad]: [usize; 4],
+        bias: bool,
         relu: bool,
     ) -> Result<TensorId> {
         self.g.set_scope(name);
@@ -377,7 +362,13 @@ impl<'g> Net<'g> {
             .map_err(|e| with_layer(e, name))?;
         let fan_in = c_in * k * k;
         let w = self.conv_weight(format!("{name}.weight"), [c_out, c_in, k, k]);
-        let b = self.bias(format!("{name}.bias"), c_out, fan_in, false);
+        // Without bias, a zero constant: no parameter, no gradient asked for.
+        let b = if bias {
+            self.bias(format!("{name}.bias"), c_out, fan_in, false)
+        } else {
+            let zeros = CpuTensor::zeros(&Shape::f32([c_out]));
+            self.g.constant(&format!("{name}.no_bias"), zeros)
+        };
         let geometry = Conv2dGeometry {
             stride,
             pad,

@@ -45,16 +45,17 @@ struct Args {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
-    /// L2 weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
+    /// Weight decay: an L2 penalty added to the gradient, or for AdamW decoupled from it.
+    /// Default: PyTorch's, 0.01 for AdamW and 0 for the others.
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Seed for weights and shuffling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images.
     #[arg(long)]
     train_limit: Option<usize>,
-    /// Write the trained parameters here (safetensors, PyTorch names).
+    /// Write the trained parameters and buffers here (safetensors, PyTorch names).
     #[arg(long)]
     save: Option<PathBuf>,
     /// GPU to use: vulkan, metal, dx12, gl, or part of the adapter's name. Default:
@@ -201,12 +202,12 @@ fn run() -> Result<()> {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            weight_decay: args.weight_decay,
+            weight_decay: args.weight_decay.unwrap_or(0.0),
         },
         OptimizerArg::Sgd => Optimizer::Sgd {
             lr: args.lr,
             momentum: args.momentum,
-            weight_decay: args.weight_decay,
+            weight_decay: args.weight_decay.unwrap_or(0.0),
             nesterov: args.nesterov,
         },
         OptimizerArg::Adamw => Optimizer::AdamW {
@@ -214,13 +215,13 @@ fn run() -> Result<()> {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            weight_decay: args.weight_decay,
+            weight_decay: args.weight_decay.unwrap_or(0.01),
         },
         OptimizerArg::Rmsprop => Optimizer::RmsProp {
             lr: args.lr,
             alpha: 0.99,
             eps: 1e-8,
-            weight_decay: args.weight_decay,
+            weight_decay: args.weight_decay.unwrap_or(0.0),
             momentum: 0.0,
         },
     };
@@ -252,9 +253,15 @@ fn run() -> Result<()> {
         .map(|t| trainer.graph().shape(t).numel())
         .sum();
     log(format!(
-        "model:   {} ({n_params} parameters), {:?}, batch {}; {} dispatches per step, built in {:.2}s",
+        "model:   {} ({n_params} parameters), {}, batch {}; {} dispatches per step, built in {:.2}s",
         model,
-        args.optimizer,
+        match args.optimizer {
+            OptimizerArg::Sgd if args.nesterov => "SGD (Nesterov)",
+            OptimizerArg::Sgd => "SGD",
+            OptimizerArg::Adam => "Adam",
+            OptimizerArg::Adamw => "AdamW",
+            OptimizerArg::Rmsprop => "RMSprop",
+        },
         args.batch_size,
         trainer.n_dispatches(),
         build_start.elapsed().as_secs_f64()
