@@ -313,6 +313,12 @@ impl<'g> Net<'g> {
         self.g.adaptive_avg_pool2d(x, out)
     }
 
+    /// `AdaptiveMaxPool2d(1)`: global max pooling, `[n, c, h, w]` → `[n, c, 1, 1]`.
+    pub fn global_max_pool2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.adaptive_max_pool2d(x, [1, 1])
+    }
+
     /// `AdaptiveAvgPool2d(1)`: global average pooling, `[n, c, h, w]` → `[n, c, 1, 1]`.
     pub fn global_avg_pool2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
         self.adaptive_avg_pool2d(name, x, [1, 1])

@@ -142,6 +142,7 @@ fn every_backward_rule_matches_finite_differences() {
         "matmul",
         "max_pool2d",
         "mse_loss",
+        "multi_margin_loss",
         "relu",
         "reshape",
         "sigmoid",

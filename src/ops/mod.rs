@@ -13,7 +13,7 @@ use crate::kernels::{conv_gemm, gemm, windows};
 use crate::ops::activation::softmax;
 use crate::ops::conv::conv2d;
 use crate::ops::linalg::{linear, matmul};
-use crate::ops::loss::{pointwise_loss, softmax_cross_entropy};
+use crate::ops::loss::{multi_margin_loss, pointwise_loss, softmax_cross_entropy};
 use crate::ops::norm::{batch_norm2d, local_response_norm};
 use crate::ops::pool::{adaptive_pool2d, avg_pool2d, max_pool2d};
 use crate::ops::tensor::{add, bias_add, concat, reshape, upsample2d};
@@ -47,6 +47,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &local_response_norm::SHADER,
         &matmul::SHADER,
         &max_pool2d::SHADER,
+        &multi_margin_loss::SHADER,
         &optim::SHADER,
         &pointwise_loss::SHADER,
         &softmax::SHADER,
@@ -147,6 +148,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(softmax::catalog());
     res.extend(upsample2d::catalog());
     res.extend(pointwise_loss::catalog());
+    res.extend(multi_margin_loss::catalog());
     res
 }
 
