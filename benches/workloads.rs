@@ -132,6 +132,7 @@ fn w1(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         batch_size: 64,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
+        ..Default::default()
     };
     let trainer = Trainer::new_tuned(gpu, &cfg)?;
     let train = Arc::new(split.train);
@@ -176,6 +177,7 @@ fn w2(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         batch_size: 128,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
+        ..Default::default()
     };
     let trainer = Trainer::new_tuned(gpu, &cfg)?;
     let train = Arc::new(split.train);

@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
             batch_size: batch,
             optimizer: Optimizer::adam(1e-3),
             seed: 0,
+            ..Default::default()
         },
     )?;
     let data = striate::data::synthetic(batch * 8, 1, 0).train;

@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         batch_size: batch,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
+        ..Default::default()
     };
     let (full, _) = training_graph(&cfg)?;
     time_nodes(&gpu, &full, &filter)

@@ -9,6 +9,9 @@
 //   rmsprop_update: g = grad + wd*param;  s = alpha*s + (1-alpha)*g^2;  d = g / (sqrt(s) + eps);
 //                if momentum > 0: b = momentum*b + d, d = b;  param -= lr*d
 //   (flags: bit 0 Nesterov, bit 1 decoupled weight decay; RMSprop's alpha travels in beta2)
+// The learning rate is Params.lr times a [1] f32 factor tensor (the last input), which
+// lr_schedule (its own shader) sets on the GPU each step: a schedule changes the rate without
+// a rebuild or an upload.
 //   optimizer_step_count: t += 1   (runs once per step, before the updates that read t)
 // The step count lives on the GPU so a training step uploads nothing but the batch.
 //
@@ -26,10 +29,11 @@ override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// ---- sgd_update: inputs (param [mutated], grad, velocity [mutated])
+// ---- sgd_update: inputs (param [mutated], grad, velocity [mutated], lr_factor)
 @group(0) @binding(1) var<storage, read_write> sgd_param: array<f32>;
 @group(0) @binding(2) var<storage, read> sgd_grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sgd_velocity: array<f32>;
+@group(0) @binding(4) var<storage, read> sgd_lr: array<f32>;
 
 @compute @workgroup_size(WG)
 fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -41,15 +45,16 @@ fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         sgd_velocity[i] = v;
         g = select(v, g + p.momentum * v, (p.flags & NESTEROV) != 0u);
     }
-    sgd_param[i] -= p.lr * g;
+    sgd_param[i] -= p.lr * sgd_lr[0] * g;
 }
 
-// ---- adam_update: inputs (param [mutated], grad, m [mutated], v [mutated], t)
+// ---- adam_update: inputs (param [mutated], grad, m [mutated], v [mutated], t, lr_factor)
 @group(0) @binding(1) var<storage, read_write> adam_param: array<f32>;
 @group(0) @binding(2) var<storage, read> adam_grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> adam_m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> adam_v: array<f32>;
 @group(0) @binding(5) var<storage, read> adam_t: array<u32>;
+@group(0) @binding(6) var<storage, read> adam_lr: array<f32>;
 
 @compute @workgroup_size(WG)
 fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -61,14 +66,15 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let c1 = 1.0 / (1.0 - pow(p.beta1, t));
     let c2 = 1.0 / (1.0 - pow(p.beta2, t));
     let decoupled = (p.flags & DECOUPLED) != 0u;
+    let lr = p.lr * adam_lr[0];
     for (var i = i0; i < min(i0 + 4u, p.numel); i++) {
-        let w = select(adam_param[i], adam_param[i] * (1.0 - p.lr * p.weight_decay), decoupled);
+        let w = select(adam_param[i], adam_param[i] * (1.0 - lr * p.weight_decay), decoupled);
         let g = adam_grad[i] + select(p.weight_decay * w, 0.0, decoupled);
         let m = p.beta1 * adam_m[i] + (1.0 - p.beta1) * g;
         let v = p.beta2 * adam_v[i] + (1.0 - p.beta2) * g * g;
         adam_m[i] = m;
         adam_v[i] = v;
-        adam_param[i] = w - p.lr * (m * c1) / (sqrt(v * c2) + p.eps);
+        adam_param[i] = w - lr * (m * c1) / (sqrt(v * c2) + p.eps);
     }
 }
 
@@ -79,6 +85,7 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 @group(0) @binding(3) var<storage, read_write> adam4_m: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> adam4_v: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> adam4_t: array<u32>;
+@group(0) @binding(6) var<storage, read> adam4_lr: array<f32>;
 
 @compute @workgroup_size(WG)
 fn adam_update_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -88,20 +95,22 @@ fn adam_update_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let c1 = 1.0 / (1.0 - pow(p.beta1, t));
     let c2 = 1.0 / (1.0 - pow(p.beta2, t));
     let decoupled = (p.flags & DECOUPLED) != 0u;
-    let w = select(adam4_param[i], adam4_param[i] * (1.0 - p.lr * p.weight_decay), decoupled);
+    let lr = p.lr * adam4_lr[0];
+    let w = select(adam4_param[i], adam4_param[i] * (1.0 - lr * p.weight_decay), decoupled);
     let g = adam4_grad[i] + select(p.weight_decay * w, vec4<f32>(0.0), decoupled);
     let m = p.beta1 * adam4_m[i] + (1.0 - p.beta1) * g;
     let v = p.beta2 * adam4_v[i] + (1.0 - p.beta2) * g * g;
     adam4_m[i] = m;
     adam4_v[i] = v;
-    adam4_param[i] = w - p.lr * (m * c1) / (sqrt(v * c2) + p.eps);
+    adam4_param[i] = w - lr * (m * c1) / (sqrt(v * c2) + p.eps);
 }
 
-// ---- rmsprop_update: inputs (param [mutated], grad, square_avg [mutated], buffer [mutated])
+// ---- rmsprop_update: inputs (param [mutated], grad, square_avg [mutated], buffer [mutated], lr_factor)
 @group(0) @binding(1) var<storage, read_write> rms_param: array<f32>;
 @group(0) @binding(2) var<storage, read> rms_grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> rms_square_avg: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rms_buffer: array<f32>;
+@group(0) @binding(5) var<storage, read> rms_lr: array<f32>;
 
 @compute @workgroup_size(WG)
 fn rmsprop_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -115,7 +124,7 @@ fn rmsprop_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         d = p.momentum * rms_buffer[i] + d;
         rms_buffer[i] = d;
     }
-    rms_param[i] -= p.lr * d;
+    rms_param[i] -= p.lr * rms_lr[0] * d;
 }
 
 // ---- optimizer_step_count: inputs (t [mutated])

@@ -12,7 +12,9 @@ use crate::graph::append_backward;
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId};
 use crate::nn::{Model, Net, NetParts};
-use crate::ops::optim::{AdamUpdate, OptimizerStepCount, RmspropUpdate, SgdUpdate};
+use crate::ops::optim::{
+    AdamUpdate, LrSchedule, LrScheduleStep, OptimizerStepCount, RmspropUpdate, SgdUpdate,
+};
 use crate::shape::Shape;
 use crate::{Error, Result};
 
@@ -127,6 +129,21 @@ pub struct TrainConfig {
     pub optimizer: Optimizer,
     /// Seed of the initial weights.
     pub seed: u64,
+    /// How the learning rate moves from step to step (computed on the GPU).
+    pub schedule: LrSchedule,
+}
+
+impl Default for TrainConfig {
+    /// LeNet-5, batch 64, Adam 1e-3, seed 0, a constant learning rate.
+    fn default() -> Self {
+        TrainConfig {
+            model: Model::Lenet5,
+            batch_size: 64,
+            optimizer: Optimizer::adam(1e-3),
+            seed: 0,
+            schedule: LrSchedule::Constant,
+        }
+    }
 }
 
 /// Mean loss and accuracy over the images seen since the metrics were last taken.
@@ -550,14 +567,14 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     let mut train_effects = vec![metrics_node];
     train_effects.extend(layer_effects);
     g.set_scope("optimizer");
+    // The step count (Adam's t) and the schedule's rate factor, both on the GPU: a step
+    // increments the one and sets the other before any update reads them.
     let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
-    if matches!(
-        config.optimizer,
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. }
-    ) {
-        g.push(OptimizerStepCount, &[step_count])?;
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
-    }
+    g.push(OptimizerStepCount, &[step_count])?;
+    train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    let lr_factor = g.state("optimizer.lr_factor", CpuTensor::from_f32([1], vec![1.0]));
+    g.push(LrScheduleStep(config.schedule), &[step_count, lr_factor])?;
+    train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     for ((name, param), &grad) in params.iter().zip(&grads) {
         g.set_scope(format!("{name}.update"));
         let zeros = CpuTensor::zeros(g.shape(*param));
@@ -576,7 +593,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         weight_decay,
                         nesterov,
                     },
-                    &[*param, grad, velocity],
+                    &[*param, grad, velocity, lr_factor],
                 )?;
             }
             Optimizer::Adam {
@@ -605,7 +622,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         weight_decay,
                         decoupled,
                     },
-                    &[*param, grad, m, v, step_count],
+                    &[*param, grad, m, v, step_count, lr_factor],
                 )?;
             }
             Optimizer::RmsProp {
@@ -625,7 +642,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         weight_decay,
                         momentum,
                     },
-                    &[*param, grad, square_avg, buffer],
+                    &[*param, grad, square_avg, buffer, lr_factor],
                 )?;
             }
         }

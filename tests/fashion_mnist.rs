@@ -72,6 +72,7 @@ fn lenet5_learns_fashion_mnist() {
         batch_size: 64,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
+        ..Default::default()
     };
     let trainer = Trainer::new(&gpu, &cfg).expect("trainer");
     let mut n_seen = 0;

@@ -14,6 +14,7 @@ fn lenet_training_plan_never_shares_a_buffer_between_live_tensors() {
         batch_size: 64,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
+        ..Default::default()
     };
     let (g, parts) = training_graph(&cfg).expect("graph");
     let s = schedule(&g, &[], &parts.train_effects);
@@ -105,6 +106,7 @@ fn eval_program_runs_only_the_forward_pass() {
         batch_size: 8,
         optimizer: Optimizer::sgd(0.1, 0.9),
         seed: 0,
+        ..Default::default()
     };
     let (g, parts) = training_graph(&cfg).expect("graph");
     let s = schedule(&g, &[], &[parts.metrics_node]);

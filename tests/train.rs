@@ -18,6 +18,7 @@ fn config(model: Model, batch_size: usize, optimizer: Optimizer) -> TrainConfig 
         batch_size,
         optimizer,
         seed: 42,
+        ..Default::default()
     }
 }
 
@@ -666,7 +667,9 @@ fn dropout_draws_a_new_mask_each_step_and_vanishes_in_eval() {
     use striate::ops::optim::OptimizerStepCount;
     use striate::{Graph, NodeId, Shape};
 
-    let Some(gpu) = common::gpu() else { return };
+    // Its own context: counters are per context, and other tests run in parallel.
+    let Some(_) = common::gpu() else { return };
+    let gpu = GpuContext::from_env().expect("adapter");
     let mut g = Graph::new();
     let x = g.input("x", Shape::f32([8, 125]));
     let mut net = Net::new(&mut g, 0);
@@ -714,4 +717,59 @@ fn dropout_draws_a_new_mask_each_step_and_vanishes_in_eval() {
         "the masks come from the GPU's counter"
     );
     assert_eq!(exe.read(train, step).expect("step").u32(), [3]);
+}
+
+/// A learning-rate schedule runs on the GPU: each step sets the factor from the step count
+/// there (nothing uploaded), as `LrSchedule::factor` says, and the parameters move by it.
+#[test]
+fn learning_rate_schedules_step_on_the_gpu() {
+    use striate::exec::gpu::{Executable, ProgramSpec};
+    use striate::ops::optim::LrSchedule;
+    use striate::TensorId;
+
+    // Its own context: counters are per context, and other tests run in parallel.
+    let Some(_) = common::gpu() else { return };
+    let gpu = GpuContext::from_env().expect("adapter");
+    let schedule = LrSchedule::OneCycle {
+        total: 8,
+        pct_start: 0.3,
+        div_factor: 25.0,
+        final_div_factor: 1e4,
+    };
+    let cfg = TrainConfig {
+        schedule,
+        ..config(Model::Lenet5, 4, Optimizer::sgd(0.1, 0.0))
+    };
+    let (g, parts) = training_graph(&cfg).expect("graph");
+    let factor = (0..g.n_tensors() as u32)
+        .map(TensorId)
+        .find(|&t| g.tensor(t).name == "optimizer.lr_factor")
+        .expect("the factor is a state tensor");
+    let spec = ProgramSpec {
+        name: "train".into(),
+        outputs: vec![],
+        effects: parts.train_effects.clone(),
+    };
+    let exe = Executable::build(&gpu, &g, &[spec]).expect("build");
+    let train = exe.program("train").expect("program");
+    let data = synthetic(4, 1, 2).train;
+    exe.write(parts.images, bytemuck::cast_slice(&data.images(0, 4)))
+        .expect("images");
+    exe.write(parts.labels, bytemuck::cast_slice(&data.labels))
+        .expect("labels");
+    let before = gpu.counters();
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        exe.run(train).expect("step");
+        got.push(exe.read(train, factor).expect("factor").f32()[0]);
+    }
+    assert_eq!(
+        (gpu.counters() - before).bytes_uploaded,
+        0,
+        "the schedule needs no upload"
+    );
+    let want: Vec<f32> = (0..8).map(|s| schedule.factor(s) as f32).collect();
+    assert_close("one-cycle factors", &got, &want, 1e-6, 1e-5);
+    // Up from 1/25 to 1 at step 2 (30% of 8 − 1 = 1.4), then down to 1/250,000.
+    assert!((got[0] - 0.04).abs() < 1e-6 && got[7] < 1e-5 && got.iter().any(|&f| f > 0.9));
 }

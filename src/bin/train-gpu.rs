@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use striate::data::{self, DataSplit, Dataset};
 use striate::nn::Model;
+use striate::ops::optim::LrSchedule;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 use striate::{AdapterChoice, GpuContext};
 
@@ -49,6 +50,11 @@ struct Args {
     /// Default: PyTorch's, 0.01 for AdamW and 0 for the others.
     #[arg(long)]
     weight_decay: Option<f32>,
+    /// Learning-rate schedule, stepped every optimizer step and computed on the GPU: constant,
+    /// step:STEPS:GAMMA, multistep:S1,S2,...:GAMMA, cosine[:WARMUP_STEPS] (to 0 at the last
+    /// step), onecycle (PyTorch's OneCycleLR with --lr as the peak).
+    #[arg(long, default_value = "constant")]
+    lr_schedule: String,
     /// Seed for weights and shuffling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -124,6 +130,54 @@ fn print_profile(trainer: &Trainer, train: &Dataset, batch: usize) -> anyhow::Re
         );
     }
     Ok(())
+}
+
+/// `--lr-schedule`, for a run of `total` optimizer steps.
+fn parse_schedule(spec: &str, total: usize) -> Result<LrSchedule> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let number = |s: &str| -> Result<f32> {
+        s.parse()
+            .with_context(|| format!("--lr-schedule {spec}: {s:?} is not a number"))
+    };
+    let steps = |s: &str| -> Result<usize> {
+        s.parse()
+            .with_context(|| format!("--lr-schedule {spec}: {s:?} is not a step count"))
+    };
+    Ok(match parts.as_slice() {
+        ["constant"] => LrSchedule::Constant,
+        ["step", size, gamma] => LrSchedule::Step {
+            step_size: steps(size)?.max(1),
+            gamma: number(gamma)?,
+        },
+        ["multistep", milestones, gamma] => {
+            let milestones = milestones.split(',').map(steps).collect::<Result<Vec<_>>>()?;
+            LrSchedule::multi_step(&milestones, number(gamma)?)?
+        }
+        ["cosine", rest @ ..] if rest.len() <= 1 => {
+            let warmup = match rest {
+                [w] => steps(w)?.max(1),
+                _ => (total / 20).max(1),
+            };
+            anyhow::ensure!(
+                warmup < total,
+                "--lr-schedule {spec}: the warm-up ({warmup} steps) must be shorter than the run ({total})"
+            );
+            LrSchedule::CosineWarmup {
+                warmup,
+                total,
+                min_factor: 0.0,
+            }
+        }
+        ["onecycle"] => LrSchedule::OneCycle {
+            total: total.max(2),
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        },
+        _ => anyhow::bail!(
+            "unknown --lr-schedule {spec:?}; use constant, step:STEPS:GAMMA, multistep:S1,S2:GAMMA, cosine[:WARMUP] or onecycle"
+        ),
+    })
 }
 
 /// `--model list`: every model with its size, for the input the trainer feeds it.
@@ -225,11 +279,14 @@ fn run() -> Result<()> {
             momentum: 0.0,
         },
     };
+    let steps_per_epoch = (split.train.len() / args.batch_size).max(1);
+    let schedule = parse_schedule(&args.lr_schedule, args.epochs * steps_per_epoch)?;
     let config = TrainConfig {
         model,
         batch_size: args.batch_size,
         optimizer,
         seed: args.seed,
+        schedule,
     };
     if !args.no_tune {
         log("building: kernels not in the tuning cache are timed first (a minute or two for a new model or batch size; --no-tune skips)".to_string());

@@ -49,6 +49,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &max_pool2d::SHADER,
         &multi_margin_loss::SHADER,
         &optim::SHADER,
+        &optim::SCHEDULE_SHADER,
         &pointwise_loss::SHADER,
         &softmax::SHADER,
         &upsample2d::SHADER,

@@ -1,5 +1,6 @@
 //! Optimizer updates as in-place kernels: SGD (momentum, Nesterov, weight decay), Adam, AdamW
-//! and RMSprop, with PyTorch's update rules. The step count that Adam's bias correction needs lives on the GPU
+//! and RMSprop, with PyTorch's update rules, and the learning-rate schedules that scale their
+//! rate from the GPU's step count. The step count that Adam's bias correction needs lives on the GPU
 //! and is bumped by its own tiny kernel, so a step uploads nothing but the batch.
 
 use bytemuck::{Pod, Zeroable};
@@ -37,7 +38,8 @@ const DECOUPLED: u32 = 2;
 
 /// `param −= lr · g`, with `g = grad + wd·param` passed through momentum when `momentum > 0`
 /// (`v = momentum·v + g`, then `g = v`, or with Nesterov `g = g + momentum·v`). Inputs
-/// `(param, grad, velocity)`; updates `param` and `velocity`.
+/// `(param, grad, velocity, lr_factor)`; updates `param` and `velocity`. The rate applied is
+/// `lr · lr_factor` ([`LrSchedule`] sets the factor on the GPU).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdUpdate {
     /// Learning rate.
@@ -50,7 +52,8 @@ pub struct SgdUpdate {
     pub nesterov: bool,
 }
 
-/// Adam (PyTorch's `torch.optim.Adam`). Inputs `(param, grad, m, v, t)`; updates `param`, `m`, `v`.
+/// Adam (PyTorch's `torch.optim.Adam`). Inputs `(param, grad, m, v, t, lr_factor)`; updates
+/// `param`, `m`, `v`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamUpdate {
     /// Learning rate.
@@ -68,8 +71,8 @@ pub struct AdamUpdate {
     pub decoupled: bool,
 }
 
-/// RMSprop (`torch.optim.RMSprop`, not centred). Inputs `(param, grad, square_avg, buffer)`;
-/// updates `param`, `square_avg` and (with momentum) `buffer`.
+/// RMSprop (`torch.optim.RMSprop`, not centred). Inputs `(param, grad, square_avg, buffer,
+/// lr_factor)`; updates `param`, `square_avg` and (with momentum) `buffer`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmspropUpdate {
     /// Learning rate.
@@ -87,6 +90,17 @@ pub struct RmspropUpdate {
 /// `t += 1` on a `[1]` u32 state tensor; runs once per step before the updates that read `t`.
 #[derive(Clone, Copy, Debug)]
 pub struct OptimizerStepCount;
+
+/// The learning-rate factor input: `[1]` f32.
+fn check_factor(op: &'static str, factor: &Shape) -> Result<()> {
+    if factor != &Shape::f32([1]) {
+        return Err(Error::shape(
+            op,
+            format!("lr_factor must be [1] f32, got {factor}"),
+        ));
+    }
+    Ok(())
+}
 
 fn check_same(op: &'static str, inputs: &[&Shape], what: &[&str]) -> Result<()> {
     for (s, name) in inputs.iter().zip(what).skip(1) {
@@ -106,8 +120,9 @@ impl OpDef for SgdUpdate {
     }
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
-        expect_arity(self.name(), inputs, 3)?;
-        check_same(self.name(), inputs, &["param", "grad", "velocity"])?;
+        expect_arity(self.name(), inputs, 4)?;
+        check_same(self.name(), &inputs[..3], &["param", "grad", "velocity"])?;
+        check_factor(self.name(), inputs[3])?;
         if self.nesterov && self.momentum <= 0.0 {
             return Err(Error::shape(
                 self.name(),
@@ -131,7 +146,7 @@ impl OpDef for SgdUpdate {
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let grad = inputs[1].f32();
+        let (grad, lr) = (inputs[1].f32(), self.lr * inputs[3].f32()[0]);
         let [param, velocity] = outputs else {
             unreachable!("mutates() lists two inputs")
         };
@@ -146,7 +161,7 @@ impl OpDef for SgdUpdate {
                     velocity[i]
                 };
             }
-            param[i] -= self.lr * g;
+            param[i] -= lr * g;
         }
     }
 
@@ -161,8 +176,9 @@ impl OpDef for AdamUpdate {
     }
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
-        expect_arity(self.name(), inputs, 5)?;
+        expect_arity(self.name(), inputs, 6)?;
         check_same(self.name(), &inputs[..4], &["param", "grad", "m", "v"])?;
+        check_factor(self.name(), inputs[5])?;
         if inputs[4] != &Shape::u32([1]) {
             return Err(Error::shape(
                 self.name(),
@@ -189,7 +205,7 @@ impl OpDef for AdamUpdate {
 
     // Where the length allows, the same update over vec4 views of the tensors.
     fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
-        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 5, 0);
+        let direct = KernelPlan::direct(self.kernel(inputs, outputs), 6, 0);
         let numel = inputs[0].numel();
         if !numel.is_multiple_of(4) {
             return vec![direct];
@@ -198,7 +214,7 @@ impl OpDef for AdamUpdate {
         call.entry = "adam_update_vec4";
         let vec4 = KernelPlan {
             variant: "vec4".into(),
-            ..KernelPlan::direct(call, 5, 0)
+            ..KernelPlan::direct(call, 6, 0)
         };
         vec![vec4, direct]
     }
@@ -210,7 +226,8 @@ impl OpDef for AdamUpdate {
         };
         let (param, m, v) = (param.f32_mut(), m.f32_mut(), v.f32_mut());
         let (b1, b2) = (f64::from(self.beta1), f64::from(self.beta2));
-        let (lr, wd) = (f64::from(self.lr), f64::from(self.weight_decay));
+        let lr = f64::from(self.lr) * f64::from(inputs[5].f32()[0]);
+        let wd = f64::from(self.weight_decay);
         for i in 0..param.len() {
             let (w, g) = if self.decoupled {
                 (f64::from(param[i]) * (1.0 - lr * wd), f64::from(grad[i]))
@@ -239,12 +256,13 @@ impl OpDef for RmspropUpdate {
     }
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
-        expect_arity(self.name(), inputs, 4)?;
+        expect_arity(self.name(), inputs, 5)?;
         check_same(
             self.name(),
-            inputs,
+            &inputs[..4],
             &["param", "grad", "square_avg", "buffer"],
         )?;
+        check_factor(self.name(), inputs[4])?;
         Ok(vec![])
     }
 
@@ -269,6 +287,7 @@ impl OpDef for RmspropUpdate {
         };
         let (param, square_avg, buffer) = (param.f32_mut(), square_avg.f32_mut(), buffer.f32_mut());
         let alpha = f64::from(self.alpha);
+        let lr = f64::from(self.lr) * f64::from(inputs[4].f32()[0]);
         for i in 0..param.len() {
             let g = f64::from(grad[i]) + f64::from(self.weight_decay) * f64::from(param[i]);
             let s = alpha * f64::from(square_avg[i]) + (1.0 - alpha) * g * g;
@@ -278,7 +297,7 @@ impl OpDef for RmspropUpdate {
                 d += f64::from(self.momentum) * f64::from(buffer[i]);
                 buffer[i] = d as f32;
             }
-            param[i] = (f64::from(param[i]) - f64::from(self.lr) * d) as f32;
+            param[i] = (f64::from(param[i]) - lr * d) as f32;
         }
     }
 
@@ -324,6 +343,250 @@ impl OpDef for OptimizerStepCount {
     }
 }
 
+/// `shaders/lr_schedule.wgsl`.
+pub static SCHEDULE_SHADER: Shader = Shader::new(
+    "lr_schedule",
+    include_str!("../../shaders/lr_schedule.wgsl"),
+    size_of::<ScheduleParams>(),
+);
+
+/// Mirrors `struct Params` in `shaders/lr_schedule.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct ScheduleParams {
+    kind: u32,
+    count: u32,
+    base: f32,
+    a: f32,
+    b: f32,
+    c: f32,
+    d: f32,
+    _pad: u32,
+    milestones: [u32; 4],
+}
+
+/// A learning-rate schedule, stepped once per optimizer step (as PyTorch's schedulers are when
+/// `scheduler.step()` follows every `optimizer.step()`); it gives the factor of the optimizer's
+/// rate for step `s` (from 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum LrSchedule {
+    /// Factor 1 (no schedule).
+    #[default]
+    Constant,
+    /// `gamma^⌊s / step_size⌋` (`StepLR`).
+    Step {
+        /// Steps between decays.
+        step_size: usize,
+        /// Decay factor.
+        gamma: f32,
+    },
+    /// `gamma^(milestones passed)` (`MultiStepLR`), up to four milestones in increasing order.
+    MultiStep {
+        /// The steps at which the rate decays; unused entries are `usize::MAX`.
+        milestones: [usize; 4],
+        /// Decay factor.
+        gamma: f32,
+    },
+    /// Linear warm-up from `1/warmup` to 1 over `warmup` steps, then cosine annealing to
+    /// `min_factor` at step `total` (`LinearLR` then `CosineAnnealingLR`, as used for ResNets).
+    CosineWarmup {
+        /// Warm-up steps.
+        warmup: usize,
+        /// Steps in the whole run.
+        total: usize,
+        /// The factor the cosine ends at.
+        min_factor: f32,
+    },
+    /// `OneCycleLR` with cosine annealing: from `1/div_factor` up to 1 over `pct_start` of
+    /// `total` steps, then down to `1/(div_factor·final_div_factor)`.
+    OneCycle {
+        /// Steps in the whole run.
+        total: usize,
+        /// Share of the steps spent rising (PyTorch's default: 0.3).
+        pct_start: f32,
+        /// Initial rate divisor (25).
+        div_factor: f32,
+        /// Final rate divisor, beyond the initial one (1e4).
+        final_div_factor: f32,
+    },
+}
+
+impl LrSchedule {
+    /// `MultiStep` from up to four milestones.
+    pub fn multi_step(milestones: &[usize], gamma: f32) -> Result<Self> {
+        if milestones.len() > 4 || milestones.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::InvalidArgument(format!(
+                "multi-step milestones must be at most four, increasing: {milestones:?}"
+            )));
+        }
+        let mut m = [usize::MAX; 4];
+        m[..milestones.len()].copy_from_slice(milestones);
+        Ok(LrSchedule::MultiStep {
+            milestones: m,
+            gamma,
+        })
+    }
+
+    /// The factor for step `s` (from 0), in f64: the specification the kernel follows.
+    pub fn factor(&self, s: usize) -> f64 {
+        let s = s as f64;
+        let anneal = |start: f64, end: f64, frac: f64| {
+            end + (start - end) * (1.0 + (std::f64::consts::PI * frac.clamp(0.0, 1.0)).cos()) / 2.0
+        };
+        match *self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Step { step_size, gamma } => {
+                f64::from(gamma).powf((s / step_size as f64).floor())
+            }
+            LrSchedule::MultiStep { milestones, gamma } => {
+                let passed = milestones.iter().filter(|&&m| s >= m as f64).count();
+                f64::from(gamma).powi(passed as i32)
+            }
+            LrSchedule::CosineWarmup {
+                warmup,
+                total,
+                min_factor,
+            } => {
+                let w = warmup as f64;
+                if s < w {
+                    (s + 1.0) / w
+                } else {
+                    anneal(
+                        1.0,
+                        f64::from(min_factor),
+                        (s - w) / (total as f64 - w).max(1.0),
+                    )
+                }
+            }
+            LrSchedule::OneCycle {
+                total,
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                let initial = 1.0 / f64::from(div_factor);
+                let up_end = f64::from(pct_start) * total as f64 - 1.0;
+                if s <= up_end {
+                    anneal(initial, 1.0, s / up_end.max(1.0))
+                } else {
+                    let end = initial / f64::from(final_div_factor);
+                    anneal(
+                        1.0,
+                        end,
+                        (s - up_end) / (total as f64 - 1.0 - up_end).max(1.0),
+                    )
+                }
+            }
+        }
+    }
+
+    fn params(&self) -> ScheduleParams {
+        let mut p = ScheduleParams {
+            base: 1.0,
+            ..Default::default()
+        };
+        match *self {
+            LrSchedule::Constant => {}
+            LrSchedule::Step { step_size, gamma } => {
+                (p.kind, p.a, p.b) = (1, step_size as f32, gamma);
+            }
+            LrSchedule::MultiStep { milestones, gamma } => {
+                p.kind = 2;
+                p.b = gamma;
+                p.count = milestones.iter().filter(|&&m| m != usize::MAX).count() as u32;
+                p.milestones = milestones.map(|m| m.min(u32::MAX as usize) as u32);
+            }
+            LrSchedule::CosineWarmup {
+                warmup,
+                total,
+                min_factor,
+            } => {
+                (p.kind, p.a, p.c, p.d) = (3, warmup as f32, total as f32, min_factor);
+            }
+            LrSchedule::OneCycle {
+                total,
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                p.kind = 4;
+                p.a = pct_start * total as f32 - 1.0;
+                p.b = div_factor;
+                p.c = total as f32;
+                p.d = final_div_factor;
+            }
+        }
+        p
+    }
+
+    fn check(&self, op: &'static str) -> Result<()> {
+        let bad = match *self {
+            LrSchedule::Constant => false,
+            LrSchedule::Step { step_size, gamma } => step_size == 0 || !gamma.is_finite(),
+            LrSchedule::MultiStep { gamma, .. } => !gamma.is_finite(),
+            LrSchedule::CosineWarmup {
+                warmup,
+                total,
+                min_factor,
+            } => warmup == 0 || total <= warmup || !min_factor.is_finite(),
+            LrSchedule::OneCycle {
+                total,
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                total < 2
+                    || !(0.0..1.0).contains(&pct_start)
+                    || div_factor <= 0.0
+                    || final_div_factor <= 0.0
+            }
+        };
+        if bad {
+            Err(Error::shape(op, format!("invalid schedule {self:?}")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Sets the `[1]` f32 learning-rate factor from the `[1]` u32 step count (just incremented):
+/// inputs `(t, lr_factor)`, updates `lr_factor`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrScheduleStep(pub LrSchedule);
+
+impl OpDef for LrScheduleStep {
+    fn name(&self) -> &'static str {
+        "lr_schedule"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 2)?;
+        self.0.check(self.name())?;
+        if inputs[0] != &Shape::u32([1]) {
+            return Err(Error::shape(
+                self.name(),
+                format!("step count must be [1] u32, got {}", inputs[0]),
+            ));
+        }
+        check_factor(self.name(), inputs[1])?;
+        Ok(vec![])
+    }
+
+    fn kernel(&self, _inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        KernelCall::grid(&SCHEDULE_SHADER, "lr_schedule", &self.0.params(), [1, 1, 1])
+            .with_overrides(&[])
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let t = inputs[0].u32()[0] as usize;
+        outputs[0].f32_mut()[0] = self.0.factor(t.saturating_sub(1)) as f32;
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[1]
+    }
+}
+
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let p = Shape::f32([5, 7, 3]);
     let mut count = CatalogEntry::new(OptimizerStepCount, vec![Shape::u32([1])]);
@@ -336,7 +599,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 weight_decay: 0.01,
                 nesterov: false,
             },
-            vec![p.clone(), p.clone(), p.clone()],
+            vec![p.clone(), p.clone(), p.clone(), Shape::f32([1])],
         ),
         CatalogEntry::new(
             SgdUpdate {
@@ -345,7 +608,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 weight_decay: 0.01,
                 nesterov: true,
             },
-            vec![p.clone(), p.clone(), p.clone()],
+            vec![p.clone(), p.clone(), p.clone(), Shape::f32([1])],
         ),
         CatalogEntry::new(
             SgdUpdate {
@@ -354,7 +617,12 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 weight_decay: 0.0,
                 nesterov: false,
             },
-            vec![Shape::f32([1031]), Shape::f32([1031]), Shape::f32([1031])],
+            vec![
+                Shape::f32([1031]),
+                Shape::f32([1031]),
+                Shape::f32([1031]),
+                Shape::f32([1]),
+            ],
         ),
         adam_entry(p.clone(), false),
         adam_entry(p.clone(), true),
@@ -362,6 +630,46 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         rmsprop_entry(p, 0.9),
         count,
     ]
+    .into_iter()
+    .chain(schedule_catalog())
+    .collect()
+}
+
+/// Every kind of schedule, at random steps (t from 1).
+fn schedule_catalog() -> Vec<CatalogEntry> {
+    let schedules = [
+        LrSchedule::Constant,
+        LrSchedule::Step {
+            step_size: 7,
+            gamma: 0.5,
+        },
+        LrSchedule::multi_step(&[5, 20, 40], 0.1).expect("valid"),
+        LrSchedule::CosineWarmup {
+            warmup: 10,
+            total: 60,
+            min_factor: 0.01,
+        },
+        LrSchedule::OneCycle {
+            total: 50,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        },
+    ];
+    schedules
+        .into_iter()
+        .map(|schedule| {
+            let mut entry = CatalogEntry::new(
+                LrScheduleStep(schedule),
+                vec![Shape::u32([1]), Shape::f32([1])],
+            );
+            entry.u32_bound = 70;
+            entry.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
+                inputs[0].u32_mut()[0] += 1;
+            }));
+            entry
+        })
+        .collect()
 }
 
 /// Adam and AdamW on a length that is a multiple of 4 (the vec4 plan).
@@ -382,7 +690,7 @@ fn rmsprop_entry(p: Shape, momentum: f32) -> CatalogEntry {
             weight_decay: 0.01,
             momentum,
         },
-        vec![p.clone(), p.clone(), p.clone(), p],
+        vec![p.clone(), p.clone(), p.clone(), p, Shape::f32([1])],
     );
     entry.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
         inputs[2].f32_mut().iter_mut().for_each(|v| *v = v.abs());
@@ -401,7 +709,14 @@ fn adam_entry(p: Shape, decoupled: bool) -> CatalogEntry {
             weight_decay: 0.01,
             decoupled,
         },
-        vec![p.clone(), p.clone(), p.clone(), p, Shape::u32([1])],
+        vec![
+            p.clone(),
+            p.clone(),
+            p.clone(),
+            p,
+            Shape::u32([1]),
+            Shape::f32([1]),
+        ],
     );
     adam.u32_bound = 5;
     // Adam's v is a running mean of squares: never negative.
@@ -410,4 +725,44 @@ fn adam_entry(p: Shape, decoupled: bool) -> CatalogEntry {
         inputs[4].u32_mut()[0] += 1;
     }));
     adam
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn schedules_follow_pytorch() {
+        let step = LrSchedule::Step {
+            step_size: 3,
+            gamma: 0.5,
+        };
+        assert_eq!([0, 2, 3, 7].map(|s| step.factor(s)), [1.0, 1.0, 0.5, 0.25]);
+        let multi = LrSchedule::multi_step(&[2, 5], 0.1).expect("valid");
+        let got = [1, 2, 4, 5].map(|s| multi.factor(s));
+        for (g, w) in got.iter().zip([1.0, 0.1, 0.1, 0.01]) {
+            assert!((g - w).abs() < 1e-7, "{got:?}");
+        }
+        assert!(LrSchedule::multi_step(&[5, 2], 0.1).is_err());
+        let cosine = LrSchedule::CosineWarmup {
+            warmup: 4,
+            total: 14,
+            min_factor: 0.1,
+        };
+        assert_eq!(cosine.factor(0), 0.25);
+        assert_eq!(cosine.factor(4), 1.0);
+        assert!((cosine.factor(9) - 0.55).abs() < 1e-7);
+        assert!((cosine.factor(14) - 0.1).abs() < 1e-7);
+        // OneCycleLR(max_lr=1, total_steps=100): starts at 1/25, peaks at step 29, ends at
+        // 1/(25·1e4) at step 99.
+        let one_cycle = LrSchedule::OneCycle {
+            total: 100,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        };
+        assert!((one_cycle.factor(0) - 0.04).abs() < 1e-12);
+        assert!((one_cycle.factor(29) - 1.0).abs() < 1e-12);
+        assert!((one_cycle.factor(99) - 0.04 / 1e4).abs() < 1e-12);
+    }
 }
