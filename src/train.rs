@@ -568,13 +568,23 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     train_effects.extend(layer_effects);
     g.set_scope("optimizer");
     // The step count (Adam's t) and the schedule's rate factor, both on the GPU: a step
-    // increments the one and sets the other before any update reads them.
+    // increments the one and sets the other before any update reads them. Each runs only
+    // where something reads it (a constant schedule leaves the factor at 1).
     let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
-    g.push(OptimizerStepCount, &[step_count])?;
-    train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     let lr_factor = g.state("optimizer.lr_factor", CpuTensor::from_f32([1], vec![1.0]));
-    g.push(LrScheduleStep(config.schedule), &[step_count, lr_factor])?;
-    train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    let adam = matches!(
+        config.optimizer,
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. }
+    );
+    let scheduled = config.schedule != LrSchedule::Constant;
+    if adam || scheduled {
+        g.push(OptimizerStepCount, &[step_count])?;
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
+    if scheduled {
+        g.push(LrScheduleStep(config.schedule), &[step_count, lr_factor])?;
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
     for ((name, param), &grad) in params.iter().zip(&grads) {
         g.set_scope(format!("{name}.update"));
         let zeros = CpuTensor::zeros(g.shape(*param));

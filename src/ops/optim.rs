@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::ir::{expect_arity, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef, Shader};
 use crate::ops::CatalogEntry;
-use crate::shape::{DType, Shape};
+use crate::shape::Shape;
 use crate::{Error, Result};
 
 /// `shaders/optim.wgsl`.
@@ -90,6 +90,17 @@ pub struct RmspropUpdate {
 /// `t += 1` on a `[1]` u32 state tensor; runs once per step before the updates that read `t`.
 #[derive(Clone, Copy, Debug)]
 pub struct OptimizerStepCount;
+
+/// The step-count input: `[1]` u32.
+fn check_step_count(op: &'static str, t: &Shape) -> Result<()> {
+    if t != &Shape::u32([1]) {
+        return Err(Error::shape(
+            op,
+            format!("step count must be [1] u32, got {t}"),
+        ));
+    }
+    Ok(())
+}
 
 /// The learning-rate factor input: `[1]` f32.
 fn check_factor(op: &'static str, factor: &Shape) -> Result<()> {
@@ -179,12 +190,7 @@ impl OpDef for AdamUpdate {
         expect_arity(self.name(), inputs, 6)?;
         check_same(self.name(), &inputs[..4], &["param", "grad", "m", "v"])?;
         check_factor(self.name(), inputs[5])?;
-        if inputs[4] != &Shape::u32([1]) {
-            return Err(Error::shape(
-                self.name(),
-                format!("step count must be [1] u32, got {}", inputs[4]),
-            ));
-        }
+        check_step_count(self.name(), inputs[4])?;
         Ok(vec![])
     }
 
@@ -313,12 +319,7 @@ impl OpDef for OptimizerStepCount {
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 1)?;
-        if inputs[0].dims != [1] || inputs[0].dtype != DType::U32 {
-            return Err(Error::shape(
-                self.name(),
-                format!("step count must be [1] u32, got {}", inputs[0]),
-            ));
-        }
+        check_step_count(self.name(), inputs[0])?;
         Ok(vec![])
     }
 
@@ -562,12 +563,7 @@ impl OpDef for LrScheduleStep {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 2)?;
         self.0.check(self.name())?;
-        if inputs[0] != &Shape::u32([1]) {
-            return Err(Error::shape(
-                self.name(),
-                format!("step count must be [1] u32, got {}", inputs[0]),
-            ));
-        }
+        check_step_count(self.name(), inputs[0])?;
         check_factor(self.name(), inputs[1])?;
         Ok(vec![])
     }

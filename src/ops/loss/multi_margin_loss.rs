@@ -3,10 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ir::{
-    expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
-    Shader,
-};
+use crate::ir::{expect_arity, expect_dtype, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
 use crate::ir::{Graph, TensorId};
 use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
@@ -124,10 +121,6 @@ impl OpDef for MultiMarginLoss {
             [1, 1, 1],
         )
         .with_overrides(&[("WG", f64::from(REDUCE_WG))])
-    }
-
-    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
-        vec![KernelPlan::direct(self.kernel(inputs, outputs), 2, 1)]
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
