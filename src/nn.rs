@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 
 use crate::ir::CpuTensor;
+use crate::ir::{Conv2dSpec, Pair};
 use crate::ir::{Graph, NodeId, TensorId};
 use crate::ops::activation::Activation;
-use crate::ops::conv::conv2d::Conv2dGeometry;
 use crate::ops::norm::batch_norm2d::BatchNormConfig;
 use crate::rng::Rng;
 use crate::shape::Shape;
@@ -39,6 +39,61 @@ pub enum Mode {
     Train,
     /// Running statistics, nothing updated (`model.eval()`).
     Eval,
+}
+
+/// The options of a convolution layer after its channel counts, as PyTorch's `Conv2d`
+/// arguments: `Conv2dOptions::new(3).stride(2).padding(1)`, `Conv2dOptions::new((1, 7))`,
+/// `Conv2dOptions::new(3).padding(1).groups(c)` (depthwise), `.bias(false)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    /// Kernel `[h, w]`.
+    pub kernel: [usize; 2],
+    /// Stride, padding, dilation, groups.
+    pub spec: Conv2dSpec,
+    /// A learned bias (PyTorch's default: true).
+    pub bias: bool,
+}
+
+impl Conv2dOptions {
+    /// A `kernel` (one number or `(h, w)`) with stride 1, no padding, dilation 1, one group
+    /// and a bias.
+    pub fn new(kernel: impl Pair) -> Self {
+        Conv2dOptions {
+            kernel: kernel.pair(),
+            spec: Conv2dSpec::default(),
+            bias: true,
+        }
+    }
+
+    /// Stride (one number or `(h, w)`).
+    pub fn stride(mut self, s: impl Pair) -> Self {
+        self.spec = self.spec.stride(s);
+        self
+    }
+
+    /// Zero padding on both sides of each axis (one number or `(h, w)`).
+    pub fn padding(mut self, p: impl Pair) -> Self {
+        self.spec = self.spec.pad(p);
+        self
+    }
+
+    /// Dilation (one number or `(h, w)`).
+    pub fn dilation(mut self, d: impl Pair) -> Self {
+        self.spec = self.spec.dilation(d);
+        self
+    }
+
+    /// Channel groups (`groups == c_in` is depthwise).
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.spec = self.spec.groups(groups);
+        self
+    }
+
+    /// With or without a bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
 }
 
 /// Builds layers into a graph and remembers their parameters by name (`conv1.weight`, ...).
@@ -361,29 +416,82 @@ impl<'g> Net<'g> {
         bias: bool,
         relu: bool,
     ) -> Result<TensorId> {
+        let opts = Conv2dOptions::new(k).stride(stride).padding(pad).bias(bias);
+        self.conv_layer(name, x, c_out, opts, relu)
+    }
+
+    /// `Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias)` with every option
+    /// ([`Conv2dOptions`]: square or `(h, w)`, grouped and depthwise); `x: [n, c_in, h, w]`.
+    /// Parameters `{name}.weight: [c_out, c_in/groups, kh, kw]` and, with a bias, `{name}.bias`.
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        c_out: usize,
+        opts: Conv2dOptions,
+    ) -> Result<TensorId> {
+        self.conv_layer(name, x, c_out, opts, false)
+    }
+
+    /// `ConvTranspose2d(c_in, c_out, kernel, stride, padding, output_padding, groups, bias,
+    /// dilation)`; `x: [n, c_in, h, w]`. Parameters `{name}.weight: [c_in, c_out/groups, kh, kw]`
+    /// (PyTorch's layout) and, with a bias, `{name}.bias: [c_out]`.
+    pub fn conv_transpose(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        c_out: usize,
+        opts: Conv2dOptions,
+        output_padding: impl Pair,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        let [_, c_in, _, _] = self
+            .g
+            .shape(x)
+            .dims4("conv_transpose2d", "input")
+            .map_err(|e| with_layer(e, name))?;
+        let groups = opts.spec.groups.max(1);
+        let [kh, kw] = opts.kernel;
+        let w = self.conv_weight(format!("{name}.weight"), [c_in, c_out / groups, kh, kw]);
+        let b = self.conv_bias(name, opts.bias, c_out, (c_out / groups) * kh * kw);
+        self.g
+            .conv_transpose2d(x, w, b, opts.spec, output_padding)
+            .map_err(|e| with_layer(e, name))
+    }
+
+    fn conv_layer(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        c_out: usize,
+        opts: Conv2dOptions,
+        relu: bool,
+    ) -> Result<TensorId> {
         self.g.set_scope(name);
         let shape = self.g.shape(x).clone();
         let [_, c_in, _, _] = shape
             .dims4("conv2d", "input")
             .map_err(|e| with_layer(e, name))?;
-        let fan_in = c_in * k * k;
-        let w = self.conv_weight(format!("{name}.weight"), [c_out, c_in, k, k]);
-        // Without bias, a zero constant: no parameter, no gradient asked for.
-        let b = if bias {
+        let groups = opts.spec.groups.max(1);
+        let [kh, kw] = opts.kernel;
+        let w = self.conv_weight(format!("{name}.weight"), [c_out, c_in / groups, kh, kw]);
+        let b = self.conv_bias(name, opts.bias, c_out, (c_in / groups) * kh * kw);
+        let y = if relu {
+            self.g.conv2d_relu(x, w, b, opts.spec)
+        } else {
+            self.g.conv2d(x, w, b, opts.spec)
+        };
+        y.map_err(|e| with_layer(e, name))
+    }
+
+    /// A convolution's bias `{name}.bias`, or without one a zero constant (no parameter, no
+    /// gradient asked for).
+    fn conv_bias(&mut self, name: &str, bias: bool, c_out: usize, fan_in: usize) -> TensorId {
+        if bias {
             self.bias(format!("{name}.bias"), c_out, fan_in, false)
         } else {
             let zeros = CpuTensor::zeros(&Shape::f32([c_out]));
             self.g.constant(&format!("{name}.no_bias"), zeros)
-        };
-        let geometry = Conv2dGeometry {
-            stride,
-            pad,
-            dilation: 1,
-        };
-        if relu {
-            self.g.conv2d_relu(x, w, b, geometry)
-        } else {
-            self.g.conv2d(x, w, b, geometry)
         }
     }
 

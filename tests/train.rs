@@ -773,3 +773,97 @@ fn learning_rate_schedules_step_on_the_gpu() {
     // Up from 1/25 to 1 at step 2 (30% of 8 − 1 = 1.4), then down to 1/250,000.
     assert!((got[0] - 0.04).abs() < 1e-6 && got[7] < 1e-5 && got.iter().any(|&f| f > 0.9));
 }
+
+/// A network of the layer API's general convolutions (non-square kernel, stride and padding;
+/// depthwise with dilation; a grouped transposed convolution) beside a tuned square one:
+/// each goes to the op that serves it, and forward and every parameter gradient on the GPU
+/// equal the CPU interpreter's.
+#[test]
+fn general_and_transposed_convolutions_train_on_the_gpu_as_on_the_cpu() {
+    use striate::exec::gpu::{Executable, ProgramSpec};
+    use striate::graph::append_backward;
+    use striate::nn::{Conv2dOptions, Net};
+    use striate::ops::testing::distinct_values;
+    use striate::rng::Rng;
+    use striate::Graph;
+
+    let Some(gpu) = common::gpu() else { return };
+    let mut g = Graph::new();
+    let x = g.input("x", striate::shape::Shape::f32([2, 3, 9, 10]));
+    let mut net = Net::new(&mut g, 7);
+    let opts = Conv2dOptions::new((1, 3)).stride((1, 2)).padding((0, 1));
+    let y = net.conv("wide", x, 6, opts).expect("wide");
+    let dw = Conv2dOptions::new(3)
+        .padding((2, 1))
+        .dilation((2, 1))
+        .groups(6);
+    let y = net.conv("depthwise", y, 6, dw).expect("depthwise");
+    let y = net.relu("act", y).expect("relu");
+    let up = Conv2dOptions::new(3).stride(2).padding(1).groups(2);
+    let y = net.conv_transpose("up", y, 4, up, 1).expect("transposed");
+    let y = net
+        .conv("square", y, 5, Conv2dOptions::new(3).padding(1))
+        .expect("square");
+    let params = net.into_params();
+    let names: Vec<(&str, Vec<usize>)> = params
+        .iter()
+        .map(|(n, t)| (n.as_str(), g.shape(*t).dims.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("wide.weight", vec![6, 3, 1, 3]),
+            ("wide.bias", vec![6]),
+            ("depthwise.weight", vec![6, 1, 3, 3]),
+            ("depthwise.bias", vec![6]),
+            ("up.weight", vec![6, 2, 3, 3]),
+            ("up.bias", vec![4]),
+            ("square.weight", vec![5, 4, 3, 3]),
+            ("square.bias", vec![5]),
+        ]
+    );
+    let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "conv2d_general",
+            "conv2d_general",
+            "relu",
+            "conv_transpose2d",
+            "conv2d"
+        ]
+    );
+    // [2, 3, 9, 10] → wide [2, 6, 9, 5] → depthwise (same) → up [2, 4, 18, 10] → square.
+    assert_eq!(g.shape(y).dims, [2, 5, 18, 10]);
+    let mut rng = Rng::new(3);
+    let target = CpuTensor::from_f32([2, 5, 18, 10], distinct_values(&mut rng, 1800));
+    let target = g.constant("target", target);
+    let loss = g.mse_loss(y, target).expect("loss");
+    let one = g.constant("one", CpuTensor::from_f32([1], vec![1.0]));
+    let wrt: Vec<_> = params.iter().map(|(_, t)| *t).collect();
+    let grads = append_backward(&mut g, &[(loss, one)], &wrt).expect("backward");
+
+    let mut outputs = vec![loss];
+    outputs.extend(&grads);
+    let spec = ProgramSpec {
+        name: "step".into(),
+        outputs: outputs.clone(),
+        effects: vec![],
+    };
+    let exe = Executable::build(&gpu, &g, &[spec]).expect("build");
+    let step = exe.program("step").expect("program");
+    let input = CpuTensor::from_f32([2, 3, 9, 10], distinct_values(&mut rng, 540));
+    exe.write(x, input.bytes()).expect("write");
+    exe.run(step).expect("run");
+    let mut cpu = CpuInterpreter::new(&g);
+    cpu.set(x, input);
+    cpu.run(&g, &schedule(&g, &outputs, &[]));
+    for (i, &t) in outputs.iter().enumerate() {
+        let name = if i == 0 { "loss" } else { &params[i - 1].0 };
+        let want = cpu.get(t).f32();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{name}: all zeros on the CPU");
+        let got = exe.read(step, t).expect("read");
+        assert_close(name, got.f32(), want, 1e-5 * scale, 1e-4);
+    }
+}

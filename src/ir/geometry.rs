@@ -24,3 +24,104 @@ pub struct Pool2d {
     /// Padding on every side (at most k/2, as in PyTorch).
     pub pad: usize,
 }
+
+/// A size or step along both spatial axes, `[h, w]`, from one number (square) or a pair, as
+/// PyTorch's `int | tuple[int, int]` arguments.
+pub trait Pair {
+    /// `[h, w]`.
+    fn pair(self) -> [usize; 2];
+}
+
+impl Pair for usize {
+    fn pair(self) -> [usize; 2] {
+        [self, self]
+    }
+}
+
+impl Pair for (usize, usize) {
+    fn pair(self) -> [usize; 2] {
+        [self.0, self.1]
+    }
+}
+
+impl Pair for [usize; 2] {
+    fn pair(self) -> [usize; 2] {
+        self
+    }
+}
+
+/// A convolution's full geometry, as PyTorch's `Conv2d` arguments (the kernel size comes from
+/// the weight): per-axis stride, zero padding and dilation, and channel groups. Square,
+/// ungrouped geometries run on the tuned kernel families of [`Conv2dGeometry`]; the rest
+/// (non-square, grouped, depthwise) on the general kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    /// Step between windows, `[h, w]`.
+    pub stride: [usize; 2],
+    /// Zero padding, `[h, w]` (each on both sides of its axis).
+    pub pad: [usize; 2],
+    /// Spacing of kernel taps, `[h, w]`.
+    pub dilation: [usize; 2],
+    /// Channel groups: input and output channels split into `groups` blocks, output block
+    /// `g` seeing input block `g` only (`groups == c_in` is a depthwise convolution).
+    pub groups: usize,
+}
+
+impl Default for Conv2dSpec {
+    fn default() -> Self {
+        Conv2dSpec {
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dSpec {
+    /// Stride `s` (one number or `(h, w)`).
+    pub fn stride(mut self, s: impl Pair) -> Self {
+        self.stride = s.pair();
+        self
+    }
+
+    /// Zero padding `p` (one number or `(h, w)`).
+    pub fn pad(mut self, p: impl Pair) -> Self {
+        self.pad = p.pair();
+        self
+    }
+
+    /// Dilation `d` (one number or `(h, w)`).
+    pub fn dilation(mut self, d: impl Pair) -> Self {
+        self.dilation = d.pair();
+        self
+    }
+
+    /// `groups` channel groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The same geometry as a [`Conv2dGeometry`], when it is square and ungrouped.
+    pub fn square(&self) -> Option<Conv2dGeometry> {
+        let same = |[a, b]: [usize; 2]| (a == b).then_some(a);
+        (self.groups == 1).then_some(())?;
+        Some(Conv2dGeometry {
+            stride: same(self.stride)?,
+            pad: same(self.pad)?,
+            dilation: same(self.dilation)?,
+        })
+    }
+}
+
+impl From<Conv2dGeometry> for Conv2dSpec {
+    fn from(g: Conv2dGeometry) -> Self {
+        Conv2dSpec {
+            stride: [g.stride; 2],
+            pad: [g.pad; 2],
+            dilation: [g.dilation; 2],
+            groups: 1,
+        }
+    }
+}

@@ -8,7 +8,7 @@ mod graph;
 mod op;
 mod tensor;
 
-pub use geometry::{Conv2dGeometry, Pool2d};
+pub use geometry::{Conv2dGeometry, Conv2dSpec, Pair, Pool2d};
 pub use graph::{BackwardCtx, Graph, Node, NodeId, TensorId, TensorInfo, TensorKind};
 pub(crate) use op::{expect_arity, expect_dtype, generated_shader, DIV_WGSL};
 pub use op::{

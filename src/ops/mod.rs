@@ -12,6 +12,7 @@ use crate::ir::{CpuTensor, OpDef, Shader};
 use crate::kernels::{conv_gemm, gemm, windows};
 use crate::ops::activation::softmax;
 use crate::ops::conv::conv2d;
+use crate::ops::conv::general as conv_general;
 use crate::ops::linalg::{linear, matmul};
 use crate::ops::loss::{multi_margin_loss, pointwise_loss, softmax_cross_entropy};
 use crate::ops::norm::{batch_norm2d, local_response_norm};
@@ -39,6 +40,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &bias_add::SHADER,
         &concat::SHADER,
         &conv2d::SHADER,
+        &conv_general::SHADER,
         &dropout::SHADER,
         &conv_gemm::STAGE_SHADER,
         &gemm::PACK_SHADER,
@@ -133,6 +135,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(avg_pool2d::catalog());
     res.extend(bias_add::catalog());
     res.extend(conv2d::catalog());
+    res.extend(conv_general::catalog());
     res.extend(matmul::catalog());
     res.extend(max_pool2d::catalog());
     res.extend(optim::catalog());

@@ -10,13 +10,14 @@ pub mod unpool;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::ir::TensorId;
 use crate::ir::{
     expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
     Operand, ScratchSpec, Shader,
 };
-use crate::ir::{Graph, TensorId};
 use crate::kernels::conv_gemm;
 use crate::kernels::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
+use crate::ops::conv::general;
 use crate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
 use crate::ops::tensor::bias_add::BiasAddBackward;
 use crate::ops::CatalogEntry;
@@ -107,13 +108,6 @@ impl Conv2dGeometry {
         ))
     }
 
-    /// Input coordinate of output `o`, tap `k`, or `None` when it falls in the padding.
-    fn input_coord(&self, o: usize, k: usize, size: usize) -> Option<usize> {
-        (o * self.stride + k * self.dilation)
-            .checked_sub(self.pad)
-            .filter(|&i| i < size)
-    }
-
     fn params(&self, x: [usize; 4], w: [usize; 4], y: [usize; 4]) -> Params {
         let u = |v: usize| v as u32;
         Params {
@@ -133,45 +127,6 @@ impl Conv2dGeometry {
             _pad: [0; 3],
         }
     }
-
-    /// Calls `f(n, ci, iy, ix, co, ky, kx, oy, ox)` for every (input, weight, output) triple
-    /// that the convolution multiplies: the single loop nest all three references share.
-    fn for_each_tap(
-        &self,
-        x: [usize; 4],
-        w: [usize; 4],
-        y: [usize; 4],
-        mut f: impl FnMut([usize; 9]),
-    ) {
-        let [n_batch, c_in, h, wd] = x;
-        let [c_out, _, kh, kw] = w;
-        let [_, _, oh, ow] = y;
-        for n in 0..n_batch {
-            for co in 0..c_out {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for ci in 0..c_in {
-                            for ky in 0..kh {
-                                let Some(iy) = self.input_coord(oy, ky, h) else {
-                                    continue;
-                                };
-                                for kx in 0..kw {
-                                    let Some(ix) = self.input_coord(ox, kx, wd) else {
-                                        continue;
-                                    };
-                                    f([n, ci, iy, ix, co, ky, kx, oy, ox]);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn flat(dims: [usize; 4], i: [usize; 4]) -> usize {
-    ((i[0] * dims[1] + i[1]) * dims[2] + i[2]) * dims[3] + i[3]
 }
 
 impl OpDef for Conv2d {
@@ -490,20 +445,7 @@ fn forward_plans(
 }
 
 fn forward_reference(g: Conv2dGeometry, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-    let (xd, wd, yd) = (
-        dims(&inputs[0].shape),
-        dims(&inputs[1].shape),
-        dims(&outputs[0].shape),
-    );
-    let (x, w, b) = (inputs[0].f32(), inputs[1].f32(), inputs[2].f32());
-    let mut acc = vec![0f64; outputs[0].shape.numel()];
-    g.for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-        acc[flat(yd, [n, co, oy, ox])] +=
-            f64::from(x[flat(xd, [n, ci, iy, ix])]) * f64::from(w[flat(wd, [co, ci, ky, kx])]);
-    });
-    for (i, y) in outputs[0].f32_mut().iter_mut().enumerate() {
-        *y = (acc[i] + f64::from(b[(i / (yd[2] * yd[3])) % yd[1]])) as f32;
-    }
+    general::conv_reference(&g.into(), inputs, &mut outputs[0]);
 }
 
 impl OpDef for Conv2dBackwardInput {
@@ -590,21 +532,8 @@ impl OpDef for Conv2dBackwardInput {
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (yd, wd, xd) = (
-            dims(&inputs[0].shape),
-            dims(&inputs[1].shape),
-            dims(&outputs[0].shape),
-        );
-        let (grad_y, w) = (inputs[0].f32(), inputs[1].f32());
-        let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.geometry
-            .for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-                acc[flat(xd, [n, ci, iy, ix])] += f64::from(grad_y[flat(yd, [n, co, oy, ox])])
-                    * f64::from(w[flat(wd, [co, ci, ky, kx])]);
-            });
-        for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
-            *g = a as f32;
-        }
+        let spec = self.geometry.into();
+        general::conv_backward_input_reference(&spec, inputs[0], inputs[1], &mut outputs[0]);
     }
 }
 
@@ -696,21 +625,8 @@ impl OpDef for Conv2dBackwardWeight {
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (yd, xd, wd) = (
-            dims(&inputs[0].shape),
-            dims(&inputs[1].shape),
-            dims(&outputs[0].shape),
-        );
-        let (grad_y, x) = (inputs[0].f32(), inputs[1].f32());
-        let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.geometry
-            .for_each_tap(xd, wd, yd, |[n, ci, iy, ix, co, ky, kx, oy, ox]| {
-                acc[flat(wd, [co, ci, ky, kx])] += f64::from(grad_y[flat(yd, [n, co, oy, ox])])
-                    * f64::from(x[flat(xd, [n, ci, iy, ix])]);
-            });
-        for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
-            *g = a as f32;
-        }
+        let spec = self.geometry.into();
+        general::conv_backward_weight_reference(&spec, inputs[0], inputs[1], &mut outputs[0]);
         if self.bias {
             BiasAddBackward.reference(&inputs[..1], &mut outputs[1..]);
         }
@@ -821,30 +737,6 @@ fn gemm_plans(
 
 fn dims(s: &Shape) -> [usize; 4] {
     <[usize; 4]>::try_from(s.dims.as_slice()).expect("infer checked rank 4")
-}
-
-impl Graph {
-    /// `y = conv2d(x, w) + b`: `x: [n, c_in, h, w]`, `w: [c_out, c_in, kh, kw]`, `b: [c_out]`.
-    pub fn conv2d(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-        geometry: Conv2dGeometry,
-    ) -> Result<TensorId> {
-        Ok(self.push(Conv2d(geometry), &[x, w, b])?[0])
-    }
-
-    /// `y = relu(conv2d(x, w) + b)` in one kernel (see [`Conv2dRelu`]).
-    pub fn conv2d_relu(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-        geometry: Conv2dGeometry,
-    ) -> Result<TensorId> {
-        Ok(self.push(Conv2dRelu(geometry), &[x, w, b])?[0])
-    }
 }
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
