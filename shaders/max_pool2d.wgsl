@@ -1,4 +1,5 @@
-// max_pool2d: NCHW, f32, square k×k window, stride, implicit -inf padding (floor mode).
+// max_pool2d: NCHW, f32, kh×kw window, per-axis stride and implicit -inf padding; floor or
+// ceil mode (the output size, set by the host, decides; windows clip to the input).
 //
 //   forward:  y[o] = max over the window of x;  argmax[o] = flat index into x of that maximum
 //             (the first one, in row-major window order, on ties); with nonneg (the input is a
@@ -14,7 +15,10 @@
 // a correction): llvmpipe scalarises vector integer division, which cost more than the loads.
 // Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
 
-struct Params { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, stride: u32, pad: u32, nonneg: u32, _pad1: u32, _pad2: u32 }
+struct Params {
+    n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, kh: u32, kw: u32,
+    sh: u32, sw: u32, ph: u32, pw: u32, nonneg: u32, include_pad: u32, norm: f32, _pad: u32,
+}
 
 override WG: u32 = 256u;
 
@@ -34,14 +38,14 @@ fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let ox = o - q * p.ow;
     let nc = div(q, p.oh);
     let oy = q - nc * p.oh;
-    let iy0 = i32(oy * p.stride) - i32(p.pad);
-    let ix0 = i32(ox * p.stride) - i32(p.pad);
+    let iy0 = i32(oy * p.sh) - i32(p.ph);
+    let ix0 = i32(ox * p.sw) - i32(p.pw);
     var best = -3.4028235e38;
     var best_idx = 0xffffffffu;
-    for (var a = 0u; a < p.k; a++) {
+    for (var a = 0u; a < p.kh; a++) {
         let iy = iy0 + i32(a);
         if (iy < 0 || iy >= i32(p.h)) { continue; }
-        for (var b = 0u; b < p.k; b++) {
+        for (var b = 0u; b < p.kw; b++) {
             let ix = ix0 + i32(b);
             if (ix < 0 || ix >= i32(p.w)) { continue; }
             let idx = (nc * p.h + u32(iy)) * p.w + u32(ix);
@@ -68,14 +72,14 @@ fn max_pool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let idx = gid.x + gid.y * nwg.x * WG;
     if (idx >= p.n * p.c * p.h * p.w) { return; }
     let q = div(idx, p.w);
-    let col = idx - q * p.w + p.pad;
+    let col = idx - q * p.w + p.pw;
     let nc = div(q, p.h);
-    let row = q - nc * p.h + p.pad;
-    // Window i covers padded row r iff i*stride <= r < i*stride + k.
-    let i_lo = select(0u, div(row + 1u - p.k + p.stride - 1u, p.stride), row + 1u >= p.k);
-    let j_lo = select(0u, div(col + 1u - p.k + p.stride - 1u, p.stride), col + 1u >= p.k);
-    let i_hi = min(div(row, p.stride), p.oh - 1u);
-    let j_hi = min(div(col, p.stride), p.ow - 1u);
+    let row = q - nc * p.h + p.ph;
+    // Window i covers padded row r iff i*sh <= r < i*sh + kh (columns alike).
+    let i_lo = select(0u, div(row + 1u - p.kh + p.sh - 1u, p.sh), row + 1u >= p.kh);
+    let j_lo = select(0u, div(col + 1u - p.kw + p.sw - 1u, p.sw), col + 1u >= p.kw);
+    let i_hi = min(div(row, p.sh), p.oh - 1u);
+    let j_hi = min(div(col, p.sw), p.ow - 1u);
     var acc = 0.0;
     for (var i = i_lo; i <= i_hi; i++) {
         for (var j = j_lo; j <= j_hi; j++) {
@@ -96,9 +100,9 @@ fn max_pool2d_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let oy = q - nc * p.oh;
     let g = bwd_grad_y[o];
     let at = bwd_argmax[o];
-    let base = (nc * p.h + oy * p.k) * p.w + ox * p.k;
-    for (var a = 0u; a < p.k; a++) {
-        for (var b = 0u; b < p.k; b++) {
+    let base = (nc * p.h + oy * p.kh) * p.w + ox * p.kw;
+    for (var a = 0u; a < p.kh; a++) {
+        for (var b = 0u; b < p.kw; b++) {
             let idx = base + a * p.w + b;
             bwd_grad_x[idx] = select(0.0, g, idx == at);
         }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::ir::CpuTensor;
-use crate::ir::{Conv2dSpec, Pair};
+use crate::ir::{Conv2dSpec, Pair, Pool2d};
 use crate::ir::{Graph, NodeId, TensorId};
 use crate::ops::activation::Activation;
 use crate::ops::norm::batch_norm2d::BatchNormConfig;
@@ -554,6 +554,37 @@ impl<'g> Net<'g> {
     ) -> Result<TensorId> {
         self.g.set_scope(name);
         self.g.max_pool2d(x, k, stride, pad)
+    }
+
+    /// `MaxPool2d(kernel, stride, padding, ceil_mode=...)` with any [`Pool2d`]
+    /// (`Pool2d::new((3, 2)).stride(2).ceil_mode(true)`).
+    pub fn max_pool(&mut self, name: &str, x: TensorId, pool: Pool2d) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.max_pool2d_with(x, pool)
+    }
+
+    /// `AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad)`.
+    pub fn avg_pool(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        pool: Pool2d,
+        count_include_pad: bool,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.avg_pool2d_with(x, pool, count_include_pad)
+    }
+
+    /// `LPPool2d(norm_type, kernel, stride, ceil_mode)`: power-average pooling (no padding).
+    pub fn lp_pool(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        norm: f32,
+        pool: Pool2d,
+    ) -> Result<TensorId> {
+        self.g.set_scope(name);
+        self.g.lp_pool2d(x, norm, pool)
     }
 
     /// `LocalResponseNorm(size)` with PyTorch's defaults (alpha 1e-4, beta 0.75, k 1).

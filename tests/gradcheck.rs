@@ -141,6 +141,7 @@ fn every_backward_rule_matches_finite_differences() {
         "linear_relu",
         "local_response_norm",
         "log_softmax",
+        "lp_pool2d",
         "matmul",
         "max_pool2d",
         "mse_loss",
@@ -190,11 +191,7 @@ fn relu_mask_folded_into_max_pool_gives_the_unfused_gradients() {
             dilation: 1,
         };
         let y = g.conv2d_relu(x, w, b, geometry).expect("conv");
-        let pool = Pool2d {
-            k: 2,
-            stride: 2,
-            pad: 0,
-        };
+        let pool = Pool2d::new(2);
         let pooled = if fold {
             g.max_pool2d(y, 2, 2, 0).expect("pool")
         } else {

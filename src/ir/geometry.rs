@@ -13,16 +13,57 @@ pub struct Conv2dGeometry {
     pub dilation: usize,
 }
 
-/// Window geometry of a 2-d pool (`ops::pool::max_pool2d` implements its rules), which
-/// [`crate::ir::OpDef::absorb_max_pool`] hands to the op that may absorb the pool.
+/// Window geometry of a 2-d pool, as PyTorch's `MaxPool2d`/`AvgPool2d` arguments
+/// (`ops::pool::max_pool2d` implements its rules); [`crate::ir::OpDef::absorb_max_pool`]
+/// hands it to the op that may absorb the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
-    /// Window size (k×k).
-    pub k: usize,
-    /// Step between windows.
-    pub stride: usize,
-    /// Padding on every side (at most k/2, as in PyTorch).
-    pub pad: usize,
+    /// Window `[h, w]`.
+    pub k: [usize; 2],
+    /// Step between windows, `[h, w]`.
+    pub stride: [usize; 2],
+    /// Padding on both sides of each axis (at most half the window, as in PyTorch).
+    pub pad: [usize; 2],
+    /// Round the output size up rather than down: a last, partial window is kept when it
+    /// starts inside the input or its left padding (PyTorch's `ceil_mode`).
+    pub ceil_mode: bool,
+}
+
+impl Pool2d {
+    /// A `k` window (one number or `(h, w)`) with stride `k` (PyTorch's default), no padding,
+    /// floor mode.
+    pub fn new(k: impl Pair) -> Self {
+        let k = k.pair();
+        Pool2d {
+            k,
+            stride: k,
+            pad: [0, 0],
+            ceil_mode: false,
+        }
+    }
+
+    /// A square `k`×`k` window with `stride` and `pad` on both axes, floor mode.
+    pub fn square(k: usize, stride: usize, pad: usize) -> Self {
+        Pool2d::new(k).stride(stride).pad(pad)
+    }
+
+    /// Stride (one number or `(h, w)`).
+    pub fn stride(mut self, s: impl Pair) -> Self {
+        self.stride = s.pair();
+        self
+    }
+
+    /// Padding (one number or `(h, w)`).
+    pub fn pad(mut self, p: impl Pair) -> Self {
+        self.pad = p.pair();
+        self
+    }
+
+    /// PyTorch's `ceil_mode`.
+    pub fn ceil_mode(mut self, on: bool) -> Self {
+        self.ceil_mode = on;
+        self
+    }
 }
 
 /// A size or step along both spatial axes, `[h, w]`, from one number (square) or a pair, as

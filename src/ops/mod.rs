@@ -16,7 +16,7 @@ use crate::ops::conv::general as conv_general;
 use crate::ops::linalg::{linear, matmul};
 use crate::ops::loss::{multi_margin_loss, pointwise_loss, softmax_cross_entropy};
 use crate::ops::norm::{batch_norm2d, local_response_norm};
-use crate::ops::pool::{adaptive_pool2d, avg_pool2d, max_pool2d};
+use crate::ops::pool::{adaptive_pool2d, avg_pool2d, lp_pool2d, max_pool2d};
 use crate::ops::tensor::{add, bias_add, concat, reshape, upsample2d};
 use crate::shape::Shape;
 
@@ -47,6 +47,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &gemm::IM2COL_SHADER,
         &gemm::REDUCE_SHADER,
         &local_response_norm::SHADER,
+        &lp_pool2d::SHADER,
         &matmul::SHADER,
         &max_pool2d::SHADER,
         &multi_margin_loss::SHADER,
@@ -133,6 +134,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
     res.extend(activation::catalog());
     res.extend(add::catalog());
     res.extend(avg_pool2d::catalog());
+    res.extend(lp_pool2d::catalog());
     res.extend(bias_add::catalog());
     res.extend(conv2d::catalog());
     res.extend(conv_general::catalog());

@@ -234,9 +234,10 @@ impl OpDef for Conv2dRelu {
 
 /// The max pool [`Conv2dReluPool`] absorbs: 2x2, stride 2, no padding.
 pub const FUSED_POOL: Pool2d = Pool2d {
-    k: 2,
-    stride: 2,
-    pad: 0,
+    k: [2, 2],
+    stride: [2, 2],
+    pad: [0, 0],
+    ceil_mode: false,
 };
 
 /// `max_pool2d(relu(conv2d(x, w) + b))`, 2x2 window, stride 2: outputs the pooled tensor and

@@ -1,5 +1,5 @@
-//! `avg_pool2d` over NCHW input: square window, stride, zero padding counted in the average
-//! (PyTorch's defaults: `count_include_pad=True`, floor mode).
+//! `avg_pool2d` over NCHW input: `kh`×`kw` window, per-axis stride and zero padding, floor or
+//! ceil mode, padding counted in the divisor or not (PyTorch's `count_include_pad`).
 
 use crate::ir::{expect_arity, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
 use crate::ir::{Graph, TensorId};
@@ -15,17 +15,53 @@ pub static SHADER: Shader = Shader::new(
     size_of::<PoolParams>(),
 );
 
-/// `y[n, c, i, j] = mean of the k×k window` (padding counts as zeros).
+/// `y[n, c, i, j] = Σ window / divisor`, PyTorch's divisor: the window clipped to the padded
+/// input with `count_include_pad` (padding counts as zeros), else its real inputs.
 #[derive(Clone, Copy, Debug)]
-pub struct AvgPool2d(pub Pool2d);
+pub struct AvgPool2d {
+    /// The window geometry.
+    pub pool: Pool2d,
+    /// Padding counts in the divisor (PyTorch's default).
+    pub count_include_pad: bool,
+}
 
 /// `grad_x` from `grad_y`; stores the input shape.
 #[derive(Clone, Debug)]
 pub struct AvgPool2dBackward {
-    /// The forward geometry.
-    pub pool: Pool2d,
+    /// The forward op.
+    pub pool: AvgPool2d,
     /// Shape of the forward input.
     pub x: Shape,
+}
+
+impl AvgPool2d {
+    fn params(&self, x: &Shape, y: &Shape) -> PoolParams {
+        let mut p = self.pool.params(x, y);
+        p.include_pad = u32::from(self.count_include_pad);
+        p
+    }
+
+    /// Each output's divisor, for the references.
+    fn divisors(&self, x: &Shape, y: &Shape) -> Vec<f64> {
+        let [_, _, h, w] = x.dims4_u32().map(|v| v as usize);
+        let [n, c, oh, ow] = y.dims4_u32().map(|v| v as usize);
+        let mut res = Vec::with_capacity(y.numel());
+        for _ in 0..n * c {
+            for oy in 0..oh {
+                let (y0, y1, py) = self.pool.span(0, oy, h);
+                for ox in 0..ow {
+                    let (x0, x1, px) = self.pool.span(1, ox, w);
+                    let d = if self.count_include_pad {
+                        py * px
+                    } else {
+                        (y1 - y0) * (x1 - x0)
+                    };
+                    res.push(d as f64);
+                }
+            }
+        }
+        res
+    }
 }
 
 impl OpDef for AvgPool2d {
@@ -35,14 +71,14 @@ impl OpDef for AvgPool2d {
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 1)?;
-        Ok(vec![self.0.infer(self.name(), inputs[0])?])
+        Ok(vec![self.pool.infer(self.name(), inputs[0])?])
     }
 
-    // y = (1/k²) Σ window ⇒ each input gets grad_y/k² from every window covering it.
+    // y = Σ window / d ⇒ each input gets grad_y/d from every window covering it.
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
         let grad_y = cx.grad_output(0);
         let x = cx.shape(cx.input(0)).clone();
-        let grad_x = cx.push(AvgPool2dBackward { pool: self.0, x }, &[grad_y])?[0];
+        let grad_x = cx.push(AvgPool2dBackward { pool: *self, x }, &[grad_y])?[0];
         cx.set_grad_input(0, grad_x);
         Ok(())
     }
@@ -51,7 +87,7 @@ impl OpDef for AvgPool2d {
         KernelCall::per_element(
             &SHADER,
             "avg_pool2d_forward",
-            &self.0.params(inputs[0], outputs[0]),
+            &self.params(inputs[0], outputs[0]),
             outputs[0].numel(),
         )
     }
@@ -59,13 +95,13 @@ impl OpDef for AvgPool2d {
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let x = inputs[0].f32();
         let mut acc = vec![0f64; outputs[0].shape.numel()];
-        self.0
+        self.pool
             .for_each_window(&inputs[0].shape, &outputs[0].shape, |o, i| {
                 acc[o] += f64::from(x[i])
             });
-        let area = (self.0.k * self.0.k) as f64;
-        for (y, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
-            *y = (a / area) as f32;
+        let d = self.divisors(&inputs[0].shape, &outputs[0].shape);
+        for ((y, a), d) in outputs[0].f32_mut().iter_mut().zip(acc).zip(d) {
+            *y = (a / d) as f32;
         }
     }
 }
@@ -77,7 +113,7 @@ impl OpDef for AvgPool2dBackward {
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 1)?;
-        let y = self.pool.infer(self.name(), &self.x)?;
+        let y = self.pool.pool.infer(self.name(), &self.x)?;
         if inputs[0] != &y {
             return Err(Error::shape(
                 self.name(),
@@ -98,20 +134,21 @@ impl OpDef for AvgPool2dBackward {
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let grad_y = inputs[0].f32();
+        let d = self.pool.divisors(&self.x, &inputs[0].shape);
         let mut acc = vec![0f64; outputs[0].shape.numel()];
         self.pool
+            .pool
             .for_each_window(&self.x, &inputs[0].shape, |o, i| {
-                acc[i] += f64::from(grad_y[o])
+                acc[i] += f64::from(grad_y[o]) / d[o]
             });
-        let area = (self.pool.k * self.pool.k) as f64;
         for (g, a) in outputs[0].f32_mut().iter_mut().zip(acc) {
-            *g = (a / area) as f32;
+            *g = a as f32;
         }
     }
 }
 
 impl Graph {
-    /// `y = avg_pool2d(x)` for `x: [n, c, h, w]` with a k×k window.
+    /// `y = avg_pool2d(x)` for `x: [n, c, h, w]` with a k×k window (padding counted).
     pub fn avg_pool2d(
         &mut self,
         x: TensorId,
@@ -119,20 +156,57 @@ impl Graph {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        Ok(self.push(AvgPool2d(Pool2d { k, stride, pad }), &[x])?[0])
+        self.avg_pool2d_with(x, Pool2d::square(k, stride, pad), true)
+    }
+
+    /// `F.avg_pool2d(x, ..., ceil_mode, count_include_pad)` with any [`Pool2d`].
+    pub fn avg_pool2d_with(
+        &mut self,
+        x: TensorId,
+        pool: Pool2d,
+        count_include_pad: bool,
+    ) -> Result<TensorId> {
+        let op = AvgPool2d {
+            pool,
+            count_include_pad,
+        };
+        Ok(self.push(op, &[x])?[0])
     }
 }
 
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
-    for (h, w, k, stride, pad) in [(5, 7, 2, 2, 0), (9, 9, 3, 2, 1), (8, 6, 3, 1, 1)] {
-        let pool = Pool2d { k, stride, pad };
-        let x = Shape::f32([2, 3, h, w]);
-        let y = pool
-            .infer("avg_pool2d", &x)
-            .expect("catalog shapes are valid");
-        res.push(CatalogEntry::new(AvgPool2d(pool), vec![x.clone()]));
-        res.push(CatalogEntry::new(AvgPool2dBackward { pool, x }, vec![y]));
+    // Both divisors on each geometry: padded, non-square, ceil mode with partial windows.
+    for (h, w, pool) in [
+        (5, 7, Pool2d::square(2, 2, 0)),
+        (9, 9, Pool2d::square(3, 2, 1)),
+        (8, 6, Pool2d::square(3, 1, 1)),
+        (7, 9, Pool2d::new((3, 2)).stride((2, 1)).pad((1, 1))),
+        (6, 7, Pool2d::new(3).stride(2).pad(1).ceil_mode(true)),
+        (
+            5,
+            8,
+            Pool2d::new((2, 3))
+                .stride((2, 3))
+                .pad((1, 1))
+                .ceil_mode(true),
+        ),
+    ] {
+        for count_include_pad in [true, false] {
+            let op = AvgPool2d {
+                pool,
+                count_include_pad,
+            };
+            let x = Shape::f32([2, 3, h, w]);
+            let y = pool
+                .infer("avg_pool2d", &x)
+                .expect("catalog shapes are valid");
+            res.push(CatalogEntry::new(op, vec![x.clone()]));
+            res.push(CatalogEntry::new(
+                AvgPool2dBackward { pool: op, x },
+                vec![y],
+            ));
+        }
     }
     res
 }
@@ -146,17 +220,44 @@ mod tests {
     fn reference_averages_with_zero_padding() {
         // 2×2 ones, k = 2, stride 1, pad 1: corners see one real element out of four.
         let x = CpuTensor::from_f32([1, 1, 2, 2], vec![1.0; 4]);
-        let out = run_reference(
-            &AvgPool2d(Pool2d {
-                k: 2,
-                stride: 1,
-                pad: 1,
-            }),
-            &[x],
-        );
+        let op = |count_include_pad| AvgPool2d {
+            pool: Pool2d::square(2, 1, 1),
+            count_include_pad,
+        };
+        let out = run_reference(&op(true), std::slice::from_ref(&x));
         assert_eq!(
             out[0].f32(),
             [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]
+        );
+        // Without the padding in the divisor every window averages real ones.
+        assert_eq!(run_reference(&op(false), &[x])[0].f32(), [1.0; 9]);
+    }
+
+    #[test]
+    fn ceil_mode_sizes_and_divisors_match_pytorch() {
+        // F.avg_pool2d(ones(1,1,5,5), 2, 2, ceil_mode=True): 3x3, the last row and column
+        // average one real input each (divisor 2 counts the window clipped to the input).
+        let x = CpuTensor::from_f32([1, 1, 5, 5], (0..25).map(|v| v as f32).collect());
+        let op = AvgPool2d {
+            pool: Pool2d::new(2).ceil_mode(true),
+            count_include_pad: true,
+        };
+        let y = run_reference(&op, &[x]);
+        assert_eq!(y[0].shape.dims, [1, 1, 3, 3]);
+        // Window (0, 2) holds x[0,4] and x[1,4] = 4 and 9; window (2, 2) only x[4,4] = 24.
+        assert_eq!(y[0].f32()[2], 6.5);
+        assert_eq!(y[0].f32()[8], 24.0);
+        // MaxPool2d(3, 2, ceil_mode=True) on 6 gives 3 (floor: 2); a window that would start
+        // in the right padding is dropped: 5x8, window (2, 3), stride (2, 3), padding 1.
+        let pool = Pool2d::new(3).stride(2).ceil_mode(true);
+        assert_eq!(
+            pool.infer("t", &Shape::f32([1, 1, 6, 6])).unwrap().dims,
+            [1, 1, 3, 3]
+        );
+        let pool = Pool2d::new((2, 3)).stride((2, 3)).pad(1).ceil_mode(true);
+        assert_eq!(
+            pool.infer("t", &Shape::f32([1, 1, 5, 8])).unwrap().dims,
+            [1, 1, 3, 3]
         );
     }
 }

@@ -11,7 +11,7 @@ use crate::ir::{
 };
 use crate::ir::{Graph, TensorId, TensorKind};
 use crate::ops::CatalogEntry;
-use crate::shape::{window_out, DType, Shape};
+use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
 /// `shaders/max_pool2d.wgsl`.
@@ -24,7 +24,8 @@ pub static SHADER: Shader = Shader::new(
     size_of::<PoolParams>(),
 );
 
-/// Mirrors `struct Params` in `shaders/max_pool2d.wgsl` and `shaders/avg_pool2d.wgsl`.
+/// Mirrors `struct Params` in `shaders/max_pool2d.wgsl`, `avg_pool2d.wgsl` and
+/// `lp_pool2d.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct PoolParams {
@@ -34,37 +35,77 @@ pub(crate) struct PoolParams {
     w: u32,
     oh: u32,
     ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
     /// max_pool2d_forward: 1 when the input is non-negative (see [`MaxPool2d`]).
-    nonneg: u32,
-    _pad: [u32; 2],
+    pub(crate) nonneg: u32,
+    /// avg_pool2d: 1 when padding counts in the divisor (`count_include_pad`).
+    pub(crate) include_pad: u32,
+    /// lp_pool2d: the norm's power `p`.
+    pub(crate) norm: f32,
+    _pad: u32,
 }
 
 pub use crate::ir::Pool2d;
+
+/// Output size along one axis, PyTorch's `pooling_output_shape` (dilation 1): with
+/// `ceil_mode` a last partial window counts when it starts inside the input or its left
+/// padding.
+fn pool_out(size: usize, k: usize, stride: usize, pad: usize, ceil: bool) -> usize {
+    let span = size + 2 * pad - k;
+    let mut out = (span + if ceil { stride - 1 } else { 0 }) / stride + 1;
+    if ceil && (out - 1) * stride >= size + pad {
+        out -= 1;
+    }
+    out
+}
 
 impl Pool2d {
     /// Output shape for input `x`, checking the geometry.
     pub(crate) fn infer(&self, op: &'static str, x: &Shape) -> Result<Shape> {
         let [n, c, h, w] = x.dims4(op, "input")?;
         expect_dtype(op, "input", x, DType::F32)?;
-        if 2 * self.pad > self.k {
+        if self.k.contains(&0) || self.stride.contains(&0) {
             return Err(Error::shape(
                 op,
                 format!(
-                    "padding {} must be at most half the window {}",
+                    "window {:?} and stride {:?} must be positive",
+                    self.k, self.stride
+                ),
+            ));
+        }
+        if (0..2).any(|a| 2 * self.pad[a] > self.k[a]) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "padding {:?} must be at most half the window {:?}",
                     self.pad, self.k
                 ),
             ));
         }
-        let oh = window_out(h, self.k, self.stride, self.pad, 1, op)?;
-        let ow = window_out(w, self.k, self.stride, self.pad, 1, op)?;
-        Ok(Shape::f32([n, c, oh, ow]))
+        if (0..2).any(|a| [h, w][a] + 2 * self.pad[a] < self.k[a]) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "window {:?} does not fit input size {h}x{w} with padding {:?}",
+                    self.k, self.pad
+                ),
+            ));
+        }
+        let out = |a: usize| {
+            let size = [h, w][a];
+            pool_out(size, self.k[a], self.stride[a], self.pad[a], self.ceil_mode)
+        };
+        Ok(Shape::f32([n, c, out(0), out(1)]))
     }
 
     pub(crate) fn params(&self, x: &Shape, y: &Shape) -> PoolParams {
         let ([n, c, h, w], [_, _, oh, ow]) = (x.dims4_u32(), y.dims4_u32());
+        let u = |v: usize| v as u32;
         PoolParams {
             n,
             c,
@@ -72,12 +113,28 @@ impl Pool2d {
             w,
             oh,
             ow,
-            k: self.k as u32,
-            stride: self.stride as u32,
-            pad: self.pad as u32,
+            kh: u(self.k[0]),
+            kw: u(self.k[1]),
+            sh: u(self.stride[0]),
+            sw: u(self.stride[1]),
+            ph: u(self.pad[0]),
+            pw: u(self.pad[1]),
             nonneg: 0,
-            _pad: [0; 2],
+            include_pad: 0,
+            norm: 0.0,
+            _pad: 0,
         }
+    }
+
+    /// The real input rows (or columns, `axis` 1) of window `o`, `start..end` clipped to the
+    /// input, and the size of the window clipped to the padded input (PyTorch's divisor when
+    /// padding counts).
+    pub(crate) fn span(&self, axis: usize, o: usize, size: usize) -> (usize, usize, usize) {
+        let start = o * self.stride[axis];
+        let end = (start + self.k[axis]).min(size + 2 * self.pad[axis]);
+        let padded = end - start;
+        let p = self.pad[axis];
+        (start.max(p) - p, end.min(size + p) - p, padded)
     }
 
     /// Calls `f(out_idx, in_idx)` for every (output, input-in-its-window) pair, padding skipped.
@@ -86,22 +143,12 @@ impl Pool2d {
         let [n, c, oh, ow] = y.dims4_u32().map(|v| v as usize);
         for nc in 0..n * c {
             for oy in 0..oh {
+                let (y0, y1, _) = self.span(0, oy, h);
                 for ox in 0..ow {
+                    let (x0, x1, _) = self.span(1, ox, w);
                     let out_idx = (nc * oh + oy) * ow + ox;
-                    for a in 0..self.k {
-                        let Some(iy) = (oy * self.stride + a)
-                            .checked_sub(self.pad)
-                            .filter(|&v| v < h)
-                        else {
-                            continue;
-                        };
-                        for b in 0..self.k {
-                            let Some(ix) = (ox * self.stride + b)
-                                .checked_sub(self.pad)
-                                .filter(|&v| v < w)
-                            else {
-                                continue;
-                            };
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
                             f(out_idx, (nc * h + iy) * w + ix);
                         }
                     }
@@ -227,10 +274,12 @@ impl OpDef for MaxPool2dBackward {
     // Windows that tile the input exactly: scatter each window instead of gathering.
     fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
         let gather = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
-        let Pool2d { k, stride, pad } = self.pool;
+        let Pool2d { k, stride, pad, .. } = self.pool;
         let dims = &outputs[0].dims;
-        let tiles =
-            stride == k && pad == 0 && dims[2].is_multiple_of(k) && dims[3].is_multiple_of(k);
+        let tiles = stride == k
+            && pad == [0, 0]
+            && dims[2].is_multiple_of(k[0])
+            && dims[3].is_multiple_of(k[1]);
         if !tiles {
             return vec![gather];
         }
@@ -272,7 +321,12 @@ impl Graph {
         stride: usize,
         pad: usize,
     ) -> Result<TensorId> {
-        let pool = Pool2d { k, stride, pad };
+        self.max_pool2d_with(x, Pool2d::square(k, stride, pad))
+    }
+
+    /// `y = max_pool2d(x)` with any [`Pool2d`] (non-square, per-axis stride and padding, ceil
+    /// mode).
+    pub fn max_pool2d_with(&mut self, x: TensorId, pool: Pool2d) -> Result<TensorId> {
         let producer = match self.tensor(x).kind {
             TensorKind::Activation(node) => Some(self.node(node).clone()),
             _ => None,
@@ -301,14 +355,25 @@ impl Graph {
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     // The last two tile their input exactly (the scattering backward plan).
-    for (h, w, k, stride, pad) in [
-        (5, 7, 2, 2, 0),
-        (9, 9, 3, 2, 1),
-        (8, 6, 3, 1, 1),
-        (6, 10, 2, 2, 0),
-        (9, 6, 3, 3, 0),
+    // Non-square windows, strides and padding, ceil mode with a partial last window (and one
+    // where ceil mode drops the window that would start in the right padding).
+    for (h, w, pool) in [
+        (5, 7, Pool2d::square(2, 2, 0)),
+        (9, 9, Pool2d::square(3, 2, 1)),
+        (8, 6, Pool2d::square(3, 1, 1)),
+        (7, 9, Pool2d::new((3, 2)).stride((2, 1)).pad((1, 0))),
+        (6, 7, Pool2d::new(3).stride(2).ceil_mode(true)),
+        (
+            5,
+            8,
+            Pool2d::new((2, 3))
+                .stride((2, 3))
+                .pad((1, 1))
+                .ceil_mode(true),
+        ),
+        (6, 10, Pool2d::square(2, 2, 0)),
+        (9, 6, Pool2d::square(3, 3, 0)),
     ] {
-        let pool = Pool2d { k, stride, pad };
         let x = Shape::f32([2, 3, h, w]);
         res.push(CatalogEntry::new(
             MaxPool2d {
@@ -372,11 +437,7 @@ mod tests {
         let x = CpuTensor::from_f32([1, 1, 4, 4], (0..16).map(|v| v as f32).collect());
         let out = run_reference(
             &MaxPool2d {
-                pool: Pool2d {
-                    k: 2,
-                    stride: 2,
-                    pad: 0,
-                },
+                pool: Pool2d::new(2),
                 nonneg_input: false,
             },
             &[x],
