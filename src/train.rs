@@ -13,7 +13,8 @@ use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId};
 use crate::nn::{Model, Net, NetParts};
 use crate::ops::optim::{
-    AdamUpdate, LrSchedule, LrScheduleStep, OptimizerStepCount, RmspropUpdate, SgdUpdate,
+    AdamUpdate, ClipGradNorm, GradSquaredNorm, LrSchedule, LrScheduleStep, OptimizerStepCount,
+    RmspropUpdate, SgdUpdate,
 };
 use crate::shape::Shape;
 use crate::{Error, Result};
@@ -29,8 +30,10 @@ pub enum Optimizer {
         momentum: f32,
         /// L2 weight decay.
         weight_decay: f32,
-        /// Nesterov momentum (needs `momentum > 0`).
+        /// Nesterov momentum (needs `momentum > 0` and no dampening).
         nesterov: bool,
+        /// Dampening of the momentum (PyTorch's default 0).
+        dampening: f32,
     },
     /// `torch.optim.Adam`.
     Adam {
@@ -92,6 +95,7 @@ impl Optimizer {
             momentum,
             weight_decay: 0.0,
             nesterov: false,
+            dampening: 0.0,
         }
     }
 
@@ -131,6 +135,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// How the learning rate moves from step to step (computed on the GPU).
     pub schedule: LrSchedule,
+    /// Clip the gradients to this global L2 norm each step, as
+    /// `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)` before `optimizer.step()`
+    /// (computed on the GPU).
+    pub clip_grad_norm: Option<f32>,
 }
 
 impl Default for TrainConfig {
@@ -142,6 +150,7 @@ impl Default for TrainConfig {
             optimizer: Optimizer::adam(1e-3),
             seed: 0,
             schedule: LrSchedule::Constant,
+            clip_grad_norm: None,
         }
     }
 }
@@ -567,22 +576,42 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     let mut train_effects = vec![metrics_node];
     train_effects.extend(layer_effects);
     g.set_scope("optimizer");
-    // The step count (Adam's t) and the schedule's rate factor, both on the GPU: a step
-    // increments the one and sets the other before any update reads them. Each runs only
-    // where something reads it (a constant schedule leaves the factor at 1).
+    // The step count (Adam's t, dampened SGD's first step) and the step factors (the
+    // schedule's rate factor, the clipping's gradient scale), all on the GPU: a step
+    // increments the one and sets the others before any update reads them. Each runs only
+    // where something reads it (a constant schedule leaves the rate factor at 1, no clipping
+    // the scale).
     let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
-    let lr_factor = g.state("optimizer.lr_factor", CpuTensor::from_f32([1], vec![1.0]));
-    let adam = matches!(
-        config.optimizer,
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. }
+    let factors = g.state(
+        "optimizer.step_factors",
+        CpuTensor::from_f32([2], vec![1.0, 1.0]),
     );
+    let reads_count = match config.optimizer {
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => true,
+        Optimizer::Sgd {
+            momentum,
+            dampening,
+            ..
+        } => momentum > 0.0 && dampening != 0.0,
+        Optimizer::RmsProp { .. } => false,
+    };
     let scheduled = config.schedule != LrSchedule::Constant;
-    if adam || scheduled {
+    if reads_count || scheduled {
         g.push(OptimizerStepCount, &[step_count])?;
         train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     }
     if scheduled {
-        g.push(LrScheduleStep(config.schedule), &[step_count, lr_factor])?;
+        g.push(LrScheduleStep(config.schedule), &[step_count, factors])?;
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
+    if let Some(max_norm) = config.clip_grad_norm {
+        g.set_scope("clip_grad_norm");
+        let acc = g.state("optimizer.grad_sq_norm", CpuTensor::zeros(&Shape::f32([1])));
+        for (i, &grad) in grads.iter().enumerate() {
+            g.push(GradSquaredNorm { first: i == 0 }, &[grad, acc])?;
+            train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        }
+        g.push(ClipGradNorm { max_norm }, &[acc, factors])?;
         train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     }
     for ((name, param), &grad) in params.iter().zip(&grads) {
@@ -594,17 +623,21 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                 momentum,
                 weight_decay,
                 nesterov,
+                dampening,
             } => {
                 let velocity = g.state(&format!("{name}.momentum"), zeros);
-                g.push(
-                    SgdUpdate {
-                        lr,
-                        momentum,
-                        weight_decay,
-                        nesterov,
-                    },
-                    &[*param, grad, velocity, lr_factor],
-                )?;
+                let op = SgdUpdate {
+                    lr,
+                    momentum,
+                    weight_decay,
+                    nesterov,
+                    dampening,
+                };
+                if reads_count {
+                    g.push(op, &[*param, grad, velocity, step_count, factors])?;
+                } else {
+                    g.push(op, &[*param, grad, velocity, factors])?;
+                }
             }
             Optimizer::Adam {
                 lr,
@@ -632,7 +665,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         weight_decay,
                         decoupled,
                     },
-                    &[*param, grad, m, v, step_count, lr_factor],
+                    &[*param, grad, m, v, step_count, factors],
                 )?;
             }
             Optimizer::RmsProp {
@@ -652,7 +685,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
                         weight_decay,
                         momentum,
                     },
-                    &[*param, grad, square_avg, buffer, lr_factor],
+                    &[*param, grad, square_avg, buffer, factors],
                 )?;
             }
         }

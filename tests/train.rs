@@ -30,8 +30,15 @@ fn check_step_matches_cpu(model: Model, batch_size: usize, optimizer: Optimizer)
 }
 
 fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: Optimizer) {
+    check_step_config(gpu, &config(model, batch_size, optimizer));
+}
+
+/// [`check_step_on`] for any configuration; returns the CPU interpreter's state tensors
+/// after the step, by name.
+fn check_step_config(gpu: &GpuContext, cfg: &TrainConfig) -> Vec<(String, CpuTensor)> {
     let gpu = gpu.clone();
-    let cfg = config(model, batch_size, optimizer);
+    let (batch_size, optimizer) = (cfg.batch_size, cfg.optimizer);
+    let cfg = *cfg;
     let data = synthetic(batch_size, 1, 5).train;
     let images = data.images(0, data.len());
     let trainer = Trainer::new_checked(&gpu, &cfg).expect("trainer");
@@ -114,6 +121,11 @@ fn check_step_on(gpu: &GpuContext, model: Model, batch_size: usize, optimizer: O
             1e-4,
         );
     }
+    (0..g.n_tensors() as u32)
+        .map(striate::TensorId)
+        .filter(|&t| matches!(g.tensor(t).kind, striate::ir::TensorKind::State(_)))
+        .map(|t| (g.tensor(t).name.clone(), cpu.get(t).clone()))
+        .collect()
 }
 
 #[test]
@@ -131,7 +143,40 @@ fn lenet_step_with_sgd_momentum_matches_cpu_interpreter() {
             momentum: 0.9,
             weight_decay: 1e-3,
             nesterov: false,
+            dampening: 0.0,
         },
+    );
+}
+
+/// Dampened SGD (its update reads the step count) with gradient clipping by global norm: the
+/// sums of squares, the coefficient and the scaled updates on the GPU equal the CPU's, and
+/// the clipping did act (LeNet's first gradient is far above the norm allowed).
+#[test]
+fn lenet_step_with_dampening_and_clipping_matches_cpu_interpreter() {
+    let Some(gpu) = common::gpu() else { return };
+    let optimizer = Optimizer::Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-3,
+        nesterov: false,
+        dampening: 0.5,
+    };
+    let cfg = TrainConfig {
+        clip_grad_norm: Some(0.05),
+        ..config(Model::Lenet5, 8, optimizer)
+    };
+    let cpu = check_step_config(&gpu, &cfg);
+    let factors = cpu
+        .iter()
+        .find(|(name, _)| name == "optimizer.step_factors")
+        .expect("the step factors are state")
+        .1
+        .f32()
+        .to_vec();
+    assert!(
+        factors[1] > 0.0 && factors[1] < 0.5,
+        "the gradient scale {} should have clipped",
+        factors[1]
     );
 }
 
@@ -177,6 +222,7 @@ fn resnet20_step_matches_cpu_interpreter() {
             momentum: 0.9,
             weight_decay: 1e-4,
             nesterov: true,
+            dampening: 0.0,
         },
     );
 }
@@ -743,7 +789,7 @@ fn learning_rate_schedules_step_on_the_gpu() {
     let (g, parts) = training_graph(&cfg).expect("graph");
     let factor = (0..g.n_tensors() as u32)
         .map(TensorId)
-        .find(|&t| g.tensor(t).name == "optimizer.lr_factor")
+        .find(|&t| g.tensor(t).name == "optimizer.step_factors")
         .expect("the factor is a state tensor");
     let spec = ProgramSpec {
         name: "train".into(),

@@ -26,7 +26,7 @@ fn autotuning_leaves_parameters_and_optimizer_state_untouched() {
     let v = g.state("v", CpuTensor::from_f32([n], values(0.0)));
     let t = g.state("t", CpuTensor::from_u32([1], vec![0]));
     let grad = g.input("grad", striate::Shape::f32([n]));
-    let lr_factor = g.state("lr_factor", CpuTensor::from_f32([1], vec![1.0]));
+    let factors = g.state("step_factors", CpuTensor::from_f32([2], vec![1.0, 1.0]));
     g.push(OptimizerStepCount, &[t]).expect("step count");
     let adam = AdamUpdate {
         lr: 0.1,
@@ -36,7 +36,7 @@ fn autotuning_leaves_parameters_and_optimizer_state_untouched() {
         weight_decay: 0.0,
         decoupled: false,
     };
-    g.push(adam, &[param, grad, m, v, t, lr_factor])
+    g.push(adam, &[param, grad, m, v, t, factors])
         .expect("adam");
     let effects = vec![striate::NodeId(0), striate::NodeId(1)];
     let spec = ProgramSpec {

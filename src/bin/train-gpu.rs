@@ -46,6 +46,12 @@ struct Args {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
+    /// SGD momentum dampening (PyTorch's default 0).
+    #[arg(long, default_value_t = 0.0)]
+    dampening: f32,
+    /// Clip the gradients to this global L2 norm every step (clip_grad_norm_), on the GPU.
+    #[arg(long, value_name = "MAX_NORM")]
+    clip_grad_norm: Option<f32>,
     /// Weight decay: an L2 penalty added to the gradient, or for AdamW decoupled from it.
     /// Default: PyTorch's, 0.01 for AdamW and 0 for the others.
     #[arg(long)]
@@ -263,6 +269,7 @@ fn run() -> Result<()> {
             momentum: args.momentum,
             weight_decay: args.weight_decay.unwrap_or(0.0),
             nesterov: args.nesterov,
+            dampening: args.dampening,
         },
         OptimizerArg::Adamw => Optimizer::AdamW {
             lr: args.lr,
@@ -287,6 +294,7 @@ fn run() -> Result<()> {
         optimizer,
         seed: args.seed,
         schedule,
+        clip_grad_norm: args.clip_grad_norm,
     };
     if !args.no_tune {
         log("building: kernels not in the tuning cache are timed first (a minute or two for a new model or batch size; --no-tune skips)".to_string());

@@ -53,6 +53,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &multi_margin_loss::SHADER,
         &optim::SHADER,
         &optim::SCHEDULE_SHADER,
+        &optim::CLIP_SHADER,
         &pointwise_loss::SHADER,
         &softmax::SHADER,
         &upsample2d::SHADER,

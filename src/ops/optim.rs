@@ -1,6 +1,6 @@
-//! Optimizer updates as in-place kernels: SGD (momentum, Nesterov, weight decay), Adam, AdamW
-//! and RMSprop, with PyTorch's update rules, and the learning-rate schedules that scale their
-//! rate from the GPU's step count. The step count that Adam's bias correction needs lives on the GPU
+//! Optimizer updates as in-place kernels: SGD (momentum, dampening, Nesterov, weight decay),
+//! Adam, AdamW and RMSprop, with PyTorch's update rules; the learning-rate schedules that scale
+//! their rate from the GPU's step count; gradient clipping by global norm. The step count that Adam's bias correction needs lives on the GPU
 //! and is bumped by its own tiny kernel, so a step uploads nothing but the batch.
 
 use bytemuck::{Pod, Zeroable};
@@ -29,6 +29,8 @@ struct Params {
     beta2: f32,
     eps: f32,
     flags: u32,
+    dampening: f32,
+    _pad: [u32; 3],
 }
 
 /// `Params::flags`: Nesterov momentum.
@@ -37,9 +39,13 @@ const NESTEROV: u32 = 1;
 const DECOUPLED: u32 = 2;
 
 /// `param −= lr · g`, with `g = grad + wd·param` passed through momentum when `momentum > 0`
-/// (`v = momentum·v + g`, then `g = v`, or with Nesterov `g = g + momentum·v`). Inputs
-/// `(param, grad, velocity, lr_factor)`; updates `param` and `velocity`. The rate applied is
-/// `lr · lr_factor` ([`LrSchedule`] sets the factor on the GPU).
+/// (`v = momentum·v + (1 − dampening)·g`, `v = g` on the first step, then `g = v`, or with
+/// Nesterov `g = g + momentum·v`). Inputs `(param, grad, velocity, factors)`, and with
+/// dampening `(param, grad, velocity, t, factors)`; updates `param` and `velocity`.
+///
+/// Every update's last input is the `[2]` f32 step factors: the rate applied is
+/// `lr · factors[0]` ([`LrSchedule`] sets it on the GPU) and the gradient is scaled by
+/// `factors[1]` ([`ClipGradNorm`] sets it).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdUpdate {
     /// Learning rate.
@@ -48,11 +54,21 @@ pub struct SgdUpdate {
     pub momentum: f32,
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
-    /// Nesterov momentum (PyTorch's `nesterov=True`; needs `momentum > 0`).
+    /// Nesterov momentum (PyTorch's `nesterov=True`; needs `momentum > 0` and no dampening).
     pub nesterov: bool,
+    /// Dampening of the momentum (0 as PyTorch's default); with it the update reads the step
+    /// count, since PyTorch's first step takes the gradient undamped.
+    pub dampening: f32,
 }
 
-/// Adam (PyTorch's `torch.optim.Adam`). Inputs `(param, grad, m, v, t, lr_factor)`; updates
+impl SgdUpdate {
+    /// Reads the step count: dampened momentum.
+    fn dampened(&self) -> bool {
+        self.momentum > 0.0 && self.dampening != 0.0
+    }
+}
+
+/// Adam (PyTorch's `torch.optim.Adam`). Inputs `(param, grad, m, v, t, factors)`; updates
 /// `param`, `m`, `v`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamUpdate {
@@ -72,7 +88,7 @@ pub struct AdamUpdate {
 }
 
 /// RMSprop (`torch.optim.RMSprop`, not centred). Inputs `(param, grad, square_avg, buffer,
-/// lr_factor)`; updates `param`, `square_avg` and (with momentum) `buffer`.
+/// factors)`; updates `param`, `square_avg` and (with momentum) `buffer`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmspropUpdate {
     /// Learning rate.
@@ -102,12 +118,12 @@ fn check_step_count(op: &'static str, t: &Shape) -> Result<()> {
     Ok(())
 }
 
-/// The learning-rate factor input: `[1]` f32.
+/// The step factors input: `[2]` f32 (learning-rate factor, gradient scale).
 fn check_factor(op: &'static str, factor: &Shape) -> Result<()> {
-    if factor != &Shape::f32([1]) {
+    if factor != &Shape::f32([2]) {
         return Err(Error::shape(
             op,
-            format!("lr_factor must be [1] f32, got {factor}"),
+            format!("the step factors must be [2] f32, got {factor}"),
         ));
     }
     Ok(())
@@ -131,13 +147,17 @@ impl OpDef for SgdUpdate {
     }
 
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
-        expect_arity(self.name(), inputs, 4)?;
+        let dampened = self.dampened();
+        expect_arity(self.name(), inputs, 4 + usize::from(dampened))?;
         check_same(self.name(), &inputs[..3], &["param", "grad", "velocity"])?;
-        check_factor(self.name(), inputs[3])?;
-        if self.nesterov && self.momentum <= 0.0 {
+        check_factor(self.name(), inputs[inputs.len() - 1])?;
+        if dampened {
+            check_step_count(self.name(), inputs[3])?;
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
             return Err(Error::shape(
                 self.name(),
-                "Nesterov momentum needs momentum > 0",
+                "Nesterov momentum needs momentum > 0 and no dampening",
             ));
         }
         Ok(vec![])
@@ -151,21 +171,33 @@ impl OpDef for SgdUpdate {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             flags: if self.nesterov { NESTEROV } else { 0 },
+            dampening: self.dampening,
             ..Default::default()
         };
-        KernelCall::per_element(&SHADER, "sgd_update", &p, numel)
+        let entry = if self.dampened() {
+            "sgd_update_dampened"
+        } else {
+            "sgd_update"
+        };
+        KernelCall::per_element(&SHADER, entry, &p, numel)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-        let (grad, lr) = (inputs[1].f32(), self.lr * inputs[3].f32()[0]);
+        let factors = inputs[inputs.len() - 1].f32();
+        let (grad, lr, scale) = (inputs[1].f32(), self.lr * factors[0], factors[1]);
+        let first = self.dampened() && inputs[3].u32()[0] == 1;
         let [param, velocity] = outputs else {
             unreachable!("mutates() lists two inputs")
         };
         let (param, velocity) = (param.f32_mut(), velocity.f32_mut());
         for i in 0..param.len() {
-            let mut g = grad[i] + self.weight_decay * param[i];
+            let mut g = grad[i] * scale + self.weight_decay * param[i];
             if self.momentum > 0.0 {
-                velocity[i] = self.momentum * velocity[i] + g;
+                velocity[i] = if first {
+                    g
+                } else {
+                    self.momentum * velocity[i] + (1.0 - self.dampening) * g
+                };
                 g = if self.nesterov {
                     g + self.momentum * velocity[i]
                 } else {
@@ -227,6 +259,7 @@ impl OpDef for AdamUpdate {
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (grad, t) = (inputs[1].f32(), inputs[4].u32()[0] as i32);
+        let scale = f64::from(inputs[5].f32()[1]);
         let [param, m, v] = outputs else {
             unreachable!("mutates() lists three inputs")
         };
@@ -236,10 +269,13 @@ impl OpDef for AdamUpdate {
         let wd = f64::from(self.weight_decay);
         for i in 0..param.len() {
             let (w, g) = if self.decoupled {
-                (f64::from(param[i]) * (1.0 - lr * wd), f64::from(grad[i]))
+                (
+                    f64::from(param[i]) * (1.0 - lr * wd),
+                    f64::from(grad[i]) * scale,
+                )
             } else {
                 let w = f64::from(param[i]);
-                (w, f64::from(grad[i]) + wd * w)
+                (w, f64::from(grad[i]) * scale + wd * w)
             };
             let mi = b1 * f64::from(m[i]) + (1.0 - b1) * g;
             let vi = b2 * f64::from(v[i]) + (1.0 - b2) * g * g;
@@ -294,8 +330,9 @@ impl OpDef for RmspropUpdate {
         let (param, square_avg, buffer) = (param.f32_mut(), square_avg.f32_mut(), buffer.f32_mut());
         let alpha = f64::from(self.alpha);
         let lr = f64::from(self.lr) * f64::from(inputs[4].f32()[0]);
+        let scale = f64::from(inputs[4].f32()[1]);
         for i in 0..param.len() {
-            let g = f64::from(grad[i]) + f64::from(self.weight_decay) * f64::from(param[i]);
+            let g = f64::from(grad[i]) * scale + f64::from(self.weight_decay) * f64::from(param[i]);
             let s = alpha * f64::from(square_avg[i]) + (1.0 - alpha) * g * g;
             square_avg[i] = s as f32;
             let mut d = g / (s.sqrt() + f64::from(self.eps));
@@ -550,8 +587,8 @@ impl LrSchedule {
     }
 }
 
-/// Sets the `[1]` f32 learning-rate factor from the `[1]` u32 step count (just incremented):
-/// inputs `(t, lr_factor)`, updates `lr_factor`.
+/// Sets the learning-rate factor (`factors[0]` of the `[2]` f32 step factors) from the `[1]`
+/// u32 step count (just incremented): inputs `(t, factors)`, updates `factors`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LrScheduleStep(pub LrSchedule);
 
@@ -583,6 +620,152 @@ impl OpDef for LrScheduleStep {
     }
 }
 
+/// `shaders/clip_grad.wgsl`.
+pub static CLIP_SHADER: Shader = Shader::new(
+    "clip_grad",
+    include_str!("../../shaders/clip_grad.wgsl"),
+    size_of::<ClipParams>(),
+);
+
+/// Mirrors `struct Params` in `shaders/clip_grad.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct ClipParams {
+    numel: u32,
+    first: u32,
+    max_norm: f32,
+    _pad: u32,
+}
+
+/// Adds `Σ grad²` into a `[1]` f32 accumulator (replacing it when `first`): inputs
+/// `(grad, acc)`, updates `acc`. One per gradient, the first with `first`, then
+/// [`ClipGradNorm`].
+#[derive(Clone, Copy, Debug)]
+pub struct GradSquaredNorm {
+    /// The first gradient of the step: the accumulator starts from 0.
+    pub first: bool,
+}
+
+/// `factors[1] = min(1, max_norm / (‖g‖ + 1e-6))` from the accumulated `‖g‖²` of every
+/// gradient (`torch.nn.utils.clip_grad_norm_`): inputs `(acc, factors)`, updates `factors`;
+/// the updates that follow scale each gradient by it.
+#[derive(Clone, Copy, Debug)]
+pub struct ClipGradNorm {
+    /// The largest global norm let through.
+    pub max_norm: f32,
+}
+
+impl OpDef for GradSquaredNorm {
+    fn name(&self) -> &'static str {
+        "grad_sq_norm"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 2)?;
+        if inputs[0].dtype != crate::shape::DType::F32 || inputs[1] != &Shape::f32([1]) {
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "takes an f32 gradient and a [1] f32 accumulator, got {} and {}",
+                    inputs[0], inputs[1]
+                ),
+            ));
+        }
+        Ok(vec![])
+    }
+
+    fn kernel(&self, inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        let p = ClipParams {
+            numel: inputs[0].numel() as u32,
+            first: u32::from(self.first),
+            ..Default::default()
+        };
+        KernelCall::grid(&CLIP_SHADER, "grad_sq_norm", &p, [1, 1, 1])
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let sum: f64 = inputs[0].f32().iter().map(|&g| f64::from(g).powi(2)).sum();
+        let acc = &mut outputs[0].f32_mut()[0];
+        *acc = if self.first {
+            sum
+        } else {
+            f64::from(*acc) + sum
+        } as f32;
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[1]
+    }
+}
+
+impl OpDef for ClipGradNorm {
+    fn name(&self) -> &'static str {
+        "clip_grad_norm"
+    }
+
+    fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
+        expect_arity(self.name(), inputs, 2)?;
+        if inputs[0] != &Shape::f32([1]) {
+            return Err(Error::shape(
+                self.name(),
+                format!("the accumulated norm must be [1] f32, got {}", inputs[0]),
+            ));
+        }
+        check_factor(self.name(), inputs[1])?;
+        if !(self.max_norm.is_finite() && self.max_norm > 0.0) {
+            return Err(Error::shape(
+                self.name(),
+                format!("max_norm must be positive, got {}", self.max_norm),
+            ));
+        }
+        Ok(vec![])
+    }
+
+    fn kernel(&self, _inputs: &[&Shape], _outputs: &[&Shape]) -> KernelCall {
+        let p = ClipParams {
+            max_norm: self.max_norm,
+            ..Default::default()
+        };
+        KernelCall::grid(&CLIP_SHADER, "clip_grad_norm", &p, [1, 1, 1])
+    }
+
+    fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
+        let norm = f64::from(inputs[0].f32()[0]).sqrt();
+        let coef = (f64::from(self.max_norm) / (norm + 1e-6)).min(1.0);
+        outputs[0].f32_mut()[1] = coef as f32;
+    }
+
+    fn mutates(&self) -> &'static [usize] {
+        &[1]
+    }
+}
+
+/// Clipping: sums of squares over awkward lengths (one under a workgroup, several over) and
+/// the coefficient both clipping and not.
+fn clip_catalog() -> Vec<CatalogEntry> {
+    let mut res = vec![
+        CatalogEntry::new(
+            GradSquaredNorm { first: true },
+            vec![Shape::f32([37]), Shape::f32([1])],
+        ),
+        CatalogEntry::new(
+            GradSquaredNorm { first: false },
+            vec![Shape::f32([3, 1001]), Shape::f32([1])],
+        ),
+    ];
+    for (max_norm, sq) in [(1.0, 30.0), (10.0, 4.0)] {
+        let mut entry = CatalogEntry::new(
+            ClipGradNorm { max_norm },
+            vec![Shape::f32([1]), Shape::f32([2])],
+        );
+        entry.prepare = Some(Box::new(move |inputs: &mut [CpuTensor]| {
+            inputs[0].f32_mut()[0] = sq;
+        }));
+        res.push(entry);
+    }
+    res
+}
+
 pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let p = Shape::f32([5, 7, 3]);
     let mut count = CatalogEntry::new(OptimizerStepCount, vec![Shape::u32([1])]);
@@ -594,8 +777,9 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 momentum: 0.9,
                 weight_decay: 0.01,
                 nesterov: false,
+                dampening: 0.0,
             },
-            vec![p.clone(), p.clone(), p.clone(), Shape::f32([1])],
+            vec![p.clone(), p.clone(), p.clone(), Shape::f32([2])],
         ),
         CatalogEntry::new(
             SgdUpdate {
@@ -603,8 +787,9 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 momentum: 0.9,
                 weight_decay: 0.01,
                 nesterov: true,
+                dampening: 0.0,
             },
-            vec![p.clone(), p.clone(), p.clone(), Shape::f32([1])],
+            vec![p.clone(), p.clone(), p.clone(), Shape::f32([2])],
         ),
         CatalogEntry::new(
             SgdUpdate {
@@ -612,14 +797,18 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 momentum: 0.0,
                 weight_decay: 0.0,
                 nesterov: false,
+                dampening: 0.0,
             },
             vec![
                 Shape::f32([1031]),
                 Shape::f32([1031]),
                 Shape::f32([1031]),
-                Shape::f32([1]),
+                Shape::f32([2]),
             ],
         ),
+        // Dampened, at the first step (undamped) and later ones.
+        dampened_entry(&p, 1),
+        dampened_entry(&p, 5),
         adam_entry(p.clone(), false),
         adam_entry(p.clone(), true),
         rmsprop_entry(p.clone(), 0.0),
@@ -628,6 +817,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     ]
     .into_iter()
     .chain(schedule_catalog())
+    .chain(clip_catalog())
     .collect()
 }
 
@@ -657,7 +847,7 @@ fn schedule_catalog() -> Vec<CatalogEntry> {
         .map(|schedule| {
             let mut entry = CatalogEntry::new(
                 LrScheduleStep(schedule),
-                vec![Shape::u32([1]), Shape::f32([1])],
+                vec![Shape::u32([1]), Shape::f32([2])],
             );
             entry.u32_bound = 70;
             entry.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
@@ -666,6 +856,30 @@ fn schedule_catalog() -> Vec<CatalogEntry> {
             entry
         })
         .collect()
+}
+
+/// SGD with dampened momentum at step `t`.
+fn dampened_entry(p: &Shape, t: u32) -> CatalogEntry {
+    let mut entry = CatalogEntry::new(
+        SgdUpdate {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            nesterov: false,
+            dampening: 0.3,
+        },
+        vec![
+            p.clone(),
+            p.clone(),
+            p.clone(),
+            Shape::u32([1]),
+            Shape::f32([2]),
+        ],
+    );
+    entry.prepare = Some(Box::new(move |inputs: &mut [CpuTensor]| {
+        inputs[3].u32_mut()[0] = t;
+    }));
+    entry
 }
 
 /// Adam and AdamW on a length that is a multiple of 4 (the vec4 plan).
@@ -686,7 +900,7 @@ fn rmsprop_entry(p: Shape, momentum: f32) -> CatalogEntry {
             weight_decay: 0.01,
             momentum,
         },
-        vec![p.clone(), p.clone(), p.clone(), p, Shape::f32([1])],
+        vec![p.clone(), p.clone(), p.clone(), p, Shape::f32([2])],
     );
     entry.prepare = Some(Box::new(|inputs: &mut [CpuTensor]| {
         inputs[2].f32_mut().iter_mut().for_each(|v| *v = v.abs());
@@ -711,7 +925,7 @@ fn adam_entry(p: Shape, decoupled: bool) -> CatalogEntry {
             p.clone(),
             p,
             Shape::u32([1]),
-            Shape::f32([1]),
+            Shape::f32([2]),
         ],
     );
     adam.u32_bound = 5;
