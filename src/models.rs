@@ -13,9 +13,6 @@ use crate::ir::TensorId;
 use crate::nn::{Init, Net};
 use crate::{Error, Result};
 
-/// Classes every built-in model predicts.
-pub const N_CLASSES: usize = 10;
-
 /// The built-in models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Model {
@@ -90,8 +87,9 @@ impl Model {
         Model::Resnet20,
     ];
 
-    /// Appends the model to `net` for `x: [n, c, h, w]`; returns the logits `[n, 10]`.
-    pub fn build(self, net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
+    /// Appends the model to `net` for `x: [n, c, h, w]` (any channel count; any size its
+    /// pools leave at least one pixel of); returns the logits `[n, n_classes]`.
+    pub fn build(self, net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
         match self {
             Model::Lenet5 => {
                 let x = net.conv2d_relu("conv1", x, 6, 5, 1, 2)?;
@@ -101,7 +99,7 @@ impl Model {
                 let x = net.flatten("flatten", x)?;
                 let x = net.linear_relu("fc1", x, 120)?;
                 let x = net.linear_relu("fc2", x, 84)?;
-                net.linear("fc3", x, N_CLASSES)
+                net.linear("fc3", x, n_classes)
             }
             Model::ConvnetS => {
                 let mut x = x;
@@ -113,26 +111,26 @@ impl Model {
                 }
                 let x = net.flatten("flatten", x)?;
                 let x = net.linear_relu("fc1", x, 256)?;
-                net.linear("fc2", x, N_CLASSES)
+                net.linear("fc2", x, n_classes)
             }
-            Model::Alexnet => alexnet(net, x),
-            Model::Vgg11 => vgg(net, x, VGG11, false),
-            Model::Vgg11Bn => vgg(net, x, VGG11, true),
-            Model::Vgg16 => vgg(net, x, VGG16, false),
-            Model::Vgg16Bn => vgg(net, x, VGG16, true),
-            Model::Googlenet => googlenet(net, x),
-            Model::Resnet18 => resnet(net, x, &[64, 128, 256, 512], 2),
-            Model::Resnet20 => resnet(net, x, &[16, 32, 64], 3),
+            Model::Alexnet => alexnet(net, x, n_classes),
+            Model::Vgg11 => vgg(net, x, VGG11, false, n_classes),
+            Model::Vgg11Bn => vgg(net, x, VGG11, true, n_classes),
+            Model::Vgg16 => vgg(net, x, VGG16, false, n_classes),
+            Model::Vgg16Bn => vgg(net, x, VGG16, true, n_classes),
+            Model::Googlenet => googlenet(net, x, n_classes),
+            Model::Resnet18 => resnet(net, x, &[64, 128, 256, 512], 2, n_classes),
+            Model::Resnet20 => resnet(net, x, &[16, 32, 64], 3, n_classes),
         }
     }
 
     /// Trainable parameters and buffer values (running statistics) of the model for inputs
-    /// of `[c, h, w]`; builds its graph on the CPU, nothing else.
-    pub fn sizes(self, [c, h, w]: [usize; 3]) -> Result<(usize, usize)> {
+    /// of `[c, h, w]` and `n_classes`; builds its graph on the CPU, nothing else.
+    pub fn sizes(self, [c, h, w]: [usize; 3], n_classes: usize) -> Result<(usize, usize)> {
         let mut g = crate::ir::Graph::new();
         let x = g.input("images", crate::shape::Shape::f32([2, c, h, w]));
         let mut net = Net::new(&mut g, 0);
-        self.build(&mut net, x)?;
+        self.build(&mut net, x, n_classes)?;
         let parts = net.into_parts();
         let count = |ts: &[(String, TensorId)]| -> usize {
             ts.iter().map(|(_, t)| g.shape(*t).numel()).sum()
@@ -159,7 +157,7 @@ impl Model {
 
 /// AlexNet for small inputs (see [`Model::Alexnet`]); `features.i` and `classifier.i` count
 /// every layer, as torchvision's `nn.Sequential` does.
-fn alexnet(net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
+fn alexnet(net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
     let x = net.conv2d_relu("features.0", x, 64, 5, 1, 2)?;
     let x = net.local_response_norm("features.2", x, 5)?;
     let x = net.max_pool2d_padded("features.3", x, 3, 2, 0)?;
@@ -176,13 +174,19 @@ fn alexnet(net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
     let x = net.linear_relu("classifier.1", x, 1024)?;
     let x = net.dropout("classifier.3", x, 0.5)?;
     let x = net.linear_relu("classifier.4", x, 1024)?;
-    net.linear("classifier.6", x, N_CLASSES)
+    net.linear("classifier.6", x, n_classes)
 }
 
 /// VGG (see [`Model::Vgg11`]): torchvision's `features` indices (convolution, batch norm,
 /// ReLU and pool each take one), then `avgpool` and `classifier.0/3/6`; torchvision's
 /// initialisation.
-fn vgg(net: &mut Net<'_>, x: TensorId, config: &[usize], batch_norm: bool) -> Result<TensorId> {
+fn vgg(
+    net: &mut Net<'_>,
+    x: TensorId,
+    config: &[usize],
+    batch_norm: bool,
+    n_classes: usize,
+) -> Result<TensorId> {
     net.set_init(Init::Vgg);
     let mut x = x;
     let mut idx = 0;
@@ -209,7 +213,7 @@ fn vgg(net: &mut Net<'_>, x: TensorId, config: &[usize], batch_norm: bool) -> Re
     let x = net.dropout("classifier.2", x, 0.5)?;
     let x = net.linear_relu("classifier.3", x, 512)?;
     let x = net.dropout("classifier.5", x, 0.5)?;
-    net.linear("classifier.6", x, N_CLASSES)
+    net.linear("classifier.6", x, n_classes)
 }
 
 /// torchvision's `BasicConv2d`: a convolution without bias, batch norm, ReLU; parameters
@@ -227,7 +231,7 @@ fn basic_conv(
 }
 
 /// GoogLeNet (see [`Model::Googlenet`]).
-fn googlenet(net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
+fn googlenet(net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
     let x = basic_conv(net, "conv1", x, 16, 3)?;
     let x = basic_conv(net, "conv2", x, 16, 1)?;
     let x = basic_conv(net, "conv3", x, 48, 3)?;
@@ -245,7 +249,7 @@ fn googlenet(net: &mut Net<'_>, x: TensorId) -> Result<TensorId> {
     let x = net.global_avg_pool2d("avgpool", x)?;
     let x = net.flatten("flatten", x)?;
     let x = net.dropout("dropout", x, 0.2)?;
-    net.linear("fc", x, N_CLASSES)
+    net.linear("fc", x, n_classes)
 }
 
 /// An Inception block: 1×1; 1×1 then 3×3; 1×1 then 5×5; 3×3 max pool then 1×1; the four
@@ -270,7 +274,13 @@ fn inception(
 /// ReLU, then one stage per width of `blocks` blocks (every stage after the first halves the
 /// size in its first block), global average pooling and the linear classifier;
 /// torchvision's names and initialisation.
-fn resnet(net: &mut Net<'_>, x: TensorId, widths: &[usize], blocks: usize) -> Result<TensorId> {
+fn resnet(
+    net: &mut Net<'_>,
+    x: TensorId,
+    widths: &[usize],
+    blocks: usize,
+    n_classes: usize,
+) -> Result<TensorId> {
     net.set_init(Init::Resnet);
     let x = net.conv2d_no_bias("conv1", x, widths[0], 3, 1, 1)?;
     let x = net.batch_norm2d("bn1", x)?;
@@ -284,7 +294,7 @@ fn resnet(net: &mut Net<'_>, x: TensorId, widths: &[usize], blocks: usize) -> Re
     }
     let x = net.global_avg_pool2d("avgpool", x)?;
     let x = net.flatten("flatten", x)?;
-    net.linear("fc", x, N_CLASSES)
+    net.linear("fc", x, n_classes)
 }
 
 /// ResNet's basic block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, both

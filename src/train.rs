@@ -135,6 +135,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// How the learning rate moves from step to step (computed on the GPU).
     pub schedule: LrSchedule,
+    /// Input images `[c, h, w]` (the dataset's).
+    pub input: [usize; 3],
+    /// Number of classes (the logits' width).
+    pub n_classes: usize,
     /// Clip the gradients to this global L2 norm each step, as
     /// `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)` before `optimizer.step()`
     /// (computed on the GPU).
@@ -142,7 +146,8 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// LeNet-5, batch 64, Adam 1e-3, seed 0, a constant learning rate.
+    /// LeNet-5 on 1×28×28 images and 10 classes (Fashion-MNIST), batch 64, Adam 1e-3, seed 0,
+    /// a constant learning rate, no clipping.
     fn default() -> Self {
         TrainConfig {
             model: Model::Lenet5,
@@ -150,6 +155,8 @@ impl Default for TrainConfig {
             optimizer: Optimizer::adam(1e-3),
             seed: 0,
             schedule: LrSchedule::Constant,
+            input: [1, 28, 28],
+            n_classes: 10,
             clip_grad_norm: None,
         }
     }
@@ -198,11 +205,12 @@ pub struct Trainer {
     eval: ProgramId,
     batch_size: usize,
     n_classes: usize,
+    input: [usize; 3],
     image_numel: usize,
 }
 
 impl Trainer {
-    /// Builds the training graph for 1×28×28 images and 10 classes and bakes it.
+    /// Builds the training graph for the configuration's images and classes and bakes it.
     /// Each op runs its first (best-guess) plan; see [`Trainer::new_tuned`] for the fastest.
     pub fn new(gpu: &GpuContext, config: &TrainConfig) -> Result<Self> {
         Self::build(gpu, config, false, VariantChoice::First)
@@ -269,8 +277,9 @@ impl Trainer {
             buffers: parts.buffers,
             grads: parts.grads,
             batch_size: config.batch_size,
-            n_classes: 10,
-            image_numel: 28 * 28,
+            n_classes: config.n_classes,
+            input: config.input,
+            image_numel: config.input.iter().product(),
             graph,
         })
     }
@@ -307,6 +316,15 @@ impl Trainer {
     /// Loss and accuracy over every image of `data`, the last partial batch included. Resets
     /// the metric sums before and after.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics> {
+        if data.input_shape() != self.input || data.n_classes > self.n_classes {
+            return Err(Error::InvalidArgument(format!(
+                "a dataset of {:?} images and {} classes, but this trainer takes {:?} and {}",
+                data.input_shape(),
+                data.n_classes,
+                self.input,
+                self.n_classes
+            )));
+        }
         self.take_metrics()?;
         for (chunk_idx, labels) in data.labels.chunks(self.batch_size).enumerate() {
             let images = data.images(chunk_idx * self.batch_size, labels.len());
@@ -479,8 +497,9 @@ impl Trainer {
             )));
         }
         if images.len() != n * self.image_numel {
+            let [c, h, w] = self.input;
             return Err(Error::InvalidArgument(format!(
-                "{} pixels for {n} labels; expected {n}x1x28x28 = {}",
+                "{} pixels for {n} labels; expected {n}x{c}x{h}x{w} = {}",
                 images.len(),
                 n * self.image_numel
             )));
@@ -503,11 +522,11 @@ impl Trainer {
 
 /// Tensors and nodes of a training graph that its users need.
 pub struct TrainingParts {
-    /// Input images `[batch, 1, 28, 28]`.
+    /// Input images `[batch, c, h, w]`.
     pub images: TensorId,
     /// Input labels `[batch]` (u32).
     pub labels: TensorId,
-    /// Logits `[batch, 10]`.
+    /// Logits `[batch, n_classes]`.
     pub logits: TensorId,
     /// Mean loss `[1]`.
     pub loss: TensorId,
@@ -515,7 +534,7 @@ pub struct TrainingParts {
     pub metrics: TensorId,
     /// The metrics node of the train program.
     pub metrics_node: NodeId,
-    /// Logits `[batch, 10]` of the eval forward (`logits` itself unless the model has
+    /// Logits `[batch, n_classes]` of the eval forward (`logits` itself unless the model has
     /// mode-dependent layers).
     pub eval_logits: TensorId,
     /// The metrics node of the eval program (its only effect).
@@ -538,16 +557,25 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         ));
     }
     let mut g = Graph::new();
-    let images = g.input("images", Shape::f32([config.batch_size, 1, 28, 28]));
+    if config.n_classes < 2 || config.input.contains(&0) {
+        return Err(Error::InvalidArgument(format!(
+            "a classifier needs at least 2 classes and a non-empty input, got {} classes of {:?}",
+            config.n_classes, config.input
+        )));
+    }
+    let [c, h, w] = config.input;
+    let images = g.input("images", Shape::f32([config.batch_size, c, h, w]));
     let labels = g.input("labels", Shape::u32([config.batch_size]));
     let mut net = Net::new(&mut g, config.seed);
-    let logits = config.model.build(&mut net, images)?;
+    let logits = config.model.build(&mut net, images, config.n_classes)?;
     let built = net.into_parts();
     // A model with layers that compute differently in evaluation (batch norm) gets a second
     // forward for the eval program, sharing every parameter and buffer.
     let eval_logits = if built.mode_dependent {
         let mut eval_net = Net::for_eval(&mut g, &built);
-        config.model.build(&mut eval_net, images)?
+        config
+            .model
+            .build(&mut eval_net, images, config.n_classes)?
     } else {
         logits
     };

@@ -139,3 +139,159 @@ fn no_adapter_is_an_error_that_names_the_fix() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Writes `root/<class>/<i>.png`: three classes of RGB images of different sizes (a red
+/// disc, a green bar, a blue square on noise), 12 each.
+fn write_image_folder(root: &std::path::Path) {
+    let mut state = 1u32;
+    let mut noise = move || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 24) as u8 / 4
+    };
+    for (class, name) in ["disc", "bar", "square"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("class dir");
+        for i in 0..12u32 {
+            let (w, h) = (20 + i % 5, 24 + i % 3);
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let (dx, dy) = (x as i32 - w as i32 / 2, y as i32 - h as i32 / 2);
+                let on = match class {
+                    0 => dx * dx + dy * dy < 36,
+                    1 => dx.abs() < 2,
+                    _ => dx.abs() < 6 && dy.abs() < 6,
+                };
+                let mut px = [noise(), noise(), noise()];
+                if on {
+                    px[class] = 220;
+                }
+                image::Rgb(px)
+            });
+            img.save(dir.join(format!("{i}.png"))).expect("png");
+        }
+    }
+}
+
+/// Every model of the zoo trains through `train-gpu` on a generated image folder (RGB,
+/// resized to 32x32) with a validation split and every augmentation, and reports train,
+/// validation and test figures per epoch.
+#[test]
+fn every_model_trains_on_an_image_folder_with_validation_and_augmentation() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("striate-folder-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    write_image_folder(&root);
+    let out = train_gpu(&["--model", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    let models: Vec<String> = list
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|m| !m.starts_with('('))
+        .map(String::from)
+        .collect();
+    assert_eq!(models.len(), 10, "{list}");
+    for model in &models {
+        let out = train_gpu(&[
+            "--model",
+            model,
+            "--data",
+            root.to_str().expect("utf-8 path"),
+            "--image-size",
+            "32",
+            "--val-fraction",
+            "0.25",
+            "--random-crop",
+            "2",
+            "--hflip",
+            "--random-erasing",
+            "0.5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-4",
+            "--no-tune",
+            "--json",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{model}:\n{stderr}");
+        assert!(
+            stderr.contains("3 classes") && stderr.contains("3x32x32"),
+            "{model}: {stderr}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let epoch: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().expect("one epoch")).expect("json");
+        // 36 images: 7 held out for testing, 7 of the remaining 29 for validation.
+        assert_eq!(epoch["test_images"], 7, "{model}: {epoch}");
+        for key in ["train_loss", "val_loss", "val_acc", "test_loss", "test_acc"] {
+            let v = epoch[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v >= 0.0, "{model}: {key} = {v} in {epoch}");
+        }
+    }
+    std::fs::remove_dir_all(&root).expect("clean up");
+}
+
+/// CIFAR-10's binary batches, found by `--data`, train a model on 3x32x32 inputs; a
+/// grayscale image folder feeds it one channel.
+#[test]
+fn cifar10_batches_and_grayscale_folders_feed_train_gpu() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("striate-cifar-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let labels: Vec<u8> = (0..40).map(|i| (i % 10) as u8).collect();
+    let pixels: Vec<u8> = (0..40 * 3072).map(|i| ((i * 7) % 256) as u8).collect();
+    striate::data::cifar::write_batch(&dir.join("data_batch_1.bin"), &labels, &pixels)
+        .expect("write");
+    striate::data::cifar::write_batch(&dir.join("test_batch.bin"), &labels[..10], &pixels)
+        .expect("write");
+    let out = train_gpu(&[
+        "--data",
+        dir.to_str().expect("utf-8 path"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-tune",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("CIFAR-10 from"), "{stderr}");
+    let epoch: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("epoch"),
+    )
+    .expect("json");
+    assert_eq!(epoch["test_images"], 10, "{epoch}");
+    assert_eq!(epoch["steps"], 5, "{epoch}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+
+    let root = std::env::temp_dir().join(format!("striate-gray-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    write_image_folder(&root);
+    let out = train_gpu(&[
+        "--data",
+        root.to_str().expect("utf-8 path"),
+        "--grayscale",
+        "--image-size",
+        "28x24",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-tune",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("1x28x24"), "{stdout}");
+    std::fs::remove_dir_all(&root).expect("clean up");
+}

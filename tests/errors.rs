@@ -12,7 +12,10 @@ fn shape_errors_name_the_layer_and_the_shapes() {
     let mut g = Graph::new();
     let x = g.input("x", Shape::f32([4, 1, 6, 6]));
     let mut net = Net::new(&mut g, 0);
-    let err = Model::Lenet5.build(&mut net, x).unwrap_err().to_string();
+    let err = Model::Lenet5
+        .build(&mut net, x, 10)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("conv2 (conv2d): window of 5") && err.contains("does not fit input size 3"),
         "{err}"
@@ -21,7 +24,10 @@ fn shape_errors_name_the_layer_and_the_shapes() {
     let mut g = Graph::new();
     let x = g.input("x", Shape::f32([4, 1, 3, 3]));
     let mut net = Net::new(&mut g, 0);
-    let err = Model::ConvnetS.build(&mut net, x).unwrap_err().to_string();
+    let err = Model::ConvnetS
+        .build(&mut net, x, 10)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("pool2 (max_pool2d)") && err.contains("does not fit input size 1"),
         "{err}"

@@ -21,10 +21,32 @@ struct Args {
     /// convnet-s (W2), alexnet, vgg11, vgg11_bn, vgg16, vgg16_bn, googlenet, resnet18, resnet20.
     #[arg(long, default_value = "lenet5")]
     model: String,
-    /// Directory with the Fashion-MNIST (or MNIST) IDX files, gzipped or raw. Default: $STRIATE_DATA,
-    /// ./data/fashion-mnist, /usr/share/datasets/fashion-mnist, else a built-in synthetic dataset.
+    /// Dataset directory: Fashion-MNIST (or MNIST) IDX files (gzipped or raw), CIFAR-10's
+    /// binary batches (data_batch_1.bin ...), or an image folder (DIR/<class>/*.png|jpg|bmp,
+    /// or DIR/train and DIR/test of those). Default: $STRIATE_DATA, ./data/fashion-mnist,
+    /// /usr/share/datasets/fashion-mnist, else a built-in synthetic dataset.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Image folders: the size every image is resized to, HxW or one number.
+    #[arg(long, default_value = "32", value_name = "HxW")]
+    image_size: String,
+    /// Image folders: read the images as grayscale (one channel) instead of RGB.
+    #[arg(long)]
+    grayscale: bool,
+    /// Hold out this fraction of the training images (seeded) as a validation set, evaluated
+    /// every epoch beside the training figures: over- and under-fitting show as their gap.
+    #[arg(long, value_name = "F")]
+    val_fraction: Option<f64>,
+    /// Augmentation: random crop after zero-padding every side by PAD pixels.
+    #[arg(long, value_name = "PAD", default_value_t = 0)]
+    random_crop: usize,
+    /// Augmentation: mirror each training image left-right with probability 1/2.
+    #[arg(long)]
+    hflip: bool,
+    /// Augmentation: erase a random rectangle of each training image with probability P
+    /// (RandomErasing's defaults otherwise).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    random_erasing: f32,
     /// Train on the built-in synthetic dataset even if Fashion-MNIST is installed.
     #[arg(long, conflicts_with = "data")]
     synthetic: bool,
@@ -186,17 +208,39 @@ fn parse_schedule(spec: &str, total: usize) -> Result<LrSchedule> {
     })
 }
 
-/// `--model list`: every model with its size, for the input the trainer feeds it.
+/// `--model list`: every model with its size on Fashion-MNIST's and CIFAR-10's inputs (every
+/// model takes the dataset's channels and size).
 fn list_models() -> Result<()> {
-    println!("model       parameters   buffers  input");
+    println!(
+        "every model takes the dataset's channels and image size; parameters for two of them:"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>9}",
+        "model", "1x28x28", "3x32x32", "buffers"
+    );
     for model in Model::ALL {
-        let (params, buffers) = model.sizes([1, 28, 28])?;
-        println!(
-            "{:<10} {params:>11} {buffers:>9}  [n, 1, 28, 28] -> [n, 10]",
-            model.name()
-        );
+        let (gray, buffers) = model.sizes([1, 28, 28], 10)?;
+        let (rgb, _) = model.sizes([3, 32, 32], 10)?;
+        println!("{:<10} {gray:>12} {rgb:>12} {buffers:>9}", model.name());
     }
+    println!("(10 classes; logits [n, classes])");
     Ok(())
+}
+
+/// `--image-size`: `HxW` or one number.
+fn parse_size(spec: &str) -> Result<[usize; 2]> {
+    let parse = |s: &str| -> Result<usize> {
+        let v: usize = s
+            .trim()
+            .parse()
+            .with_context(|| format!("--image-size {spec}: {s:?} is not a size"))?;
+        anyhow::ensure!(v > 0, "--image-size {spec}: sizes must be positive");
+        Ok(v)
+    };
+    Ok(match spec.split_once('x') {
+        Some((h, w)) => [parse(h)?, parse(w)?],
+        None => [parse(spec)?; 2],
+    })
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -294,6 +338,8 @@ fn run() -> Result<()> {
         optimizer,
         seed: args.seed,
         schedule,
+        input: split.train.input_shape(),
+        n_classes: split.train.n_classes,
         clip_grad_norm: args.clip_grad_norm,
     };
     if !args.no_tune {
@@ -354,9 +400,23 @@ fn run() -> Result<()> {
         train.len(),
         args.batch_size
     );
+    let augment = data::Augment {
+        crop_padding: args.random_crop,
+        hflip: args.hflip,
+        erase: args.random_erasing,
+    };
+    if !augment.is_identity() {
+        log(format!("augment: {augment:?}, on the loader thread"));
+    }
+    let val = split.val.as_ref();
     if !args.json {
+        let val_head = if val.is_some() {
+            format!("  {:>9}  {:>8}", "val loss", "val acc")
+        } else {
+            String::new()
+        };
         println!(
-            "{:>5}  {:>10}  {:>9}  {:>9}  {:>8}  {:>7}  {:>9}",
+            "{:>5}  {:>10}  {:>9}{val_head}  {:>9}  {:>8}  {:>7}  {:>9}",
             "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s"
         );
     }
@@ -376,9 +436,10 @@ fn run() -> Result<()> {
         let start = Instant::now();
         let shuffle_seed = args.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0u64);
-        for (step, batch) in data::batches(train.clone(), args.batch_size, Some(shuffle_seed), true)
-            .into_iter()
-            .enumerate()
+        for (step, batch) in
+            data::train_batches(train.clone(), args.batch_size, shuffle_seed, augment)
+                .into_iter()
+                .enumerate()
         {
             trainer.train_step(&batch.images, &batch.labels)?;
             // The loss is read asynchronously: ask every `log_every` steps, show it when the
@@ -405,6 +466,7 @@ fn run() -> Result<()> {
         let during = gpu.counters() - before;
         bar.finish_and_clear();
         let images_per_sec = (steps_per_epoch * args.batch_size) as f64 / seconds;
+        let val = val.map(|v| trainer.evaluate(v)).transpose()?;
         let test = trainer.evaluate(&split.test)?;
         let (train_loss, train_acc) = (loss_sum / seen.max(1) as f64, correct / seen.max(1) as f64);
         anyhow::ensure!(
@@ -413,7 +475,9 @@ fn run() -> Result<()> {
         );
         if args.json {
             let line = serde_json::json!({
-                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test.loss, "test_acc": test.accuracy,
+                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val.map(|v| v.loss), "val_acc": val.map(|v| v.accuracy),
+                "test_loss": test.loss, "test_acc": test.accuracy,
                 "test_images": test.count, "seconds": seconds, "images_per_sec": images_per_sec, "steps": steps_per_epoch,
                 "gpu_objects_created": during.gpu_objects_created(), "bytes_uploaded": during.bytes_uploaded,
                 "bytes_downloaded": during.bytes_downloaded, "submissions": during.submissions, "blocking_waits": during.blocking_waits,
@@ -421,8 +485,11 @@ fn run() -> Result<()> {
             });
             println!("{line}");
         } else {
+            let val_cols = val
+                .map(|v| format!("  {:>9.4}  {:>7.2}%", v.loss, 100.0 * v.accuracy))
+                .unwrap_or_default();
             println!(
-                "{epoch:>5}  {train_loss:>10.4}  {:>8.2}%  {:>9.4}  {:>7.2}%  {seconds:>7.1}  {images_per_sec:>9.0}",
+                "{epoch:>5}  {train_loss:>10.4}  {:>8.2}%{val_cols}  {:>9.4}  {:>7.2}%  {seconds:>7.1}  {images_per_sec:>9.0}",
                 100.0 * train_acc,
                 test.loss,
                 100.0 * test.accuracy
@@ -437,15 +504,28 @@ fn run() -> Result<()> {
 }
 
 fn load_data(args: &Args) -> Result<DataSplit> {
+    let folder = data::folder::FolderOptions {
+        size: parse_size(&args.image_size)?,
+        channels: if args.grayscale { 1 } else { 3 },
+        seed: args.seed,
+        ..Default::default()
+    };
     let split = if args.synthetic {
         None
+    } else if let Some(dir) = &args.data {
+        Some(data::load_dir(dir, &folder).context("loading the dataset")?)
     } else {
-        data::load_fashion_mnist(args.data.as_deref()).context("loading the dataset")?
+        data::load_fashion_mnist(None).context("loading the dataset")?
     };
     let mut split = split.unwrap_or_else(|| data::synthetic(12_000, 2_000, 0));
     if let Some(n) = args.train_limit {
         split.train = split.train.truncate(n);
         split.description += &format!("; training on the first {}", split.train.len());
+    }
+    if let Some(f) = args.val_fraction {
+        split = split
+            .with_validation(f, args.seed ^ 0x7a1)
+            .context("--val-fraction")?;
     }
     Ok(split)
 }

@@ -1,6 +1,14 @@
-//! Datasets: the IDX reader (MNIST, Fashion-MNIST; gzipped or raw), where to find the files,
-//! the synthetic dataset striate generates when none is installed, and the background batch
-//! loader.
+//! Datasets: images of any channel count and size kept as bytes, with their per-channel
+//! normalisation and class names; the readers (IDX for MNIST and Fashion-MNIST, gzipped or
+//! raw; CIFAR-10's binary batches in [`cifar`]; image folders in [`folder`]), where to find
+//! them, the synthetic dataset striate generates when none is installed, validation splits,
+//! and the background batch loader with its augmentation ([`augment`]).
+
+pub mod augment;
+pub mod cifar;
+pub mod folder;
+
+pub use augment::Augment;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -23,21 +31,102 @@ pub const DEFAULT_DIRS: [&str; 2] = ["data/fashion-mnist", "/usr/share/datasets/
 pub const GET_DATA_HINT: &str =
     "apt-get install dataset-fashion-mnist, or pass --data DIR with the four IDX files";
 
-/// Images (one channel, kept as bytes) and labels.
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Per-channel normalisation of pixels scaled to [0, 1]: `(p / 255 − mean[c]) / std[c]`, as
+/// torchvision's `ToTensor()` then `Normalize(mean, std)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalize {
+    /// Mean of each channel.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each channel.
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// Fashion-MNIST's (one channel: 0.2860, 0.3530).
+    pub fn fashion_mnist() -> Self {
+        Normalize {
+            mean: vec![MEAN],
+            std: vec![STD],
+        }
+    }
+
+    /// The mean and standard deviation of each channel over every pixel of `data` (a
+    /// constant channel gets std 1, not a division by zero).
+    pub fn of(data: &Dataset) -> Self {
+        let plane = data.h * data.w;
+        let mut sum = vec![0f64; data.c];
+        let mut sq = vec![0f64; data.c];
+        for (i, &p) in data.pixels.iter().enumerate() {
+            let v = f64::from(p) / 255.0;
+            let ch = (i / plane) % data.c;
+            sum[ch] += v;
+            sq[ch] += v * v;
+        }
+        let count = (data.len() * plane).max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| {
+                let sd = (s / count - m * m).max(0.0).sqrt();
+                if sd > 1e-6 {
+                    sd as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Normalize {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// The normalised value of each byte, per channel.
+    fn tables(&self) -> Vec<[f32; 256]> {
+        self.mean
+            .iter()
+            .zip(&self.std)
+            .map(|(&m, &s)| std::array::from_fn(|p| (p as f32 / 255.0 - m) / s))
+            .collect()
+    }
+}
+
+/// Images (NCHW, kept as bytes), their labels, class names and normalisation.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// `n · h · w` pixels, 0..=255: a byte each, a quarter of what normalised f32 would take
-    /// (Fashion-MNIST's training set: 47 MB instead of 188 MB). [`Dataset::images`] gives the
-    /// normalised floats the network sees.
+    /// `n · c · h · w` pixels, 0..=255: a byte each, a quarter of what normalised f32 would
+    /// take (Fashion-MNIST's training set: 47 MB instead of 188 MB). [`Dataset::images`] gives
+    /// the normalised floats the network sees.
     pub pixels: Vec<u8>,
     /// `n` labels, each `< n_classes`.
     pub labels: Vec<u32>,
+    /// Channels (1 grayscale, 3 RGB).
+    pub c: usize,
     /// Image height.
     pub h: usize,
     /// Image width.
     pub w: usize,
     /// Number of classes.
     pub n_classes: usize,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// How bytes become the network's floats.
+    pub norm: Normalize,
 }
 
 impl Dataset {
@@ -51,22 +140,43 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Images `start..start + count` as normalised f32, NCHW: `(pixel / 255 - mean) / std`
-    /// with Fashion-MNIST's mean 0.2860 and std 0.3530.
+    /// Values per image, `c · h · w`.
+    pub fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// `[c, h, w]`, the input a model is built for.
+    pub fn input_shape(&self) -> [usize; 3] {
+        [self.c, self.h, self.w]
+    }
+
+    /// Images `start..start + count` as normalised f32, NCHW (see [`Normalize`]).
     pub fn images(&self, start: usize, count: usize) -> Vec<f32> {
-        let pixels = self.h * self.w;
-        let mut out = Vec::with_capacity(count * pixels);
+        let mut out = Vec::with_capacity(count * self.image_len());
         self.extend_images(start..start + count, &mut out);
         out
     }
 
     /// Appends the normalised pixels of the images `indices` to `out`.
     pub fn extend_images(&self, indices: impl IntoIterator<Item = usize>, out: &mut Vec<f32>) {
-        let table = normalised_bytes();
-        let pixels = self.h * self.w;
+        let tables = self.norm.tables();
         for i in indices {
+            self.extend_normalised(self.image(i), &tables, out);
+        }
+    }
+
+    /// The bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let len = self.image_len();
+        &self.pixels[i * len..(i + 1) * len]
+    }
+
+    /// Appends one image's bytes (`c · h · w`), normalised by `tables`.
+    fn extend_normalised(&self, bytes: &[u8], tables: &[[f32; 256]], out: &mut Vec<f32>) {
+        let plane = self.h * self.w;
+        for (ch, table) in tables.iter().enumerate() {
             out.extend(
-                self.pixels[i * pixels..(i + 1) * pixels]
+                bytes[ch * plane..(ch + 1) * plane]
                     .iter()
                     .map(|&p| table[usize::from(p)]),
             );
@@ -76,23 +186,133 @@ impl Dataset {
     /// The first `n` images (all of them if there are fewer).
     pub fn truncate(mut self, n: usize) -> Self {
         let n = n.min(self.len());
-        self.pixels.truncate(n * self.h * self.w);
+        self.pixels.truncate(n * self.image_len());
         self.labels.truncate(n);
         self
     }
+
+    /// The images `indices`, in that order, with everything else of this dataset.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            ..self.empty_like()
+        }
+    }
+
+    /// No images, the same shape, classes and normalisation.
+    fn empty_like(&self) -> Self {
+        Dataset {
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            n_classes: self.n_classes,
+            classes: self.classes.clone(),
+            norm: self.norm.clone(),
+        }
+    }
+
+    /// Splits off a seeded random `fraction` of the images (at least one, at most all but
+    /// one): `(rest, held_out)`, each keeping the original order.
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "a split fraction must be between 0 and 1 (exclusive), got {fraction}"
+            )));
+        }
+        if self.len() < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "cannot split {} image(s) in two",
+                self.len()
+            )));
+        }
+        let n_held = ((self.len() as f64 * fraction).round() as usize).clamp(1, self.len() - 1);
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        Rng::new(seed).shuffle(&mut order);
+        let mut held: Vec<usize> = order[..n_held].to_vec();
+        let mut rest: Vec<usize> = order[n_held..].to_vec();
+        held.sort_unstable();
+        rest.sort_unstable();
+        Ok((self.subset(&rest), self.subset(&held)))
+    }
 }
 
-/// A train/test pair and where it came from.
+/// A train/test pair (and optionally a validation split of the training images) and where it
+/// came from.
 #[derive(Clone, Debug)]
 pub struct DataSplit {
     /// Training images.
     pub train: Dataset,
+    /// Validation images, split off the training set ([`DataSplit::with_validation`]).
+    pub val: Option<Dataset>,
     /// Test images.
     pub test: Dataset,
     /// A line saying which data this is.
     pub description: String,
     /// True for the generated stand-in.
     pub synthetic: bool,
+}
+
+impl DataSplit {
+    /// Moves a seeded random `fraction` of the training images into a validation set.
+    pub fn with_validation(mut self, fraction: f64, seed: u64) -> Result<Self> {
+        let (train, val) = self.train.split(fraction, seed)?;
+        self.description = format!(
+            "{}; {} of the training images held out for validation",
+            self.description,
+            val.len()
+        );
+        self.train = train;
+        self.val = Some(val);
+        Ok(self)
+    }
+
+    /// Normalises train, validation and test by the training set's per-channel statistics.
+    pub fn normalise_by_train(mut self) -> Self {
+        let norm = Normalize::of(&self.train);
+        for d in [
+            Some(&mut self.train),
+            self.val.as_mut(),
+            Some(&mut self.test),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            d.norm = norm.clone();
+        }
+        self
+    }
+}
+
+/// Reads the dataset in `dir`, whichever format it is in: CIFAR-10's binary batches, the IDX
+/// files of (Fashion-)MNIST, or an image folder (read by `folder`'s options).
+pub fn load_dir(dir: &Path, folder: &folder::FolderOptions) -> Result<DataSplit> {
+    if !dir.is_dir() {
+        return Err(Error::Data {
+            path: dir.into(),
+            message: format!("is not a directory; for Fashion-MNIST: {GET_DATA_HINT}"),
+        });
+    }
+    if cifar::is_cifar10_dir(dir) {
+        cifar::load_cifar10_dir(dir)
+    } else if find_file(dir, "train-images-idx3-ubyte").is_some() {
+        load_idx_dir(dir)
+    } else if folder::is_image_folder(dir) {
+        folder::load_image_folder(dir, folder)
+    } else {
+        Err(Error::Data {
+            path: dir.into(),
+            message: "holds no dataset: expected CIFAR-10's data_batch_1.bin ..., the IDX files \
+                      train-images-idx3-ubyte[.gz] ..., or class subdirectories of images"
+                .into(),
+        })
+    }
 }
 
 /// Loads Fashion-MNIST (or MNIST) from `explicit`, else `$STRIATE_DATA`, else the first of
@@ -139,6 +359,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<DataSplit> {
             test.len()
         ),
         train,
+        val: None,
         test,
         synthetic: false,
     })
@@ -174,16 +395,13 @@ fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
     Ok(Dataset {
         pixels,
         labels: label_bytes.iter().map(|&l| u32::from(l)).collect(),
+        c: 1,
         h: dims[1],
         w: dims[2],
         n_classes: 10,
+        classes: FASHION_MNIST_CLASSES.map(String::from).to_vec(),
+        norm: Normalize::fashion_mnist(),
     })
-}
-
-/// The normalised value of each byte.
-fn normalised_bytes() -> &'static [f32; 256] {
-    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| std::array::from_fn(|p| (p as f32 / 255.0 - MEAN) / STD))
 }
 
 /// Reads an IDX file of unsigned bytes with `rank` dimensions (gzipped if it ends in `.gz`).
@@ -264,13 +482,17 @@ pub fn synthetic(n_train: usize, n_test: usize, seed: u64) -> DataSplit {
         Dataset {
             pixels,
             labels,
+            c: 1,
             h: 28,
             w: 28,
             n_classes: 10,
+            classes: SYNTHETIC_CLASSES.map(String::from).to_vec(),
+            norm: Normalize::fashion_mnist(),
         }
     };
     DataSplit {
         train: make(n_train, seed),
+        val: None,
         test: make(n_test, seed ^ 0x5eed),
         description: format!(
             "synthetic shapes ({n_train} train, {n_test} test images: {}); for Fashion-MNIST: {GET_DATA_HINT}",
@@ -332,19 +554,57 @@ pub fn batches(
     shuffle_seed: Option<u64>,
     drop_last: bool,
 ) -> Receiver<Batch> {
+    load(
+        data,
+        batch_size,
+        shuffle_seed,
+        drop_last,
+        Augment::default(),
+    )
+}
+
+/// One training epoch: shuffled by `seed`, whole batches only, each image augmented on the
+/// loader thread by `augment` (its random draws seeded by `seed` too, so a run repeats).
+pub fn train_batches(
+    data: Arc<Dataset>,
+    batch_size: usize,
+    seed: u64,
+    augment: Augment,
+) -> Receiver<Batch> {
+    load(data, batch_size, Some(seed), true, augment)
+}
+
+fn load(
+    data: Arc<Dataset>,
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    drop_last: bool,
+    augment: Augment,
+) -> Receiver<Batch> {
     let (tx, rx) = sync_channel(4);
     thread::spawn(move || {
         let mut order: Vec<usize> = (0..data.len()).collect();
         if let Some(seed) = shuffle_seed {
             Rng::new(seed).shuffle(&mut order);
         }
-        let pixels = data.h * data.w;
+        let mut rng = Rng::new(shuffle_seed.unwrap_or(0) ^ 0xa09_3e47);
+        let tables = data.norm.tables();
+        let mut scratch = Vec::new();
         for chunk in order.chunks(batch_size) {
             if drop_last && chunk.len() < batch_size {
                 break;
             }
-            let mut images = Vec::with_capacity(chunk.len() * pixels);
-            data.extend_images(chunk.iter().copied(), &mut images);
+            let mut images = Vec::with_capacity(chunk.len() * data.image_len());
+            for &i in chunk {
+                if augment.is_identity() {
+                    data.extend_normalised(data.image(i), &tables, &mut images);
+                } else {
+                    augment.geometric(&mut rng, &data, i, &mut scratch);
+                    let start = images.len();
+                    data.extend_normalised(&scratch, &tables, &mut images);
+                    augment.erase(&mut rng, &data, &mut images[start..]);
+                }
+            }
             let labels = chunk.iter().map(|&i| data.labels[i]).collect();
             if tx.send(Batch { images, labels }).is_err() {
                 return; // The consumer stopped early.
@@ -392,6 +652,64 @@ mod tests {
                 "class {class} has {n} of 500 images"
             );
         }
+    }
+
+    #[test]
+    fn validation_splits_are_seeded_disjoint_and_complete() {
+        let split = synthetic(100, 10, 1);
+        let a = split.clone().with_validation(0.2, 5).unwrap();
+        let b = split.clone().with_validation(0.2, 5).unwrap();
+        let (val, train) = (a.val.as_ref().unwrap(), &a.train);
+        assert_eq!((train.len(), val.len()), (80, 20));
+        assert_eq!(
+            val.pixels,
+            b.val.as_ref().unwrap().pixels,
+            "same seed, same split"
+        );
+        let c = split.clone().with_validation(0.2, 6).unwrap();
+        assert_ne!(
+            val.pixels,
+            c.val.unwrap().pixels,
+            "another seed, another split"
+        );
+        // Every original image lands in exactly one part.
+        let mut all: Vec<&[u8]> = (0..80).map(|i| train.image(i)).collect();
+        all.extend((0..20).map(|i| val.image(i)));
+        let mut want: Vec<&[u8]> = (0..100).map(|i| split.train.image(i)).collect();
+        all.sort();
+        want.sort();
+        assert_eq!(all, want);
+        assert!(split.train.split(1.0, 0).is_err());
+        assert!(split.train.truncate(1).split(0.5, 0).is_err());
+    }
+
+    #[test]
+    fn normalisation_statistics_are_per_channel() {
+        // Channel 0 all 51 (0.2), channel 1 alternating 0 and 255 (mean 0.5, std 0.5).
+        let mut pixels = Vec::new();
+        for _ in 0..2 {
+            pixels.extend([51u8; 4]);
+            pixels.extend([0u8, 255, 0, 255]);
+        }
+        let data = Dataset {
+            pixels,
+            labels: vec![0, 1],
+            c: 2,
+            h: 2,
+            w: 2,
+            n_classes: 2,
+            classes: vec!["a".into(), "b".into()],
+            norm: Normalize::fashion_mnist(),
+        };
+        let norm = Normalize::of(&data);
+        assert!((norm.mean[0] - 0.2).abs() < 1e-6 && (norm.mean[1] - 0.5).abs() < 1e-6);
+        assert_eq!(norm.std[0], 1.0, "a constant channel keeps std 1");
+        assert!((norm.std[1] - 0.5).abs() < 1e-6);
+        let data = Dataset { norm, ..data };
+        assert_eq!(
+            data.images(0, 1),
+            [0.0, 0.0, 0.0, 0.0, -1.0, 1.0, -1.0, 1.0]
+        );
     }
 
     #[test]
