@@ -406,7 +406,7 @@ fn run() -> Result<()> {
         erase: args.random_erasing,
     };
     if !augment.is_identity() {
-        log(format!("augment: {augment:?}, on the loader thread"));
+        log(format!("augment: {augment}, on the loader thread"));
     }
     let val = split.val.as_ref();
     if !args.json {

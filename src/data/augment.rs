@@ -89,6 +89,26 @@ impl Augment {
     }
 }
 
+impl std::fmt::Display for Augment {
+    /// `random crop (padding 4), horizontal flip, random erasing (p 0.25)`, or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.crop_padding > 0 {
+            parts.push(format!("random crop (padding {})", self.crop_padding));
+        }
+        if self.hflip {
+            parts.push("horizontal flip".to_string());
+        }
+        if self.erase > 0.0 {
+            parts.push(format!("random erasing (p {})", self.erase));
+        }
+        if parts.is_empty() {
+            parts.push("none".to_string());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
