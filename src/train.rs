@@ -139,6 +139,8 @@ pub struct TrainConfig {
     pub input: [usize; 3],
     /// Number of classes (the logits' width).
     pub n_classes: usize,
+    /// Label smoothing of the training loss (`CrossEntropyLoss(label_smoothing=...)`; 0: none).
+    pub label_smoothing: f32,
     /// Clip the gradients to this global L2 norm each step, as
     /// `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)` before `optimizer.step()`
     /// (computed on the GPU).
@@ -157,6 +159,7 @@ impl Default for TrainConfig {
             schedule: LrSchedule::Constant,
             input: [1, 28, 28],
             n_classes: 10,
+            label_smoothing: 0.0,
             clip_grad_norm: None,
         }
     }
@@ -588,7 +591,7 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     } = built;
 
     g.set_scope("loss");
-    let loss = g.softmax_cross_entropy(logits, labels)?;
+    let loss = g.cross_entropy(logits, labels, None, config.label_smoothing)?;
     let metrics = g.state("metrics", CpuTensor::zeros(&Shape::f32([3])));
     let metrics_node = g.classification_metrics(logits, labels, metrics)?;
     let eval_metrics_node = if eval_logits == logits {

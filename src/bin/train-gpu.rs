@@ -71,6 +71,9 @@ struct Args {
     /// SGD momentum dampening (PyTorch's default 0).
     #[arg(long, default_value_t = 0.0)]
     dampening: f32,
+    /// Label smoothing of the training loss, in [0, 1) (CrossEntropyLoss(label_smoothing=...)).
+    #[arg(long, default_value_t = 0.0, value_name = "EPS")]
+    label_smoothing: f32,
     /// Clip the gradients to this global L2 norm every step (clip_grad_norm_), on the GPU.
     #[arg(long, value_name = "MAX_NORM")]
     clip_grad_norm: Option<f32>,
@@ -340,6 +343,7 @@ fn run() -> Result<()> {
         schedule,
         input: split.train.input_shape(),
         n_classes: split.train.n_classes,
+        label_smoothing: args.label_smoothing,
         clip_grad_norm: args.clip_grad_norm,
     };
     if !args.no_tune {
