@@ -262,6 +262,16 @@ impl<'g> Net<'g> {
     /// and `{name}.running_var` (ones). In training the batch's statistics normalise and the
     /// running ones are updated on the GPU; in evaluation the running ones normalise.
     pub fn batch_norm2d(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        self.batch_norm2d_with(name, x, BatchNormConfig::default())
+    }
+
+    /// `BatchNorm2d(c, eps, momentum)`: [`Net::batch_norm2d`] with other `eps` and `momentum`.
+    pub fn batch_norm2d_with(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        config: BatchNormConfig,
+    ) -> Result<TensorId> {
         self.g.set_scope(name);
         let [_, c, _, _] = self
             .g
@@ -283,7 +293,6 @@ impl<'g> Net<'g> {
             CpuTensor::from_f32([c], vec![1.0; c]),
         );
         self.parts.mode_dependent = true;
-        let config = BatchNormConfig::default();
         match self.mode {
             Mode::Train => {
                 let (y, update) = self.g.batch_norm2d(x, weight, bias, mean, var, config)?;
@@ -616,5 +625,37 @@ fn with_layer(e: Error, layer: &str) -> Error {
             message,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_norm_options_reach_both_modes() {
+        let mut g = Graph::new();
+        let x = g.input("x", Shape::f32([2, 3, 4, 4]));
+        let config = BatchNormConfig {
+            eps: 1e-3,
+            momentum: 0.3,
+        };
+        let mut net = Net::new(&mut g, 0);
+        net.batch_norm2d_with("bn", x, config).expect("train");
+        let parts = net.into_parts();
+        let mut eval = Net::for_eval(&mut g, &parts);
+        eval.batch_norm2d_with("bn", x, config).expect("eval");
+        let ops: Vec<String> = g.nodes().iter().map(|n| format!("{:?}", n.op)).collect();
+        assert_eq!(
+            ops,
+            [
+                "BatchNorm2d { eps: 0.001 }",
+                "BatchNorm2dUpdateStats { momentum: 0.3, count: 32 }",
+                "BatchNorm2dEval { eps: 0.001 }"
+            ]
+        );
+        // The eval build reuses the train build's parameters and buffers.
+        let names: Vec<&str> = parts.buffers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["bn.running_mean", "bn.running_var"]);
     }
 }
