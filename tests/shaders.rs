@@ -149,6 +149,7 @@ fn every_kernel_follows_the_binding_convention() {
     let caps = DeviceCaps {
         subgroups8: true,
         max_texture_dim: 8192,
+        workgroup_tiles: false,
     };
     let mut n_calls = 0;
     for entry in catalog() {

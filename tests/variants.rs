@@ -12,9 +12,14 @@ use striate::Shape;
 #[test]
 fn every_variant_matches_the_reference() {
     let Some(gpu) = common::gpu() else { return };
-    // The plans offered on this adapter, and those an adapter without subgroups gets (they run
-    // here too), so every variant any adapter's autotuner may pick is checked.
-    let gpus = [gpu.clone(), gpu.without_subgroups()];
+    // The plans offered on this adapter, those an adapter without subgroups gets, and the
+    // workgroup-tiled family GPUs get (they all run here too), so every variant any adapter's
+    // autotuner may pick is checked.
+    let gpus = [
+        gpu.clone(),
+        gpu.without_subgroups(),
+        gpu.with_workgroup_tiles(),
+    ];
     let mut n_checked = 0;
     let mut n_split = 0;
     // Variants copying inputs into their textures instead of packing them.
@@ -22,6 +27,8 @@ fn every_variant_matches_the_reference() {
     // Window-sum variants checked, without and with subgroups.
     let mut n_windows = [0; 2];
     let mut implicit_ops = std::collections::BTreeSet::new();
+    // Ops checked with a workgroup-tiled variant.
+    let mut tiled_ops = std::collections::BTreeSet::new();
     for entry in &catalog() {
         if entry.op.is_view() {
             continue;
@@ -77,6 +84,9 @@ fn every_variant_matches_the_reference() {
             if plan.variant.starts_with("implicit-") {
                 implicit_ops.insert(entry.op.name());
             }
+            if plan.variant.starts_with("tiled-") {
+                tiled_ops.insert(entry.op.name());
+            }
             if !plan.copies.is_empty() {
                 n_copies += 1;
             }
@@ -112,6 +122,21 @@ fn every_variant_matches_the_reference() {
             "conv2d_relu_pool"
         ],
         "implicit-GEMM variants checked"
+    );
+    // The workgroup-tiled GPU family: every op that offers it, on odd shapes.
+    assert_eq!(
+        tiled_ops.into_iter().collect::<Vec<_>>(),
+        [
+            "conv2d",
+            "conv2d_backward_input",
+            "conv2d_backward_weight",
+            "conv2d_relu",
+            "conv2d_relu_pool",
+            "linear",
+            "linear_relu",
+            "matmul"
+        ],
+        "workgroup-tiled variants checked"
     );
     eprintln!("{n_checked} variants checked, {n_split} split-k reductions");
 }

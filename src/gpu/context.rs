@@ -58,6 +58,8 @@ pub struct GpuContext {
     inner: Arc<Inner>,
     /// Offer plans as on an adapter without subgroups ([`GpuContext::without_subgroups`]).
     no_subgroups: bool,
+    /// Forces whether the workgroup-tiled family is offered (`None`: by the adapter's type).
+    workgroup_tiles: Option<bool>,
 }
 
 struct Inner {
@@ -207,6 +209,7 @@ impl GpuContext {
         let serial = (info.backend == wgpu::Backend::Gl).then(Mutex::default);
         Ok(GpuContext {
             no_subgroups: false,
+            workgroup_tiles: None,
             inner: Arc::new(Inner {
                 device,
                 queue,
@@ -224,8 +227,8 @@ impl GpuContext {
     /// subgroups (those run anywhere): tests check those variants on this device too.
     pub fn without_subgroups(&self) -> Self {
         GpuContext {
-            inner: self.inner.clone(),
             no_subgroups: true,
+            ..self.clone()
         }
     }
 
@@ -242,6 +245,19 @@ impl GpuContext {
                 && info.subgroup_min_size == 8
                 && info.subgroup_max_size == 8,
             max_texture_dim: self.inner.limits.max_texture_dimension_2d,
+            workgroup_tiles: self.workgroup_tiles.unwrap_or(!matches!(
+                info.device_type,
+                wgpu::DeviceType::Cpu | wgpu::DeviceType::Other
+            )),
+        }
+    }
+
+    /// The same device, on which ops offer the workgroup-tiled kernels (`kernels::tiled`)
+    /// whatever the adapter is: tests check those GPU-only variants on a CPU adapter too.
+    pub fn with_workgroup_tiles(&self) -> Self {
+        GpuContext {
+            workgroup_tiles: Some(true),
+            ..self.clone()
         }
     }
 

@@ -237,6 +237,9 @@ pub struct DeviceCaps {
     pub subgroups8: bool,
     /// Largest 2D texture side.
     pub max_texture_dim: u32,
+    /// Workgroup memory is fast and workgroups run in parallel lanes (a GPU, not a CPU
+    /// adapter): the workgroup-tiled kernel family (`kernels::tiled`) is worth offering.
+    pub workgroup_tiles: bool,
 }
 
 impl DeviceCaps {

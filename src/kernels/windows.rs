@@ -491,6 +491,7 @@ mod tests {
             let caps = DeviceCaps {
                 subgroups8,
                 max_texture_dim: 8192,
+                workgroup_tiles: false,
             };
             for k in 1..=MAX_K as usize {
                 for bias in [false, true] {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::ir::{CpuTensor, OpDef, Shader};
-use crate::kernels::{conv_gemm, gemm, windows};
+use crate::kernels::{conv_gemm, gemm, tiled, windows};
 use crate::ops::activation::softmax;
 use crate::ops::conv::conv2d;
 use crate::ops::conv::general as conv_general;
@@ -65,6 +65,7 @@ pub fn shaders() -> Vec<&'static Shader> {
             .iter()
             .map(conv_gemm::ConvTile::shader),
     );
+    res.extend(tiled::all_shaders());
     res.extend(
         windows::all_tiles()
             .iter()

@@ -17,6 +17,7 @@ use crate::ir::{
 };
 use crate::kernels::conv_gemm;
 use crate::kernels::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
+use crate::kernels::tiled;
 use crate::ops::conv::general;
 use crate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
 use crate::ops::tensor::bias_add::BiasAddBackward;
@@ -421,7 +422,9 @@ fn forward_plans(
         pad: g.pad,
     };
     let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
-    let mut res = conv_gemm::outer_plans(
+    // On GPUs, first the workgroup-tiled implicit GEMM.
+    let mut res = tiled::conv_forward_plans(caps, g, (x, wt, y), true, relu);
+    res.extend(conv_gemm::outer_plans(
         caps,
         g,
         x,
@@ -431,7 +434,7 @@ fn forward_plans(
         relu,
         None,
         None,
-    );
+    ));
     res.extend(gemm_plans(
         caps,
         GemmForm::Outer,
@@ -493,7 +496,10 @@ impl OpDef for Conv2dBackwardInput {
         let direct = KernelPlan::direct(self.kernel(inputs, outputs), 2, 1);
         let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let g = self.geometry;
-        let mut res = conv_gemm::outer_plans(caps, g, gy, wt, true, None, false, None, None);
+        let mut res = tiled::conv_backward_input_plans(caps, g, (gy, wt, x));
+        res.extend(conv_gemm::outer_plans(
+            caps, g, gy, wt, true, None, false, None, None,
+        ));
         let reach = g.dilation * (wt[2] - 1);
         if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
             res.push(direct);
@@ -601,8 +607,28 @@ impl OpDef for Conv2dBackwardWeight {
             sb: (gy[1] * ohw) as isize,
             sc: 1,
         };
-        let mut res =
-            conv_gemm::dot_plans(caps, self.geometry, gy, x, [wt[2], wt[3]], self.bias, None);
+        // The bias gradient, where a plan does not form it itself: bias_add's reduction.
+        let bias_call = self.bias.then(|| {
+            (
+                BiasAddBackward.kernel(&[inputs[0]], &[outputs[1]]),
+                vec![Operand::Input(0), Operand::Output(1)],
+            )
+        });
+        let mut res = tiled::conv_backward_weight_plans(
+            caps,
+            self.geometry,
+            (gy, x, wt),
+            bias_call.as_slice(),
+        );
+        res.extend(conv_gemm::dot_plans(
+            caps,
+            self.geometry,
+            gy,
+            x,
+            [wt[2], wt[3]],
+            self.bias,
+            None,
+        ));
         let mut others = gemm_plans(
             caps,
             GemmForm::Dot,
@@ -614,11 +640,9 @@ impl OpDef for Conv2dBackwardWeight {
         );
         others.push(direct);
         // These compute grad_w only: the bias gradient is bias_add's reduction after them.
-        if self.bias {
-            let call = BiasAddBackward.kernel(&[inputs[0]], &[outputs[1]]);
+        if let Some(call) = &bias_call {
             for plan in &mut others {
-                plan.calls
-                    .push((call.clone(), vec![Operand::Input(0), Operand::Output(1)]));
+                plan.calls.push(call.clone());
             }
         }
         res.extend(others);
@@ -873,9 +897,11 @@ mod tests {
         let caps = DeviceCaps {
             subgroups8: true,
             max_texture_dim: 16384,
+            workgroup_tiles: true,
         };
         let plans = op.plans(&inputs, &[&y[0]], &caps);
         assert!(plans.iter().any(|p| p.variant.starts_with("implicit-")));
+        assert!(plans.iter().any(|p| p.variant.starts_with("tiled-")));
         for plan in &plans {
             for (call, _) in &plan.calls {
                 assert!(

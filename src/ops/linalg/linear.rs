@@ -15,6 +15,7 @@ use crate::ir::{
 };
 use crate::ir::{Graph, TensorId};
 use crate::kernels::gemm::{self, GemmParams, MatrixView};
+use crate::kernels::tiled::{self, TiledKind, TiledParams};
 use crate::ops::activation::{Activation, ActivationBackward};
 use crate::ops::linalg::matmul::Matmul;
 use crate::ops::tensor::bias_add::{BiasAdd, BiasAddBackward};
@@ -169,14 +170,37 @@ impl OpDef for Linear {
             a.pack(Operand::Input(1), Operand::Scratch(0)),
             b.pack(Operand::Input(0), Operand::Scratch(1)),
         ];
-        let mut res = gemm::packed_outer_plans(
+        // On GPUs, first the workgroup-tiled y = x·wᵀ + b straight from the buffers.
+        let tiled_params = TiledParams {
+            m: n as u32,
+            n: out as u32,
+            k: fan_in as u32,
+            a_sr: fan_in as u32,
+            a_sc: 1,
+            b_sr: 1,
+            b_sc: fan_in as u32,
+            relu: u32::from(self.relu),
+            ..TiledParams::default()
+        };
+        let mut res = tiled::plans(
+            caps,
+            TiledKind::Matmul { bias: true },
+            tiled_params,
+            &[
+                Operand::Input(0),
+                Operand::Input(1),
+                Operand::Input(2),
+                Operand::Output(0),
+            ],
+        );
+        res.extend(gemm::packed_outer_plans(
             caps,
             [out, fan_in, n],
             &packs,
             params,
             (true, false),
             &[Operand::Input(2), Operand::Output(0)],
-        );
+        ));
         // Fallback: matmul, bias_add, relu through scratch buffers.
         let y = outputs[0];
         let s = |i| Operand::Scratch(i);

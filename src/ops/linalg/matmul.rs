@@ -11,6 +11,7 @@ use crate::ir::{
 };
 use crate::ir::{Graph, TensorId};
 use crate::kernels::gemm::{self, GemmParams, MatrixView};
+use crate::kernels::tiled::{self, TiledKind, TiledParams};
 use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
@@ -171,15 +172,32 @@ impl OpDef for Matmul {
             row_stride: n as u32,
             ..GemmParams::default()
         };
+        // On GPUs, first the workgroup-tiled GEMM straight from the buffers.
+        let tiled_params = TiledParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a_sr: a_sm as u32,
+            a_sc: a_sk as u32,
+            b_sr: b_sk as u32,
+            b_sc: b_sn as u32,
+            ..TiledParams::default()
+        };
+        let mut res = tiled::plans(
+            caps,
+            TiledKind::Matmul { bias: false },
+            tiled_params,
+            &[Operand::Input(0), Operand::Input(1), Operand::Output(0)],
+        );
         // No plans where the packed textures would not fit the adapter.
-        let mut res = gemm::packed_outer_plans(
+        res.extend(gemm::packed_outer_plans(
             caps,
             [m, k, n],
             &packs,
             params,
             (false, false),
             &[Operand::Output(0)],
-        );
+        ));
         // Operands already in the packed layout (row-major, rows of whole 256-byte texel
         // runs) can be copied into their textures instead of packed by a kernel, where they
         // are unchanged since the program started (the executable checks).
@@ -198,6 +216,7 @@ impl OpDef for Matmul {
         let replaced: Vec<usize> = copies.iter().map(|c| c.scratch).collect();
         let copied: Vec<KernelPlan> = res
             .iter()
+            .filter(|p| !p.variant.starts_with("tiled-"))
             .filter_map(|p| gemm::with_copies(p, &replaced, copies.clone()))
             .collect();
         res.extend(copied);
