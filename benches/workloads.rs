@@ -1,6 +1,9 @@
-//! The benchmark workloads of `../shared/WORKLOADS.md` (W1-W4), timed as specified there.
+//! The benchmark workloads of `../shared/WORKLOADS.md` (W1-W4), timed as specified there, and
+//! three GPU-scale ones where launch overhead no longer hides the kernels: W1B and W2B (W1 and
+//! W2's training at batch 256; W2B's inference at batch 1024) and W3L (SGEMM 4096, median of 5
+//! after 1).
 //!
-//! `cargo bench --bench workloads` runs all four; `cargo bench --bench workloads -- W3` runs
+//! `cargo bench --bench workloads` runs all seven; `cargo bench --bench workloads -- W3` runs
 //! one. Each result is verified against the CPU reference (or, for training, against the
 //! accuracy it must reach) before it is reported, every timed run ends with a device sync, and
 //! each workload prints one machine-readable line: `striate-bench {"workload":"W3",...}`.
@@ -53,13 +56,22 @@ fn main() -> anyhow::Result<()> {
         .measurement_time(Duration::from_secs(5))
         .without_plots();
     if wanted("W1") {
-        w1(&gpu, &mut c)?;
+        w1(&gpu, &mut c, 64)?;
+    }
+    if wanted("W1B") {
+        w1(&gpu, &mut c, 256)?;
     }
     if wanted("W2") {
-        w2(&gpu, &mut c)?;
+        w2(&gpu, &mut c, 128, 256)?;
+    }
+    if wanted("W2B") {
+        w2(&gpu, &mut c, 256, 1024)?;
     }
     if wanted("W3") {
-        w3(&gpu, &mut c)?;
+        w3(&gpu, &mut c, 1024)?;
+    }
+    if wanted("W3L") {
+        w3(&gpu, &mut c, 4096)?;
     }
     if wanted("W4") {
         w4(&gpu, &mut c)?;
@@ -124,12 +136,14 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 /// W1: LeNet-5, Adam 1e-3, batch 64, shuffle seed 0, one epoch of 937 steps; images/s over
-/// steps 21..=937; test accuracy on all 10,000 test images after the epoch; peak RSS.
-fn w1(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
+/// steps 21..=937; test accuracy on all 10,000 test images after the epoch; peak RSS. W1B: the
+/// same at batch 256 (234 steps), no criterion run.
+fn w1(gpu: &GpuContext, crit: &mut Criterion, batch: usize) -> anyhow::Result<()> {
+    let name = if batch == 64 { "W1" } else { "W1B" };
     let split = data()?;
     let cfg = TrainConfig {
         model: Model::Lenet5,
-        batch_size: 64,
+        batch_size: batch,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
         ..Default::default()
@@ -138,8 +152,8 @@ fn w1(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     let train = Arc::new(split.train);
     let mut start = Instant::now();
     let mut steps = 0;
-    for batch in batches(train.clone(), 64, Some(0), true) {
-        trainer.train_step(&batch.images, &batch.labels)?;
+    for b in batches(train.clone(), batch, Some(0), true) {
+        trainer.train_step(&b.images, &b.labels)?;
         steps += 1;
         if steps == 20 {
             trainer.take_metrics()?; // Syncs: the clock starts with the GPU idle.
@@ -148,17 +162,20 @@ fn w1(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     }
     let train_metrics = trainer.take_metrics()?; // Syncs after the last step.
     let seconds = start.elapsed().as_secs_f64();
-    let train_img_s = ((steps - 20) * 64) as f64 / seconds;
+    let train_img_s = ((steps - 20) * batch) as f64 / seconds;
     let test = trainer.evaluate(&split.test)?;
     println!(
-        "W1 LeNet-5 train: {steps} steps, {train_img_s:.0} images/s (steps 21..={steps}), train loss {:.4}, test accuracy {:.2}% on {} images",
+        "{name} LeNet-5 train, batch {batch}: {steps} steps, {train_img_s:.0} images/s (steps 21..={steps}), train loss {:.4}, test accuracy {:.2}% on {} images",
         train_metrics.loss,
         100.0 * test.accuracy,
         test.count
     );
     report(
-        serde_json::json!({"workload": "W1", "train_img_s": train_img_s, "test_acc": test.accuracy, "peak_rss_mb": peak_rss_mb()}),
+        serde_json::json!({"workload": name, "train_img_s": train_img_s, "test_acc": test.accuracy, "peak_rss_mb": peak_rss_mb()}),
     );
+    if batch != 64 {
+        return Ok(());
+    }
     let batch = batches(train, 64, Some(1), true).recv()?;
     criterion_bench(crit, "W1", "lenet5_train_step_b64", 64, &mut || {
         trainer.train_step(&batch.images, &batch.labels)?;
@@ -169,19 +186,26 @@ fn w1(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
 }
 
 /// W2: ConvNet-S, Adam 1e-3, batch 128: train images/s over 50 steps after 5 warm-up steps;
-/// inference images/s at batch 256.
-fn w2(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
+/// inference images/s at batch 256. W2B: training at batch 256, inference at 1024, no
+/// criterion run.
+fn w2(
+    gpu: &GpuContext,
+    crit: &mut Criterion,
+    batch: usize,
+    infer_batch: usize,
+) -> anyhow::Result<()> {
+    let name = if batch == 128 { "W2" } else { "W2B" };
     let split = data()?;
     let cfg = TrainConfig {
         model: Model::ConvnetS,
-        batch_size: 128,
+        batch_size: batch,
         optimizer: Optimizer::adam(1e-3),
         seed: 0,
         ..Default::default()
     };
     let trainer = Trainer::new_tuned(gpu, &cfg)?;
     let train = Arc::new(split.train);
-    let all: Vec<_> = batches(train.clone(), 128, Some(0), true)
+    let all: Vec<_> = batches(train.clone(), batch, Some(0), true)
         .into_iter()
         .take(55)
         .collect();
@@ -194,7 +218,7 @@ fn w2(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         trainer.train_step(&b.images, &b.labels)?;
     }
     let m = trainer.take_metrics()?;
-    let train_img_s = (50 * 128) as f64 / start.elapsed().as_secs_f64();
+    let train_img_s = (50 * batch) as f64 / start.elapsed().as_secs_f64();
     anyhow::ensure!(
         m.loss.is_finite() && m.loss < 2.3,
         "W2 training is not learning: loss {}",
@@ -204,11 +228,12 @@ fn w2(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
     let infer = Trainer::new_tuned(
         gpu,
         &TrainConfig {
-            batch_size: 256,
+            batch_size: infer_batch,
             ..cfg
         },
     )?;
-    let test: Vec<_> = batches(Arc::new(split.test), 256, None, true)
+    // 11 timed batches (W2: 2,816 images; W2B: 9 of 1,024, all the test set allows).
+    let test: Vec<_> = batches(Arc::new(split.test), infer_batch, None, true)
         .into_iter()
         .take(12)
         .collect();
@@ -219,16 +244,19 @@ fn w2(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         infer.eval_step(&b.images, &b.labels)?;
     }
     let m = infer.take_metrics()?;
-    let infer_img_s = ((test.len() - 1) * 256) as f64 / start.elapsed().as_secs_f64();
+    let infer_img_s = ((test.len() - 1) * infer_batch) as f64 / start.elapsed().as_secs_f64();
     anyhow::ensure!(
-        m.count == ((test.len() - 1) * 256) as u64,
+        m.count == ((test.len() - 1) * infer_batch) as u64,
         "inference counted {} images",
         m.count
     );
-    println!("W2 ConvNet-S: train {train_img_s:.1} images/s (batch 128), inference {infer_img_s:.1} images/s (batch 256)");
+    println!("{name} ConvNet-S: train {train_img_s:.1} images/s (batch {batch}), inference {infer_img_s:.1} images/s (batch {infer_batch})");
     report(
-        serde_json::json!({"workload": "W2", "train_img_s": train_img_s, "infer_img_s": infer_img_s}),
+        serde_json::json!({"workload": name, "train_img_s": train_img_s, "infer_img_s": infer_img_s}),
     );
+    if batch != 128 {
+        return Ok(());
+    }
     criterion_bench(crit, "W2", "convnet_s_train_step_b128", 128, &mut || {
         trainer.train_step(&all[0].images, &all[0].labels)?;
         gpu.wait()?;
@@ -310,8 +338,18 @@ impl OpBench {
 
     /// Median of `runs` timed runs after `warmup` untimed ones.
     fn median(&self, warmup: usize, runs: usize) -> anyhow::Result<f64> {
-        for _ in 0..warmup {
+        self.median_warm(warmup, Duration::ZERO, runs)
+    }
+
+    /// Median of `runs` timed runs after at least `warmup` untimed ones and `warm_time` of
+    /// them: a GPU left idle (here during the CPU reference check) takes a while to reach its
+    /// clocks, longer than a few millisecond-long runs.
+    fn median_warm(&self, warmup: usize, warm_time: Duration, runs: usize) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let mut done = 0;
+        while done < warmup || start.elapsed() < warm_time {
             self.run_synced()?;
+            done += 1;
         }
         let mut times: Vec<f64> = (0..runs)
             .map(|_| self.run_synced().map(|d| d.as_secs_f64()))
@@ -341,9 +379,10 @@ impl OpBench {
     }
 }
 
-/// W3: SGEMM C = A·B, M = N = K = 1024: median of 20 runs after 3 warm-up.
-fn w3(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
-    let n = 1024;
+/// W3: SGEMM C = A·B, M = N = K = 1024: median of 20 runs after 3 warm-up. W3L: 4096, median
+/// of 5 after 1 (a software adapter takes seconds a run), no criterion run.
+fn w3(gpu: &GpuContext, crit: &mut Criterion, n: usize) -> anyhow::Result<()> {
+    let name = if n == 1024 { "W3" } else { "W3L" };
     let op = Matmul {
         trans_a: false,
         trans_b: false,
@@ -355,25 +394,32 @@ fn w3(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         &[&[0, 1]],
     )?;
     bench.run_synced()?;
-    // Verify 64 rows against the reference (the full reference takes minutes on 2 cores).
-    let rows = 64;
+    // Verify some rows against the reference (the full reference takes minutes on 2 cores).
+    let rows = 64 * 1024 / n;
     let a_rows = CpuTensor::from_f32([rows, n], bench.inputs[0].f32()[..rows * n].to_vec());
     let want = run_reference(&op, &[a_rows, bench.inputs[1].clone()]);
     assert_close(
-        "W3 SGEMM (first 64 rows)",
+        &format!("{name} SGEMM (first {rows} rows)"),
         &bench.output(0)?.f32()[..rows * n],
         want[0].f32(),
         1e-3,
         1e-3,
     );
-    let seconds = bench.median(3, 20)?;
+    let seconds = if n == 1024 {
+        bench.median(3, 20)?
+    } else {
+        bench.median(1, 5)?
+    };
     bench.maybe_profile()?;
     let gflops = 2.0 * (n * n * n) as f64 / seconds / 1e9;
     println!(
-        "W3 SGEMM 1024: {:.1} ms, {gflops:.2} GFLOP/s",
+        "{name} SGEMM {n}: {:.1} ms, {gflops:.2} GFLOP/s",
         seconds * 1e3
     );
-    report(serde_json::json!({"workload": "W3", "gflops": gflops}));
+    report(serde_json::json!({"workload": name, "gflops": gflops}));
+    if n != 1024 {
+        return Ok(());
+    }
     criterion_bench(
         crit,
         "W3",
@@ -413,7 +459,11 @@ fn w4(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         1e-3,
         1e-3,
     );
-    let fwd_s = fwd.median(2, 10)?;
+    // Warm for a second: the two figures of W4's backward on the H200 (median 22 ms, criterion
+    // 4.3 ms a run) came from the same synced runs, the median's 10 of them right after the
+    // seconds-long CPU check with the GPU idle, criterion's after its 1 s warm-up.
+    let warm = Duration::from_secs(1);
+    let fwd_s = fwd.median_warm(2, warm, 10)?;
     fwd.maybe_profile()?;
 
     let bi = Conv2dBackwardInput {
@@ -452,7 +502,7 @@ fn w4(gpu: &GpuContext, crit: &mut Criterion) -> anyhow::Result<()> {
         1e-2,
         1e-3,
     );
-    let bwd_s = bwd.median(2, 10)?;
+    let bwd_s = bwd.median_warm(2, warm, 10)?;
     bwd.maybe_profile()?;
 
     let flops = 2.0 * (n * k * c * hw * hw * 9) as f64;
