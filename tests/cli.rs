@@ -295,3 +295,57 @@ fn cifar10_batches_and_grayscale_folders_feed_train_gpu() {
     assert!(stdout.contains("1x28x24"), "{stdout}");
     std::fs::remove_dir_all(&root).expect("clean up");
 }
+
+/// Every model of the zoo trains through `train-gpu` on real Fashion-MNIST images (the subset
+/// shipped in `datasets/`): one short epoch each, finite figures over the first 100 test
+/// images.
+#[test]
+fn every_model_trains_through_train_gpu_on_fashion_mnist() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/fashion-mnist-subset");
+    for model in [
+        "lenet5",
+        "convnet-s",
+        "alexnet",
+        "vgg11",
+        "vgg11_bn",
+        "vgg16",
+        "vgg16_bn",
+        "googlenet",
+        "resnet18",
+        "resnet20",
+    ] {
+        let out = train_gpu(&[
+            "--model",
+            model,
+            "--data",
+            data,
+            "--train-limit",
+            "48",
+            "--test-limit",
+            "100",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-4",
+            "--no-tune",
+            "--json",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{model}:\n{stderr}");
+        assert!(stderr.contains("Fashion-MNIST from"), "{model}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let epoch: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().expect("one epoch")).expect("json");
+        assert_eq!(epoch["steps"], 3, "{model}: {epoch}");
+        assert_eq!(epoch["test_images"], 100, "{model}: {epoch}");
+        for key in ["train_loss", "test_loss", "test_acc"] {
+            let v = epoch[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v >= 0.0, "{model}: {key} = {v} in {epoch}");
+        }
+    }
+}

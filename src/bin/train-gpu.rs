@@ -92,6 +92,9 @@ struct Args {
     /// Use only the first N training images.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Evaluate on only the first N test images (a quick look; the default is all of them).
+    #[arg(long)]
+    test_limit: Option<usize>,
     /// Write the trained parameters and buffers here (safetensors, PyTorch names).
     #[arg(long)]
     save: Option<PathBuf>,
@@ -525,6 +528,10 @@ fn load_data(args: &Args) -> Result<DataSplit> {
     if let Some(n) = args.train_limit {
         split.train = split.train.truncate(n);
         split.description += &format!("; training on the first {}", split.train.len());
+    }
+    if let Some(n) = args.test_limit {
+        split.test = split.test.truncate(n);
+        split.description += &format!("; testing on the first {}", split.test.len());
     }
     if let Some(f) = args.val_fraction {
         split = split
