@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::exec::gpu::{Executable, ProgramId, ProgramSpec, TuningReport, VariantChoice};
 use crate::gpu::GpuContext;
 use crate::graph::append_backward;
 use crate::ir::CpuTensor;
-use crate::ir::{Graph, NodeId, TensorId};
+use crate::ir::{Graph, NodeId, TensorId, TensorKind};
 use crate::nn::{Model, Net, NetParts};
 use crate::ops::optim::{
     AdamUpdate, ClipGradNorm, GradSquaredNorm, LrSchedule, LrScheduleStep, OptimizerStepCount,
@@ -436,6 +437,61 @@ impl Trainer {
         let tmp = path.with_extension("safetensors.partial");
         std::fs::write(&tmp, bytes).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Everything a resumed run needs, by name and shape: the parameters, the buffers and all
+    /// optimizer and step state (momenta, moments, step counts, the step factors, the dropout
+    /// step), but not the metric sums (a run starts them at zero).
+    pub fn state_shapes(&self) -> Vec<(String, Shape)> {
+        self.saved_tensors()
+            .map(|t| {
+                (
+                    self.graph.tensor(t).name.clone(),
+                    self.graph.shape(t).clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The tensors a checkpoint holds (see [`Trainer::state_shapes`]).
+    fn saved_tensors(&self) -> impl Iterator<Item = TensorId> + '_ {
+        self.graph
+            .tensor_ids()
+            .filter(|&t| match self.graph.tensor(t).kind {
+                TensorKind::Param(_) => true,
+                TensorKind::State(_) => t != self.metrics,
+                _ => false,
+            })
+    }
+
+    /// Reads the whole training state ([`Trainer::state_shapes`]) into a checkpoint (metadata
+    /// empty: the caller adds the run's).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut tensors = self
+            .saved_tensors()
+            .map(|t| {
+                let name = self.graph.tensor(t).name.clone();
+                Ok((name, self.exe.read(self.train, t)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Checkpoint {
+            tensors,
+            meta: Default::default(),
+        })
+    }
+
+    /// Loads a checkpoint of this model's training state (read from `path`): every tensor of
+    /// [`Trainer::state_shapes`] must be there with its shape and dtype, and nothing else; the
+    /// error names each mismatch, and nothing is written unless all match.
+    pub fn restore(&self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+        ckpt.check_against(&self.state_shapes(), path)?;
+        for t in self.saved_tensors() {
+            if let Some(value) = ckpt.tensor(&self.graph.tensor(t).name) {
+                self.exe.write(t, value.bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// How [`Trainer::profile_step`] times dispatches on this adapter.

@@ -349,3 +349,171 @@ fn every_model_trains_through_train_gpu_on_fashion_mnist() {
         }
     }
 }
+
+/// Runs `train-gpu` and returns its JSON epoch lines as (epoch, train loss, test loss, test
+/// accuracy).
+fn epochs_of(args: &[&str]) -> Vec<(u64, f64, f64, f64)> {
+    let out = train_gpu(args);
+    assert!(
+        out.status.success(),
+        "{args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).expect("json");
+            let f = |k: &str| e[k].as_f64().expect(k);
+            (
+                e["epoch"].as_u64().expect("epoch"),
+                f("train_loss"),
+                f("test_loss"),
+                f("test_acc"),
+            )
+        })
+        .collect()
+}
+
+/// A run resumed from its checkpoint follows the uninterrupted run exactly: AlexNet (dropout
+/// masks from the GPU's step counter), Adam (its step count) and a cosine schedule (the rate
+/// factor), resumed at an epoch's end (same train loss, test loss and accuracy) and in the
+/// middle of one (the rest of the epoch replayed in the same order: same test figures).
+#[test]
+fn resumed_runs_follow_the_uninterrupted_trajectory() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("striate-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = [
+        "--model",
+        "alexnet",
+        "--synthetic",
+        "--train-limit",
+        "96",
+        "--test-limit",
+        "100",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--lr-schedule",
+        "cosine",
+        "--no-tune",
+        "--json",
+    ];
+    let whole = epochs_of(&run);
+    assert_eq!(whole.len(), 2);
+    let ckpt = dir.to_str().expect("utf-8 path");
+    let mut saving = run.to_vec();
+    saving.extend([
+        "--checkpoint",
+        ckpt,
+        "--checkpoint-every",
+        "4",
+        "--keep-last",
+        "10",
+    ]);
+    assert_eq!(epochs_of(&saving), whole, "checkpointing changed the run");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("checkpoints")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Every 4 steps and at both epochs' ends (6 steps each).
+    assert_eq!(
+        names,
+        [
+            "ckpt-0000000004.safetensors",
+            "ckpt-0000000006.safetensors",
+            "ckpt-0000000008.safetensors",
+            "ckpt-0000000012.safetensors"
+        ]
+    );
+    let at_epoch_end = dir.join("ckpt-0000000006.safetensors");
+    let resumed = epochs_of(&["--resume", at_epoch_end.to_str().expect("path"), "--json"]);
+    assert_eq!(resumed, whole[1..], "resumed after epoch 1");
+    let mid_epoch = dir.join("ckpt-0000000008.safetensors");
+    let resumed = epochs_of(&["--resume", mid_epoch.to_str().expect("path"), "--json"]);
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(
+        (resumed[0].0, resumed[0].2, resumed[0].3),
+        (whole[1].0, whole[1].2, whole[1].3),
+        "resumed two steps into epoch 2"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// Killing `train-gpu` (SIGKILL) at moments spread over a run that saves a checkpoint every
+/// step never leaves a checkpoint that does not load, and the run resumes from what is there.
+/// VGG-11 at batch 2 makes the 117 MB saves (weights and Adam's moments) most of the run, so
+/// the kills land in writes (a writer without the rename fails this test).
+#[test]
+fn a_kill_at_any_moment_leaves_loadable_checkpoints() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("striate-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ckpt = dir.to_str().expect("utf-8 path");
+    let args = [
+        "--model",
+        "vgg11",
+        "--synthetic",
+        "--train-limit",
+        "40",
+        "--test-limit",
+        "8",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--no-tune",
+        "--json",
+        "--checkpoint",
+        ckpt,
+        "--checkpoint-every",
+        "1",
+    ];
+    let mut saved = 0;
+    for delay_ms in [900, 1300, 1700, 2300, 2900, 3700] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_train-gpu"))
+            .args(if saved == 0 {
+                args.to_vec()
+            } else {
+                vec!["--resume", ckpt, "--json"]
+            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("train-gpu starts");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        for entry in std::fs::read_dir(&dir).expect("the checkpoint directory") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            if name.ends_with(".partial") {
+                continue; // The write the kill interrupted: never read.
+            }
+            let c = striate::checkpoint::Checkpoint::read(&path)
+                .unwrap_or_else(|e| panic!("after a kill at {delay_ms} ms: {e}"));
+            assert!(c.tensor("features.0.weight").is_some(), "{name}");
+            saved += 1;
+        }
+    }
+    assert!(saved > 0, "no checkpoint was ever written");
+    // The run finishes from where the kills left it.
+    let out = train_gpu(&["--resume", ckpt, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

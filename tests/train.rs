@@ -913,3 +913,57 @@ fn general_and_transposed_convolutions_train_on_the_gpu_as_on_the_cpu() {
         assert_close(name, got.f32(), want, 1e-5 * scale, 1e-4);
     }
 }
+
+/// A checkpoint holds the whole training state under unique names; one of another model is
+/// refused with every mismatch named, and nothing is written.
+#[test]
+fn checkpoints_restore_only_into_the_model_they_came_from() {
+    let Some(gpu) = common::gpu() else { return };
+    let lenet =
+        Trainer::new(&gpu, &config(Model::Lenet5, 4, Optimizer::adam(1e-3))).expect("lenet");
+    let names: Vec<String> = lenet.state_shapes().into_iter().map(|(n, _)| n).collect();
+    let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    for want in [
+        "conv1.weight",
+        "fc3.bias",
+        "conv1.weight.exp_avg",
+        "optimizer.step",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let ckpt = lenet.checkpoint().expect("checkpoint");
+    let convnet =
+        Trainer::new(&gpu, &config(Model::ConvnetS, 4, Optimizer::adam(1e-3))).expect("convnet");
+    let before = convnet.parameters().expect("parameters");
+    let err = convnet
+        .restore(&ckpt, std::path::Path::new("lenet.safetensors"))
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "lenet.safetensors",
+        "conv2.weight is [16, 6, 5, 5]",
+        "missing conv3.weight",
+        "unexpected fc3.bias",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert_eq!(
+        convnet.parameters().expect("parameters"),
+        before,
+        "a refused checkpoint wrote something"
+    );
+    // Into its own model it loads, and the state reads back equal.
+    let other = Trainer::new(
+        &gpu,
+        &TrainConfig {
+            seed: 9,
+            ..config(Model::Lenet5, 4, Optimizer::adam(1e-3))
+        },
+    )
+    .expect("lenet");
+    other
+        .restore(&ckpt, std::path::Path::new("lenet.safetensors"))
+        .expect("restore");
+    assert_eq!(other.checkpoint().expect("read").tensors, ckpt.tensors);
+}

@@ -1,21 +1,23 @@
 //! `train-gpu`: train a CNN on the GPU and report loss, accuracy and speed per epoch.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use striate::checkpoint::Checkpoint;
 use striate::data::{self, DataSplit, Dataset};
 use striate::nn::Model;
 use striate::ops::optim::LrSchedule;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 use striate::{AdapterChoice, GpuContext};
 
-#[derive(Parser, Debug)]
-#[command(version, about = "Train a CNN on the GPU with striate (WGSL compute shaders on wgpu)", long_about = None)]
+#[derive(Parser, Debug, Clone)]
+#[command(version, about = "Train a CNN on the GPU with striate (WGSL compute shaders on wgpu)", long_about = None, args_override_self = true)]
 struct Args {
     /// Model to train (`--model list` prints them all with their sizes): lenet5 (W1),
     /// convnet-s (W2), alexnet, vgg11, vgg11_bn, vgg16, vgg16_bn, googlenet, resnet18, resnet20.
@@ -98,6 +100,22 @@ struct Args {
     /// Write the trained parameters and buffers here (safetensors, PyTorch names).
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Save the whole training state (parameters, buffers, optimizer state, step counts, the
+    /// data order's position and the run's arguments) into DIR after every epoch, crash-safe
+    /// (written aside, synced, renamed); with --val-fraction also DIR/best.safetensors.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Also save a checkpoint every N training steps.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Checkpoints kept in DIR (the newest; best.safetensors besides).
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    keep_last: usize,
+    /// Continue a run from its newest checkpoint in DIR (or from a checkpoint file) with the
+    /// run's own arguments; --epochs, --json, --adapter and --checkpoint given here override
+    /// them. The resumed run follows the same trajectory as an uninterrupted one.
+    #[arg(long, value_name = "DIR|FILE")]
+    resume: Option<PathBuf>,
     /// GPU to use: vulkan, metal, dx12, gl, or part of the adapter's name. Default:
     /// $STRIATE_ADAPTER, else the best adapter (a real GPU over a software one).
     #[arg(long)]
@@ -274,7 +292,35 @@ fn run() -> Result<()> {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches)?;
+    let argv: Vec<String> = std::env::args().collect();
+    let (resume, argv) = match &args.resume {
+        None => (None, argv),
+        Some(path) => {
+            let resume = Resume::find(path)?;
+            // The run's own arguments, then what this command line says about how long, where
+            // and how to report.
+            let mut run_argv = resume.argv.clone();
+            let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+            if given("epochs") {
+                run_argv.extend(["--epochs".into(), args.epochs.to_string()]);
+            }
+            let mut run = Args::try_parse_from(&run_argv)
+                .context("the arguments stored in the checkpoint no longer parse")?;
+            run.json = args.json;
+            if given("adapter") {
+                run.adapter = args.adapter.clone();
+            }
+            run.checkpoint = args
+                .checkpoint
+                .clone()
+                .or(run.checkpoint)
+                .or_else(|| resume.dir.clone());
+            args = run;
+            (Some(resume), run_argv)
+        }
+    };
     if args.model == "list" {
         return list_models();
     }
@@ -416,6 +462,20 @@ fn run() -> Result<()> {
         log(format!("augment: {augment}, on the loader thread"));
     }
     let val = split.val.as_ref();
+    let mut saver = args
+        .checkpoint
+        .as_ref()
+        .map(|dir| Saver::new(dir, args.keep_last, argv.clone()))
+        .transpose()?;
+    let (mut start_epoch, mut skip, mut global_step) = (1, 0, 0);
+    if let Some(r) = &resume {
+        trainer.restore(&r.ckpt, &r.path)?;
+        (start_epoch, skip, global_step) = (r.next_epoch, r.skip_steps, r.global_step);
+        log(format!(
+            "resumed: {} (epoch {start_epoch}, after step {skip} of it; {global_step} steps in all)",
+            r.path.display()
+        ));
+    }
     if !args.json {
         let val_head = if val.is_some() {
             format!("  {:>9}  {:>8}", "val loss", "val acc")
@@ -427,7 +487,7 @@ fn run() -> Result<()> {
             "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s"
         );
     }
-    for epoch in 1..=args.epochs {
+    for epoch in start_epoch..=args.epochs {
         let bar = if args.json {
             ProgressBar::hidden()
         } else {
@@ -443,12 +503,16 @@ fn run() -> Result<()> {
         let start = Instant::now();
         let shuffle_seed = args.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0u64);
+        // A resumed epoch replays the loader's order and augmentation up to where it stopped.
+        bar.inc(skip as u64);
         for (step, batch) in
             data::train_batches(train.clone(), args.batch_size, shuffle_seed, augment)
                 .into_iter()
                 .enumerate()
+                .skip(std::mem::take(&mut skip))
         {
             trainer.train_step(&batch.images, &batch.labels)?;
+            global_step += 1;
             // The loss is read asynchronously: ask every `log_every` steps, show it when the
             // GPU has got there; only the epoch's end waits.
             let last = step + 1 == steps_per_epoch;
@@ -467,6 +531,11 @@ fn run() -> Result<()> {
             if !last && (step + 1) % args.log_every.max(1) == 0 {
                 trainer.request_metrics()?;
             }
+            if let Some(saver) = saver.as_mut() {
+                if !last && args.checkpoint_every > 0 && global_step % args.checkpoint_every == 0 {
+                    saver.save(&trainer, [epoch, step + 1, global_step], None)?;
+                }
+            }
             bar.inc(1);
         }
         let seconds = start.elapsed().as_secs_f64();
@@ -480,6 +549,13 @@ fn run() -> Result<()> {
             train_loss.is_finite(),
             "training diverged in epoch {epoch}: the loss is {train_loss}; try a smaller --lr"
         );
+        if let Some(saver) = saver.as_mut() {
+            saver.save(
+                &trainer,
+                [epoch + 1, 0, global_step],
+                val.map(|v| v.accuracy),
+            )?;
+        }
         if args.json {
             let line = serde_json::json!({
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
@@ -508,6 +584,133 @@ fn run() -> Result<()> {
         log(format!("saved:   {}", path.display()));
     }
     Ok(())
+}
+
+/// Where a resumed run starts: the checkpoint and what its metadata says.
+struct Resume {
+    path: PathBuf,
+    /// The checkpoint directory, when `--resume` named one.
+    dir: Option<PathBuf>,
+    ckpt: Checkpoint,
+    argv: Vec<String>,
+    next_epoch: usize,
+    skip_steps: usize,
+    global_step: usize,
+}
+
+impl Resume {
+    /// The newest checkpoint in `path` (a directory), or `path` itself (a file).
+    fn find(path: &Path) -> Result<Self> {
+        let (file, dir) = if path.is_dir() {
+            let newest = Saver::checkpoints(path)?.pop().with_context(|| {
+                format!(
+                    "{}: no checkpoint (ckpt-*.safetensors) to resume",
+                    path.display()
+                )
+            })?;
+            (newest, Some(path.to_path_buf()))
+        } else {
+            (path.to_path_buf(), None)
+        };
+        let ckpt = Checkpoint::read(&file)?;
+        let meta = |key: &str| -> Result<&String> {
+            ckpt.meta.get(key).with_context(|| {
+                format!(
+                    "{}: not a train-gpu checkpoint (no {key:?} in its metadata)",
+                    file.display()
+                )
+            })
+        };
+        let number = |key: &str| -> Result<usize> {
+            meta(key)?
+                .parse()
+                .with_context(|| format!("{}: {key} is not a number", file.display()))
+        };
+        let argv: Vec<String> = serde_json::from_str(meta("args")?)
+            .with_context(|| format!("{}: unreadable args", file.display()))?;
+        Ok(Resume {
+            next_epoch: number("next_epoch")?,
+            skip_steps: number("skip_steps")?,
+            global_step: number("global_step")?,
+            argv,
+            path: file,
+            dir,
+            ckpt,
+        })
+    }
+}
+
+/// Writes `--checkpoint` files: `ckpt-<global step>.safetensors`, the newest `keep` kept, and
+/// `best.safetensors` whenever the validation accuracy improves.
+struct Saver {
+    dir: PathBuf,
+    keep: usize,
+    argv: Vec<String>,
+    best: Option<f64>,
+}
+
+impl Saver {
+    fn new(dir: &Path, keep: usize, argv: Vec<String>) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the checkpoint directory {}", dir.display()))?;
+        // A resumed run keeps the best it had.
+        let best = Checkpoint::read(&dir.join("best.safetensors"))
+            .ok()
+            .and_then(|c| c.meta.get("val_acc")?.parse().ok());
+        Ok(Saver {
+            dir: dir.into(),
+            keep: keep.max(1),
+            argv,
+            best,
+        })
+    }
+
+    /// The checkpoints in `dir`, oldest first.
+    fn checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut res: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with("ckpt-") && n.ends_with(".safetensors")
+                })
+            })
+            .collect();
+        res.sort();
+        Ok(res)
+    }
+
+    /// Saves the state after `global_step` steps, to continue at step `skip` of epoch
+    /// `next_epoch`; `val_acc` is the epoch's validation accuracy, if any.
+    fn save(
+        &mut self,
+        trainer: &Trainer,
+        [next_epoch, skip, global_step]: [usize; 3],
+        val_acc: Option<f64>,
+    ) -> Result<()> {
+        let mut ckpt = trainer.checkpoint()?;
+        ckpt.meta
+            .insert("args".into(), serde_json::to_string(&self.argv)?);
+        ckpt.meta
+            .insert("next_epoch".into(), next_epoch.to_string());
+        ckpt.meta.insert("skip_steps".into(), skip.to_string());
+        ckpt.meta
+            .insert("global_step".into(), global_step.to_string());
+        if let Some(acc) = val_acc {
+            ckpt.meta.insert("val_acc".into(), acc.to_string());
+        }
+        ckpt.write(&self.dir.join(format!("ckpt-{global_step:010}.safetensors")))?;
+        let all = Self::checkpoints(&self.dir)?;
+        for old in &all[..all.len().saturating_sub(self.keep)] {
+            std::fs::remove_file(old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        if let Some(acc) = val_acc.filter(|&a| self.best.is_none_or(|b| a > b)) {
+            ckpt.write(&self.dir.join("best.safetensors"))?;
+            self.best = Some(acc);
+        }
+        Ok(())
+    }
 }
 
 fn load_data(args: &Args) -> Result<DataSplit> {
