@@ -92,9 +92,25 @@ impl Checkpoint {
                         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
                         .collect(),
                 ),
+                // Counters (PyTorch's num_batches_tracked) as u32.
+                safetensors::Dtype::I64 => {
+                    let values = data
+                        .chunks_exact(8)
+                        .map(|b| {
+                            let v = i64::from_le_bytes(b.try_into().expect("8 bytes"));
+                            u32::try_from(v).map_err(|_| {
+                                err(format!(
+                                    "tensor {name} holds {v}, beyond striate's u32 counters"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<u32>>>()?;
+                    CpuTensor::from_u32(dims, values)
+                }
                 other => {
                     return Err(err(format!(
-                        "tensor {name} is {other:?}; striate reads F32 and U32"
+                        "tensor {name} is {other:?}; striate reads F32 weights (in PyTorch: \
+                         save_file({{k: v.float() ...}})), U32 and I64 counters"
                     )))
                 }
             };

@@ -123,6 +123,12 @@ pub struct NetParts {
     /// The `[1]` u32 step counter dropout layers draw their masks from, when the model has
     /// any; the train program must increment it once per step, after the backward pass.
     pub rng_step: Option<TensorId>,
+    /// Names of the batch-norm layers (their PyTorch `num_batches_tracked` is `bn_count`).
+    pub batch_norms: Vec<String>,
+    /// The `[1]` u32 count of training batches every batch norm has seen (PyTorch's
+    /// `num_batches_tracked`, one for all since they all see every batch); the train program
+    /// increments it once per step.
+    pub bn_count: Option<TensorId>,
 }
 
 impl<'g> Net<'g> {
@@ -297,6 +303,11 @@ impl<'g> Net<'g> {
             Mode::Train => {
                 let (y, update) = self.g.batch_norm2d(x, weight, bias, mean, var, config)?;
                 self.parts.effects.push(update);
+                self.parts.batch_norms.push(name.to_string());
+                if self.parts.bn_count.is_none() {
+                    let count = CpuTensor::from_u32([1], vec![0]);
+                    self.parts.bn_count = Some(self.g.state("num_batches_tracked", count));
+                }
                 Ok(y)
             }
             Mode::Eval => self

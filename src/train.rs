@@ -211,6 +211,10 @@ pub struct Trainer {
     n_classes: usize,
     input: [usize; 3],
     image_numel: usize,
+    eval_logits: TensorId,
+    predict: ProgramId,
+    batch_norms: Vec<String>,
+    bn_count: Option<TensorId>,
 }
 
 impl Trainer {
@@ -256,6 +260,12 @@ impl Trainer {
                 outputs: vec![],
                 effects: vec![parts.eval_metrics_node],
             },
+            // Inference: the eval forward with its logits kept readable, no metrics.
+            ProgramSpec {
+                name: "predict".into(),
+                outputs: vec![parts.eval_logits],
+                effects: vec![],
+            },
         ];
         if with_check {
             let outputs = std::iter::once(parts.loss)
@@ -271,6 +281,10 @@ impl Trainer {
         Ok(Trainer {
             train: exe.program("train")?,
             eval: exe.program("eval")?,
+            predict: exe.program("predict")?,
+            eval_logits: parts.eval_logits,
+            batch_norms: parts.batch_norms,
+            bn_count: parts.bn_count,
             exe,
             images: parts.images,
             labels: parts.labels,
@@ -411,17 +425,24 @@ impl Trainer {
         Ok((loss, grads))
     }
 
-    /// Writes the parameters and buffers to a safetensors file (`conv1.weight` OIHW, `fc1.weight`
-    /// `[out, in]`). Writes a temporary file and renames it, so a failure never leaves a
-    /// half-written checkpoint.
+    /// Writes the model as PyTorch's `state_dict` in a safetensors file: the parameters and
+    /// buffers under PyTorch's names and layouts (`conv1.weight` OIHW, `fc1.weight` `[out, in]`,
+    /// `bn1.running_mean`) and each batch norm's `num_batches_tracked` (an I64 scalar), so
+    /// `model.load_state_dict(load_file(path), strict=True)` takes it. Crash-safe (written
+    /// aside, synced, renamed): a failure never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let err = |message: String| Error::Checkpoint {
             path: path.into(),
             message,
         };
-        let mut params = self.parameters()?;
-        params.extend(self.buffers()?);
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = params
+        let mut tensors = self.parameters()?;
+        tensors.extend(self.buffers()?);
+        let count = match self.bn_count {
+            Some(t) => u64::from(self.exe.read(self.train, t)?.u32()[0]),
+            None => 0,
+        };
+        let count_bytes = count.to_le_bytes();
+        let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
             .iter()
             .map(|(name, t)| {
                 safetensors::tensor::TensorView::new(
@@ -433,10 +454,85 @@ impl Trainer {
                 .map_err(|e| err(e.to_string()))
             })
             .collect::<Result<_>>()?;
+        for bn in &self.batch_norms {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![], &count_bytes)
+                    .map_err(|e| err(e.to_string()))?;
+            views.push((format!("{bn}.num_batches_tracked"), view));
+        }
         let bytes = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("safetensors.partial");
-        std::fs::write(&tmp, bytes).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        crate::checkpoint::write_atomic(path, &bytes)
+    }
+
+    /// Loads a model's weights saved as PyTorch's `state_dict` (safetensors; what
+    /// [`Trainer::save`] writes, or `save_file(model.state_dict(), path)` for the same
+    /// architecture): every parameter and buffer must be there with its shape, as F32, and
+    /// nothing else but the batch norms' `num_batches_tracked` (optional). The error names
+    /// every mismatch, and nothing is loaded unless all match. Optimizer state is untouched.
+    pub fn load_weights(&self, path: &Path) -> Result<()> {
+        let ckpt = Checkpoint::read(path)?;
+        let counters: Vec<String> = self
+            .batch_norms
+            .iter()
+            .map(|b| format!("{b}.num_batches_tracked"))
+            .collect();
+        let (counts, weights): (Vec<_>, Vec<_>) = ckpt
+            .tensors
+            .into_iter()
+            .partition(|(name, _)| counters.contains(name));
+        let weights = Checkpoint {
+            tensors: weights,
+            meta: ckpt.meta,
+        };
+        let want: Vec<(String, Shape)> = self
+            .params
+            .iter()
+            .chain(&self.buffers)
+            .map(|(name, t)| (name.clone(), self.graph.shape(*t).clone()))
+            .collect();
+        weights.check_against(&want, path)?;
+        let mut count = 0;
+        for (name, t) in &counts {
+            if t.shape.numel() != 1 || t.shape.dtype != crate::shape::DType::U32 {
+                return Err(Error::Checkpoint {
+                    path: path.into(),
+                    message: format!("{name} must be an integer scalar, got {}", t.shape),
+                });
+            }
+            count = count.max(t.u32()[0]);
+        }
+        for (name, t) in self.params.iter().chain(&self.buffers) {
+            let value = weights.tensor(name).expect("checked above");
+            self.exe.write(*t, value.bytes())?;
+        }
+        if let Some(t) = self.bn_count {
+            self.exe.write(t, bytemuck::bytes_of(&count))?;
+        }
+        Ok(())
+    }
+
+    /// Logits `[n, n_classes]` of up to `batch_size` images in evaluation mode (running
+    /// statistics, no dropout): inference, nothing trained or counted.
+    pub fn predict(&self, images: &[f32]) -> Result<CpuTensor> {
+        let n = images.len() / self.image_numel.max(1);
+        if n == 0 || n > self.batch_size || n * self.image_numel != images.len() {
+            let [c, h, w] = self.input;
+            return Err(Error::InvalidArgument(format!(
+                "{} values is not 1..={} images of {c}x{h}x{w}",
+                images.len(),
+                self.batch_size
+            )));
+        }
+        let mut padded = images.to_vec();
+        padded.resize(self.batch_size * self.image_numel, 0.0);
+        self.exe.write(self.images, bytemuck::cast_slice(&padded))?;
+        self.exe.run(self.predict)?;
+        let logits = self.exe.read(self.predict, self.eval_logits)?;
+        let classes = self.n_classes;
+        Ok(CpuTensor::from_f32(
+            [n, classes],
+            logits.f32()[..n * classes].to_vec(),
+        ))
     }
 
     /// Everything a resumed run needs, by name and shape: the parameters, the buffers and all
@@ -606,6 +702,10 @@ pub struct TrainingParts {
     pub grads: Vec<TensorId>,
     /// Nodes the train program runs for their effect: metrics, step count, updates.
     pub train_effects: Vec<NodeId>,
+    /// Names of the batch-norm layers.
+    pub batch_norms: Vec<String>,
+    /// Their shared `num_batches_tracked` counter (`[1]` u32 state), when there are any.
+    pub bn_count: Option<TensorId>,
 }
 
 /// Builds forward, loss, metrics, backward and optimizer updates as one graph.
@@ -643,6 +743,8 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         buffers,
         effects: layer_effects,
         rng_step,
+        batch_norms,
+        bn_count,
         ..
     } = built;
 
@@ -778,6 +880,11 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         }
         train_effects.push(NodeId(g.nodes().len() as u32 - 1));
     }
+    if let Some(count) = bn_count {
+        g.set_scope("batch_norm");
+        g.push(OptimizerStepCount, &[count])?;
+        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+    }
     if let Some(step) = rng_step {
         // After the backward pass, which regenerates the dropout masks from this step.
         g.set_scope("dropout");
@@ -798,6 +905,8 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
         buffers,
         grads,
         train_effects,
+        batch_norms,
+        bn_count,
     };
     Ok((g, parts))
 }

@@ -967,3 +967,93 @@ fn checkpoints_restore_only_into_the_model_they_came_from() {
         .expect("restore");
     assert_eq!(other.checkpoint().expect("read").tensors, ckpt.tensors);
 }
+
+/// `save` writes PyTorch's state_dict (ResNet-20: parameters, running statistics and each
+/// batch norm's `num_batches_tracked` as an I64 scalar); `load_weights` takes it into a fresh
+/// model, which then gives the same logits. A file with a wrong shape, dtype, a missing or an
+/// extra tensor is refused with each problem named.
+#[test]
+fn pytorch_state_dicts_go_out_and_come_back_with_the_same_logits() {
+    use safetensors::{tensor::TensorView, Dtype};
+    let Some(gpu) = common::gpu() else { return };
+    let cfg = config(Model::Resnet20, 4, Optimizer::sgd(0.05, 0.9));
+    let a = Trainer::new(&gpu, &cfg).expect("trainer");
+    let data = synthetic(8, 4, 3);
+    for s in 0..2 {
+        let images = data.train.images(4 * s, 4);
+        a.train_step(&images, &data.train.labels[4 * s..4 * s + 4])
+            .expect("step");
+    }
+    let dir = std::env::temp_dir().join(format!("striate-torch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let path = dir.join("resnet20.safetensors");
+    a.save(&path).expect("save");
+    let bytes = std::fs::read(&path).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let nbt = st
+        .tensor("layer3.2.bn2.num_batches_tracked")
+        .expect("counter");
+    assert_eq!((nbt.dtype(), nbt.shape()), (Dtype::I64, &[][..]));
+    assert_eq!(
+        i64::from_le_bytes(nbt.data().try_into().expect("8 bytes")),
+        2
+    );
+    assert_eq!(
+        st.tensor("layer2.0.downsample.0.weight")
+            .expect("shortcut")
+            .shape(),
+        [32, 16, 1, 1]
+    );
+    // 21 batch norms (5 entries each), 21 convolutions, fc.
+    assert_eq!(st.names().len(), 21 * 5 + 21 + 2);
+
+    let b = Trainer::new(&gpu, &TrainConfig { seed: 7, ..cfg }).expect("trainer");
+    let x = data.test.images(0, 4);
+    assert_ne!(a.predict(&x).expect("a"), b.predict(&x).expect("b"));
+    b.load_weights(&path).expect("load");
+    assert_eq!(a.predict(&x).expect("a"), b.predict(&x).expect("b"));
+    b.save(&dir.join("again.safetensors")).expect("save");
+    assert_eq!(
+        std::fs::read(dir.join("again.safetensors")).expect("read"),
+        bytes
+    );
+
+    // Broken files: each problem named, nothing loaded.
+    let mut views: Vec<(String, TensorView<'_>)> = st.tensors();
+    let f64_bytes = vec![0u8; 16 * 8];
+    views.retain(|(n, _)| n != "fc.bias" && n != "bn1.weight");
+    views.push((
+        "bn1.weight".into(),
+        TensorView::new(Dtype::F64, vec![16], &f64_bytes).expect("view"),
+    ));
+    let bad = dir.join("bad.safetensors");
+    std::fs::write(
+        &bad,
+        safetensors::serialize(views.clone(), None).expect("serialize"),
+    )
+    .expect("write");
+    let err = b.load_weights(&bad).unwrap_err().to_string();
+    assert!(err.contains("bn1.weight is F64"), "{err}");
+    views.retain(|(n, _)| n != "bn1.weight");
+    let extra = vec![0u8; 4];
+    views.push((
+        "fc.extra".into(),
+        TensorView::new(Dtype::F32, vec![1], &extra).expect("view"),
+    ));
+    std::fs::write(
+        &bad,
+        safetensors::serialize(views, None).expect("serialize"),
+    )
+    .expect("write");
+    let err = b.load_weights(&bad).unwrap_err().to_string();
+    for part in [
+        "missing fc.bias",
+        "missing bn1.weight",
+        "unexpected fc.extra",
+        "bad.safetensors",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert_eq!(a.predict(&x).expect("a"), b.predict(&x).expect("b"));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -111,6 +111,10 @@ struct Args {
     /// Checkpoints kept in DIR (the newest; best.safetensors besides).
     #[arg(long, value_name = "K", default_value_t = 3)]
     keep_last: usize,
+    /// Start from these weights (a PyTorch state_dict saved with safetensors for the same
+    /// architecture, or an earlier --save): fine-tuning. Names, shapes and dtypes must match.
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Continue a run from its newest checkpoint in DIR (or from a checkpoint file) with the
     /// run's own arguments; --epochs, --json, --adapter and --checkpoint given here override
     /// them. The resumed run follows the same trajectory as an uninterrupted one.
@@ -467,6 +471,10 @@ fn run() -> Result<()> {
         .as_ref()
         .map(|dir| Saver::new(dir, args.keep_last, argv.clone()))
         .transpose()?;
+    if let Some(path) = &args.init {
+        trainer.load_weights(path)?;
+        log(format!("init:    weights from {}", path.display()));
+    }
     let (mut start_epoch, mut skip, mut global_step) = (1, 0, 0);
     if let Some(r) = &resume {
         trainer.restore(&r.ckpt, &r.path)?;
