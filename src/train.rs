@@ -431,6 +431,16 @@ impl Trainer {
     /// `model.load_state_dict(load_file(path), strict=True)` takes it. Crash-safe (written
     /// aside, synced, renamed): a failure never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with_meta(path, &Default::default())
+    }
+
+    /// [`Trainer::save`] with string metadata in the file's header (PyTorch ignores it;
+    /// `train-gpu` stores the input shape, normalisation and class names there for `predict`).
+    pub fn save_with_meta(
+        &self,
+        path: &Path,
+        meta: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
         let err = |message: String| Error::Checkpoint {
             path: path.into(),
             message,
@@ -460,7 +470,8 @@ impl Trainer {
                     .map_err(|e| err(e.to_string()))?;
             views.push((format!("{bn}.num_batches_tracked"), view));
         }
-        let bytes = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
+        let meta = (!meta.is_empty()).then(|| meta.clone().into_iter().collect());
+        let bytes = safetensors::serialize(views, meta).map_err(|e| err(e.to_string()))?;
         crate::checkpoint::write_atomic(path, &bytes)
     }
 

@@ -517,3 +517,73 @@ fn a_kill_at_any_moment_leaves_loadable_checkpoints() {
     );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// `predict` classifies PNG files with a model `train-gpu --save` wrote, preparing them as the
+/// training images were (from the file's metadata), by class name; an unreadable file is an
+/// error of its own while the rest are still classified.
+#[test]
+fn predict_classifies_image_files_by_class_name() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/fashion-mnist-subset");
+    let dir = std::env::temp_dir().join(format!("striate-predict-{}", std::process::id()));
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).expect("tmp dir");
+    let weights = dir.join("lenet.safetensors");
+    let out = train_gpu(&[
+        "--data",
+        data,
+        "--epochs",
+        "3",
+        "--test-limit",
+        "10",
+        "--no-tune",
+        "--json",
+        "--save",
+        weights.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first 40 test images as PNG files, as a user would have them.
+    let split = striate::data::load_idx_dir(std::path::Path::new(data)).expect("subset");
+    let test = &split.test;
+    for i in 0..40 {
+        let img = image::GrayImage::from_raw(28, 28, test.image(i).to_vec()).expect("28x28");
+        img.save(images.join(format!("{i:02}.png"))).expect("png");
+    }
+    std::fs::write(images.join("zz-broken.png"), b"not a png").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_predict"))
+        .args(["--weights", weights.to_str().expect("path"), "--json"])
+        .arg(&images)
+        .output()
+        .expect("predict runs");
+    assert_eq!(out.status.code(), Some(1), "one file could not be read");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("zz-broken.png"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 41);
+    let mut correct = 0;
+    for (i, line) in lines.iter().filter(|l| l.get("top").is_some()).enumerate() {
+        let top = &line["top"][0];
+        let p = top["probability"].as_f64().expect("probability");
+        assert!((0.0..=1.0).contains(&p), "{line}");
+        let name = top["class"].as_str().expect("class name");
+        assert!(
+            striate::data::FASHION_MNIST_CLASSES.contains(&name),
+            "{line}"
+        );
+        if top["index"] == test.labels[i] {
+            correct += 1;
+        }
+    }
+    // Three short epochs on 2,000 images reach about 70%; chance is 10%.
+    assert!(correct >= 20, "only {correct} of 40 right");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -588,7 +588,7 @@ fn run() -> Result<()> {
         }
     }
     if let Some(path) = &args.save {
-        trainer.save(path)?;
+        trainer.save_with_meta(path, &train.model_meta(model.name()))?;
         log(format!("saved:   {}", path.display()));
     }
     Ok(())

@@ -259,6 +259,38 @@ pub struct DataSplit {
     pub synthetic: bool,
 }
 
+/// Metadata keys under which a model file records how its inputs were prepared, so
+/// `predict` prepares new images the same way.
+pub mod meta {
+    /// The model's CLI name.
+    pub const MODEL: &str = "striate.model";
+    /// `[c, h, w]` as JSON.
+    pub const INPUT: &str = "striate.input";
+    /// Per-channel mean, JSON.
+    pub const MEAN: &str = "striate.mean";
+    /// Per-channel standard deviation, JSON.
+    pub const STD: &str = "striate.std";
+    /// Class names in label order, JSON.
+    pub const CLASSES: &str = "striate.classes";
+}
+
+impl Dataset {
+    /// The metadata `predict` needs to prepare images as this dataset's were (see [`meta`]).
+    pub fn model_meta(&self, model: &str) -> std::collections::BTreeMap<String, String> {
+        let json = |v: serde_json::Value| v.to_string();
+        [
+            (meta::MODEL, model.to_string()),
+            (meta::INPUT, json(serde_json::json!(self.input_shape()))),
+            (meta::MEAN, json(serde_json::json!(self.norm.mean))),
+            (meta::STD, json(serde_json::json!(self.norm.std))),
+            (meta::CLASSES, json(serde_json::json!(self.classes))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 impl DataSplit {
     /// Moves a seeded random `fraction` of the training images into a validation set.
     pub fn with_validation(mut self, fraction: f64, seed: u64) -> Result<Self> {
