@@ -12,7 +12,7 @@ use crate::gpu::GpuContext;
 use crate::graph::append_backward;
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId, TensorKind};
-use crate::nn::{Model, Net, NetParts};
+use crate::nn::{Architecture, Model, Net, NetParts};
 use crate::ops::optim::{
     AdamUpdate, ClipGradNorm, GradSquaredNorm, LrSchedule, LrScheduleStep, OptimizerStepCount,
     RmspropUpdate, SgdUpdate,
@@ -242,13 +242,39 @@ impl Trainer {
         Self::build(gpu, config, true, VariantChoice::First)
     }
 
+    /// A trainer for a network of the user's own ([`Architecture`]: a function of [`Net`]
+    /// layers) instead of `config.model`; with `tuned`, plans chosen by the autotuner.
+    pub fn custom(
+        gpu: &GpuContext,
+        config: &TrainConfig,
+        arch: &dyn Architecture,
+        tuned: bool,
+    ) -> Result<Self> {
+        let choice = if tuned {
+            VariantChoice::Autotune
+        } else {
+            VariantChoice::First
+        };
+        Self::build_with(gpu, config, arch, false, choice)
+    }
+
     fn build(
         gpu: &GpuContext,
         config: &TrainConfig,
         with_check: bool,
         choice: VariantChoice,
     ) -> Result<Self> {
-        let (graph, parts) = training_graph(config)?;
+        Self::build_with(gpu, config, &config.model, with_check, choice)
+    }
+
+    fn build_with(
+        gpu: &GpuContext,
+        config: &TrainConfig,
+        arch: &dyn Architecture,
+        with_check: bool,
+        choice: VariantChoice,
+    ) -> Result<Self> {
+        let (graph, parts) = training_graph_of(config, arch)?;
         let mut specs = vec![
             ProgramSpec {
                 name: "train".into(),
@@ -721,6 +747,14 @@ pub struct TrainingParts {
 
 /// Builds forward, loss, metrics, backward and optimizer updates as one graph.
 pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
+    training_graph_of(config, &config.model)
+}
+
+/// [`training_graph`] for any [`Architecture`] (`config.model` is not used).
+pub fn training_graph_of(
+    config: &TrainConfig,
+    arch: &dyn Architecture,
+) -> Result<(Graph, TrainingParts)> {
     if config.batch_size == 0 {
         return Err(Error::InvalidArgument(
             "batch size must be at least 1".into(),
@@ -737,15 +771,13 @@ pub fn training_graph(config: &TrainConfig) -> Result<(Graph, TrainingParts)> {
     let images = g.input("images", Shape::f32([config.batch_size, c, h, w]));
     let labels = g.input("labels", Shape::u32([config.batch_size]));
     let mut net = Net::new(&mut g, config.seed);
-    let logits = config.model.build(&mut net, images, config.n_classes)?;
+    let logits = arch.build(&mut net, images, config.n_classes)?;
     let built = net.into_parts();
     // A model with layers that compute differently in evaluation (batch norm) gets a second
     // forward for the eval program, sharing every parameter and buffer.
     let eval_logits = if built.mode_dependent {
         let mut eval_net = Net::for_eval(&mut g, &built);
-        config
-            .model
-            .build(&mut eval_net, images, config.n_classes)?
+        arch.build(&mut eval_net, images, config.n_classes)?
     } else {
         logits
     };

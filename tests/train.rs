@@ -1057,3 +1057,62 @@ fn pytorch_state_dicts_go_out_and_come_back_with_the_same_logits() {
     assert_eq!(a.predict(&x).expect("a"), b.predict(&x).expect("b"));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A residual CNN of the user's own, written with the public layer API (a block function used
+/// twice, a closure as the architecture), trains: its parameters carry the names it gave them
+/// and overfitting one batch drives the loss down.
+#[test]
+fn a_user_defined_residual_cnn_trains() {
+    use striate::nn::{Conv2dOptions, Net};
+    use striate::TensorId;
+    let Some(gpu) = common::gpu() else { return };
+    fn block(net: &mut Net, name: &str, x: TensorId, c: usize) -> striate::Result<TensorId> {
+        let conv = Conv2dOptions::new(3).padding(1).bias(false);
+        let y = net.conv(&format!("{name}.conv1"), x, c, conv)?;
+        let y = net.batch_norm2d(&format!("{name}.bn1"), y)?;
+        let y = net.relu(&format!("{name}.relu1"), y)?;
+        let y = net.conv(&format!("{name}.conv2"), y, c, conv)?;
+        let y = net.batch_norm2d(&format!("{name}.bn2"), y)?;
+        let y = net.add(&format!("{name}.add"), y, x)?;
+        net.relu(&format!("{name}.relu2"), y)
+    }
+    let width = 12;
+    let arch = move |net: &mut Net, x: TensorId, classes: usize| {
+        let x = net.conv("stem", x, width, Conv2dOptions::new((3, 5)).padding((1, 2)))?;
+        let x = block(net, "layer1", x, width)?;
+        let x = net.max_pool2d("pool", x, 2, 2)?;
+        let x = block(net, "layer2", x, width)?;
+        let x = net.global_avg_pool2d("avgpool", x)?;
+        let x = net.flatten("flatten", x)?;
+        net.linear("fc", x, classes)
+    };
+    let cfg = config(Model::Lenet5, 16, Optimizer::adam(3e-3));
+    let trainer = Trainer::custom(&gpu, &cfg, &arch, false).expect("trainer");
+    let names: Vec<String> = trainer
+        .parameters()
+        .expect("parameters")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for want in [
+        "stem.weight",
+        "layer1.conv1.weight",
+        "layer2.bn2.bias",
+        "fc.weight",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("conv1")), "{names:?}");
+    let data = synthetic(16, 1, 4).train;
+    let images = data.images(0, 16);
+    let mut losses = Vec::new();
+    for _ in 0..25 {
+        trainer.train_step(&images, &data.labels).expect("step");
+        losses.push(trainer.take_metrics().expect("metrics").loss);
+    }
+    // The criterion every_model_learns_one_batch holds the zoo to.
+    assert!(
+        losses[24] < 0.8 * losses[0],
+        "the loss did not fall: {losses:?}"
+    );
+}
