@@ -518,7 +518,7 @@ fn a_kill_at_any_moment_leaves_loadable_checkpoints() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
-/// `predict` classifies PNG files with a model `train-gpu --save` wrote, preparing them as the
+/// `predict` classifies PNG and JPEG files with a model `train-gpu --save` wrote, preparing them as the
 /// training images were (from the file's metadata), by class name; an unreadable file is an
 /// error of its own while the rest are still classified.
 #[test]
@@ -548,12 +548,20 @@ fn predict_classifies_image_files_by_class_name() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The first 40 test images as PNG files, as a user would have them.
+    // The first 40 test images as PNG and JPEG files (every other one; JPEG at quality 95),
+    // as a user would have them.
     let split = striate::data::load_idx_dir(std::path::Path::new(data)).expect("subset");
     let test = &split.test;
     for i in 0..40 {
         let img = image::GrayImage::from_raw(28, 28, test.image(i).to_vec()).expect("28x28");
-        img.save(images.join(format!("{i:02}.png"))).expect("png");
+        if i % 2 == 0 {
+            img.save(images.join(format!("{i:02}.png"))).expect("png");
+        } else {
+            let mut file = std::fs::File::create(images.join(format!("{i:02}.jpg"))).expect("jpg");
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 95)
+                .encode_image(&img)
+                .expect("jpeg");
+        }
     }
     std::fs::write(images.join("zz-broken.png"), b"not a png").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_predict"))
