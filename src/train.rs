@@ -7,7 +7,9 @@ use std::path::Path;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
-use crate::exec::gpu::{Executable, ProgramId, ProgramSpec, TuningReport, VariantChoice};
+use crate::exec::gpu::{
+    Executable, ProgramId, ProgramSpec, TuneOptions, TuningReport, VariantChoice,
+};
 use crate::gpu::GpuContext;
 use crate::graph::append_backward;
 use crate::ir::CpuTensor;
@@ -231,6 +233,23 @@ impl Trainer {
         Self::build(gpu, config, false, VariantChoice::Autotune)
     }
 
+    /// [`Trainer::new_tuned`] within a time budget and with progress reports
+    /// ([`TuneOptions`]).
+    pub fn new_tuned_with(
+        gpu: &GpuContext,
+        config: &TrainConfig,
+        options: TuneOptions,
+    ) -> Result<Self> {
+        Self::build_full(
+            gpu,
+            config,
+            &config.model,
+            false,
+            VariantChoice::Autotune,
+            options,
+        )
+    }
+
     /// What autotuning did while this trainer was built.
     pub fn tuning_report(&self) -> TuningReport {
         self.exe.tuning_report()
@@ -274,6 +293,24 @@ impl Trainer {
         with_check: bool,
         choice: VariantChoice,
     ) -> Result<Self> {
+        Self::build_full(
+            gpu,
+            config,
+            arch,
+            with_check,
+            choice,
+            TuneOptions::default(),
+        )
+    }
+
+    fn build_full(
+        gpu: &GpuContext,
+        config: &TrainConfig,
+        arch: &dyn Architecture,
+        with_check: bool,
+        choice: VariantChoice,
+        tune: TuneOptions,
+    ) -> Result<Self> {
         let (graph, parts) = training_graph_of(config, arch)?;
         let mut specs = vec![
             ProgramSpec {
@@ -303,7 +340,11 @@ impl Trainer {
                 effects: parts.train_effects.clone(),
             });
         }
-        let exe = Executable::build_with(gpu, &graph, &specs, choice)?;
+        let exe = if choice == VariantChoice::Autotune {
+            Executable::build_tuned(gpu, &graph, &specs, tune)?
+        } else {
+            Executable::build_with(gpu, &graph, &specs, choice)?
+        };
         Ok(Trainer {
             train: exe.program("train")?,
             eval: exe.program("eval")?,

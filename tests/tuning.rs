@@ -76,3 +76,50 @@ fn autotuning_leaves_parameters_and_optimizer_state_untouched() {
     assert_ne!(exe.read(program, param).expect("read").f32(), values(1e-3));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Autotuning reports each op it reaches (numbered 1 to the total over all programs) and,
+/// with its budget spent, leaves the rest at their first plan without caching them.
+#[test]
+fn tuning_reports_progress_and_keeps_to_its_budget() {
+    use std::sync::{Arc, Mutex};
+    use striate::exec::gpu::TuneOptions;
+    use striate::nn::Model;
+    use striate::train::{Optimizer, TrainConfig, Trainer};
+    let Some(gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("striate-tuning-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::env::set_var("STRIATE_CACHE_DIR", &dir);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let options = TuneOptions {
+        budget: Some(std::time::Duration::ZERO),
+        progress: Some(Arc::new(move |p| {
+            log.lock()
+                .expect("lock")
+                .push((p.index, p.total, p.op.clone()));
+        })),
+    };
+    let config = TrainConfig {
+        model: Model::Lenet5,
+        batch_size: 8,
+        optimizer: Optimizer::adam(1e-3),
+        ..Default::default()
+    };
+    let trainer = Trainer::new_tuned_with(&gpu, &config, options).expect("trainer");
+    let report = trainer.tuning_report();
+    let seen = seen.lock().expect("lock").clone();
+    assert!(report.total >= 10, "{report:?}");
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (1..=report.total).collect::<Vec<_>>()
+    );
+    assert!(seen.iter().all(|s| s.1 == report.total));
+    assert!(seen.iter().any(|s| s.2.contains("conv1")), "{seen:?}");
+    assert_eq!(report.tuned, 0, "the budget was zero: {report:?}");
+    assert_eq!(
+        report.cached + report.over_budget,
+        report.total,
+        "{report:?}"
+    );
+    assert!(report.over_budget > 0, "{report:?}");
+}

@@ -135,6 +135,10 @@ struct Args {
     /// the candidates on this adapter. Tuning results are cached in ~/.cache/striate.
     #[arg(long)]
     no_tune: bool,
+    /// Stop autotuning after this many seconds of timing; the ops left run their first
+    /// variant this time and are tuned on a later run.
+    #[arg(long, value_name = "SECONDS")]
+    tune_budget: Option<f64>,
     /// Before training, print the time of every kernel of one training step and its share
     /// of the step (GPU timestamps where the adapter has them, else the host clock around
     /// each dispatch synced on its own). With --epochs 0, only profile.
@@ -399,14 +403,50 @@ fn run() -> Result<()> {
         label_smoothing: args.label_smoothing,
         clip_grad_norm: args.clip_grad_norm,
     };
+    let cache = striate::exec::tune::cache_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "no cache directory".into());
     if !args.no_tune {
-        log("building: kernels not in the tuning cache are timed first (a minute or two for a new model or batch size; --no-tune skips)".to_string());
+        log(format!(
+            "building: every op's kernel variants not in the tuning cache ({cache}) are timed on this adapter first; --no-tune skips it, --tune-budget SECONDS caps it"
+        ));
     }
     let build_start = Instant::now();
     let trainer = if args.no_tune {
         Trainer::new(&gpu, &config)?
     } else {
-        Trainer::new_tuned(&gpu, &config)?
+        let bar = if args.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("tuning  [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let shown = bar.clone();
+        let progress: striate::exec::gpu::ProgressFn = Arc::new(move |p| {
+            shown.set_length(p.total as u64);
+            shown.set_position(p.index as u64 - 1);
+            // "layer op-name": the node's name and the op, without its parameters and shapes.
+            let mut words = p.op.split_whitespace();
+            let layer = words.next().unwrap_or_default();
+            let op: String = words
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take_while(|c| c.is_alphanumeric())
+                .collect();
+            shown.set_message(format!("{layer} {op}"));
+        });
+        let options = striate::exec::gpu::TuneOptions {
+            budget: args.tune_budget.map(std::time::Duration::from_secs_f64),
+            progress: Some(progress),
+        };
+        let trainer = Trainer::new_tuned_with(&gpu, &config, options);
+        bar.finish_and_clear();
+        trainer?
     };
     let tuning = trainer.tuning_report();
     let n_params: usize = trainer
@@ -435,14 +475,17 @@ fn run() -> Result<()> {
         build_start.elapsed().as_secs_f64()
     ));
     if !args.no_tune {
+        let over = if tuning.over_budget > 0 {
+            format!(
+                ", {} left untuned by --tune-budget (their first variant; tuned next run)",
+                tuning.over_budget
+            )
+        } else {
+            String::new()
+        };
         log(format!(
-            "tuning:  {} ops timed ({:.1}s), {} from the cache{}",
-            tuning.tuned,
-            tuning.seconds,
-            tuning.cached,
-            striate::exec::tune::cache_path()
-                .map(|p| format!(" ({})", p.display()))
-                .unwrap_or_default()
+            "tuning:  {} ops timed ({:.1}s), {} from the cache ({cache}){over}",
+            tuning.tuned, tuning.seconds, tuning.cached,
         ));
     }
     if args.profile {

@@ -39,6 +39,8 @@ pub struct Executable {
     programs: Vec<Program>,
     /// How plans are chosen.
     choice: VariantChoice,
+    /// Autotuning's budget and progress reports.
+    tune: TuneOptions,
     tuning: Mutex<TuningReport>,
     /// Preallocated staging buffer for small reads (metrics), so reading them creates nothing.
     small_staging: wgpu::Buffer,
@@ -192,6 +194,30 @@ pub enum VariantChoice {
     Autotune,
 }
 
+/// Where autotuning is, for a progress display: before each op with a choice of plans.
+#[derive(Clone, Debug)]
+pub struct TuneProgress {
+    /// This op's number, from 1.
+    pub index: usize,
+    /// Ops with a choice in all the executable's programs.
+    pub total: usize,
+    /// The op (layer, op and shapes).
+    pub op: String,
+}
+
+/// A callback receiving [`TuneProgress`].
+pub type ProgressFn = std::sync::Arc<dyn Fn(&TuneProgress) + Send + Sync>;
+
+/// How autotuning runs ([`Executable::build_tuned`]).
+#[derive(Clone, Default)]
+pub struct TuneOptions {
+    /// Time spent timing candidates after which the remaining ops take their first plan
+    /// (not cached, so a later run tunes them).
+    pub budget: Option<std::time::Duration>,
+    /// Called before each op with a choice is looked up or timed.
+    pub progress: Option<ProgressFn>,
+}
+
 /// What autotuning did while an executable was built.
 #[derive(Clone, Debug, Default)]
 pub struct TuningReport {
@@ -199,6 +225,10 @@ pub struct TuningReport {
     pub tuned: usize,
     /// Ops whose choice came from the cache.
     pub cached: usize,
+    /// Ops left at their first plan because the budget ran out.
+    pub over_budget: usize,
+    /// Ops with a choice, in all programs.
+    pub total: usize,
     /// Seconds spent timing.
     pub seconds: f64,
     /// `(op label, chosen variant)` for every op that had a choice.
@@ -244,6 +274,27 @@ impl Executable {
         specs: &[ProgramSpec],
         choice: VariantChoice,
     ) -> Result<Self> {
+        Self::build_full(gpu, g, specs, choice, TuneOptions::default())
+    }
+
+    /// [`Executable::build`] with every op's plan autotuned, within `options`' budget and
+    /// reporting progress to its callback.
+    pub fn build_tuned(
+        gpu: &GpuContext,
+        g: &Graph,
+        specs: &[ProgramSpec],
+        options: TuneOptions,
+    ) -> Result<Self> {
+        Self::build_full(gpu, g, specs, VariantChoice::Autotune, options)
+    }
+
+    fn build_full(
+        gpu: &GpuContext,
+        g: &Graph,
+        specs: &[ProgramSpec],
+        choice: VariantChoice,
+        tune: TuneOptions,
+    ) -> Result<Self> {
         let mut persistent = HashMap::new();
         for t in g.tensor_ids() {
             let info = g.tensor(t);
@@ -263,6 +314,7 @@ impl Executable {
             persistent,
             programs: Vec::new(),
             choice,
+            tune,
             tuning: Mutex::default(),
             small_staging: gpu.create_buffer(
                 "small readback",
@@ -272,11 +324,33 @@ impl Executable {
             in_flight: Mutex::default(),
             pending_small: Mutex::default(),
         };
+        if exe.choice == VariantChoice::Autotune {
+            exe.tuning.lock().expect("tuning report lock").total = specs
+                .iter()
+                .map(|spec| exe.ops_with_a_choice(g, spec))
+                .sum();
+        }
         for spec in specs {
             let program = exe.bake(g, spec)?;
             exe.programs.push(program);
         }
         Ok(exe)
+    }
+
+    /// How many of `spec`'s dispatching nodes offer more than one plan here.
+    fn ops_with_a_choice(&self, g: &Graph, spec: &ProgramSpec) -> usize {
+        let caps = self.gpu.caps();
+        schedule::schedule(g, &spec.outputs, &spec.effects)
+            .steps
+            .iter()
+            .filter(|s| s.dispatch)
+            .filter(|s| {
+                let node = g.node(s.node);
+                let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
+                let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
+                node.op.plans(&inputs, &outputs, &caps).len() > 1
+            })
+            .count()
     }
 
     fn bake(&self, g: &Graph, spec: &ProgramSpec) -> Result<Program> {
@@ -503,10 +577,23 @@ impl Executable {
                 let cache = tuning_cache();
                 let cached = cache.get(&key).and_then(|v| by_name(&v));
                 let mut report = self.tuning.lock().expect("tuning report lock");
+                if let Some(progress) = &self.tune.progress {
+                    progress(&TuneProgress {
+                        index: report.tuned + report.cached + report.over_budget + 1,
+                        total: report.total,
+                        op: what.to_string(),
+                    });
+                }
+                let spent = std::time::Duration::from_secs_f64(report.seconds);
+                let over = self.tune.budget.is_some_and(|b| spent >= b);
                 let chosen = match cached {
                     Some(p) => {
                         report.cached += 1;
                         p
+                    }
+                    None if over => {
+                        report.over_budget += 1;
+                        &plans[0]
                     }
                     None => {
                         let start = std::time::Instant::now();
