@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod plots;
 pub mod rng;
 pub mod shape;
 pub mod train;

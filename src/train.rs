@@ -142,6 +142,9 @@ pub struct TrainConfig {
     pub input: [usize; 3],
     /// Number of classes (the logits' width).
     pub n_classes: usize,
+    /// Also bake a program that keeps every convolution's eval-mode output readable
+    /// ([`Trainer::feature_maps`]; costs the memory of all of them at once).
+    pub feature_maps: bool,
     /// Label smoothing of the training loss (`CrossEntropyLoss(label_smoothing=...)`; 0: none).
     pub label_smoothing: f32,
     /// Clip the gradients to this global L2 norm each step, as
@@ -163,6 +166,7 @@ impl Default for TrainConfig {
             input: [1, 28, 28],
             n_classes: 10,
             label_smoothing: 0.0,
+            feature_maps: false,
             clip_grad_norm: None,
         }
     }
@@ -215,6 +219,8 @@ pub struct Trainer {
     image_numel: usize,
     eval_logits: TensorId,
     predict: ProgramId,
+    /// Each convolution layer's eval-mode output, by layer name.
+    conv_outputs: Vec<(String, TensorId)>,
     batch_norms: Vec<String>,
     bn_count: Option<TensorId>,
 }
@@ -330,6 +336,14 @@ impl Trainer {
                 effects: vec![],
             },
         ];
+        let conv_outputs = conv_outputs(&graph, parts.eval_logits);
+        if config.feature_maps {
+            specs.push(ProgramSpec {
+                name: "features".into(),
+                outputs: conv_outputs.iter().map(|(_, t)| *t).collect(),
+                effects: vec![],
+            });
+        }
         if with_check {
             let outputs = std::iter::once(parts.loss)
                 .chain(parts.grads.iter().copied())
@@ -349,6 +363,7 @@ impl Trainer {
             train: exe.program("train")?,
             eval: exe.program("eval")?,
             predict: exe.program("predict")?,
+            conv_outputs,
             eval_logits: parts.eval_logits,
             batch_norms: parts.batch_norms,
             bn_count: parts.bn_count,
@@ -589,6 +604,40 @@ impl Trainer {
         Ok(())
     }
 
+    /// Every convolution layer's output (eval mode) for one image `[c·h·w]`, by layer name, in
+    /// forward order: each `[channels, oh, ow]` (a fused pool's output where the layer pools).
+    /// Needs [`TrainConfig::feature_maps`].
+    pub fn feature_maps(&self, image: &[f32]) -> Result<Vec<(String, CpuTensor)>> {
+        let program = self.exe.program("features").map_err(|_| {
+            Error::InvalidArgument(
+                "feature maps need a trainer built with TrainConfig::feature_maps".into(),
+            )
+        })?;
+        if image.len() != self.image_numel {
+            let [c, h, w] = self.input;
+            return Err(Error::InvalidArgument(format!(
+                "{} values is not one {c}x{h}x{w} image",
+                image.len()
+            )));
+        }
+        let mut padded = image.to_vec();
+        padded.resize(self.batch_size * self.image_numel, 0.0);
+        self.exe.write(self.images, bytemuck::cast_slice(&padded))?;
+        self.exe.run(program)?;
+        self.conv_outputs
+            .iter()
+            .map(|(name, t)| {
+                let all = self.exe.read(program, *t)?;
+                let dims = all.shape.dims[1..].to_vec();
+                let len: usize = dims.iter().product();
+                Ok((
+                    name.clone(),
+                    CpuTensor::from_f32(dims, all.f32()[..len].to_vec()),
+                ))
+            })
+            .collect()
+    }
+
     /// Logits `[n, n_classes]` of up to `batch_size` images in evaluation mode (running
     /// statistics, no dropout): inference, nothing trained or counted.
     pub fn predict(&self, images: &[f32]) -> Result<CpuTensor> {
@@ -784,6 +833,18 @@ pub struct TrainingParts {
     pub batch_norms: Vec<String>,
     /// Their shared `num_batches_tracked` counter (`[1]` u32 state), when there are any.
     pub bn_count: Option<TensorId>,
+}
+
+/// The convolution layers of the eval forward that computes `logits`, in order: each node's
+/// name and first output.
+fn conv_outputs(g: &Graph, logits: TensorId) -> Vec<(String, TensorId)> {
+    crate::graph::schedule::schedule(g, &[logits], &[])
+        .steps
+        .iter()
+        .map(|s| g.node(s.node))
+        .filter(|n| n.op.name().starts_with("conv"))
+        .map(|n| (n.name.clone(), n.outputs[0]))
+        .collect()
 }
 
 /// Builds forward, loss, metrics, backward and optimizer updates as one graph.

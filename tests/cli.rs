@@ -593,5 +593,72 @@ fn predict_classifies_image_files_by_class_name() {
     }
     // Three short epochs on 2,000 images reach about 70%; chance is 10%.
     assert!(correct >= 20, "only {correct} of 40 right");
+    // The feature maps of one file: a picture with the input and both convolution layers.
+    let maps = dir.join("maps");
+    let out = Command::new(env!("CARGO_BIN_EXE_predict"))
+        .args([
+            "--weights",
+            weights.to_str().expect("path"),
+            "--feature-maps",
+        ])
+        .arg(&maps)
+        .arg(images.join("00.png"))
+        .output()
+        .expect("predict runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(maps.join("feature_maps.png")).expect("a PNG");
+    assert_eq!(img.height(), 390, "three rows: the input and two layers");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// `--plots` writes the five pictures, each a PNG that decodes, of the size its content makes
+/// (LeNet-5 on 10 classes: 6 filters of 5x5, two convolution layers, 24 misclassified).
+#[test]
+fn plots_are_pngs_of_the_expected_sizes() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/fashion-mnist-subset");
+    let dir = std::env::temp_dir().join(format!("striate-plots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = train_gpu(&[
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--train-limit",
+        "512",
+        "--test-limit",
+        "200",
+        "--val-fraction",
+        "0.2",
+        "--no-tune",
+        "--plots",
+        dir.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, want) in [
+        ("curves.png", Some((1500, 450))),
+        ("filters.png", Some((326, 101))),
+        ("feature_maps.png", Some((1528, 390))),
+        ("confusion.png", Some((670, 680))),
+        ("misclassified.png", Some((1148, 504))),
+    ] {
+        let img = image::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let size = (img.width(), img.height());
+        assert_eq!(Some(size), want, "{name}");
+        // Not blank: some pixels dark (text, lines, images), most light.
+        let gray = img.to_luma8();
+        let dark = gray.pixels().filter(|p| p.0[0] < 100).count();
+        assert!(dark > 100, "{name} looks empty");
+    }
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -40,6 +40,9 @@ struct Args {
     /// One JSON object per image on stdout.
     #[arg(long)]
     json: bool,
+    /// Also write DIR/feature_maps.png: the first image through every convolution layer.
+    #[arg(long, value_name = "DIR")]
+    feature_maps: Option<PathBuf>,
     /// GPU to use (as train-gpu's --adapter).
     #[arg(long)]
     adapter: Option<String>,
@@ -172,6 +175,7 @@ fn run() -> Result<bool> {
         batch_size: args.batch_size.min(files.len()),
         input: prep.input,
         n_classes: prep.classes.len(),
+        feature_maps: args.feature_maps.is_some(),
         ..Default::default()
     };
     let trainer = Trainer::new(&gpu, &config)?;
@@ -193,6 +197,13 @@ fn run() -> Result<bool> {
                 eprintln!("error: {e:#}");
             }
         }
+    }
+    if let (Some(dir), Some((path, pixels))) = (&args.feature_maps, ready.first()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let out = dir.join("feature_maps.png");
+        let title = format!("feature maps of {}", path.display());
+        striate::plots::feature_maps(&out, &trainer, pixels, prep.input, &title)?;
+        eprintln!("feature maps: {}", out.display());
     }
     for chunk in ready.chunks(config.batch_size) {
         let images: Vec<f32> = chunk.iter().flat_map(|(_, p)| p.iter().copied()).collect();

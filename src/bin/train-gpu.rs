@@ -124,6 +124,12 @@ struct Args {
     /// $STRIATE_ADAPTER, else the best adapter (a real GPU over a software one).
     #[arg(long)]
     adapter: Option<String>,
+    /// Write pictures of the run into DIR: curves.png (loss, accuracy and learning rate per
+    /// epoch, updated every epoch), and at the end filters.png (the first convolution's
+    /// filters), feature_maps.png (a test image through every convolution), confusion.png and
+    /// misclassified.png.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
     /// Print one JSON object per epoch on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -401,6 +407,7 @@ fn run() -> Result<()> {
         input: split.train.input_shape(),
         n_classes: split.train.n_classes,
         label_smoothing: args.label_smoothing,
+        feature_maps: args.plots.is_some(),
         clip_grad_norm: args.clip_grad_norm,
     };
     let cache = striate::exec::tune::cache_path()
@@ -518,6 +525,11 @@ fn run() -> Result<()> {
         trainer.load_weights(path)?;
         log(format!("init:    weights from {}", path.display()));
     }
+    if let Some(dir) = &args.plots {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the plot directory {}", dir.display()))?;
+    }
+    let mut curves = Curves::default();
     let (mut start_epoch, mut skip, mut global_step) = (1, 0, 0);
     if let Some(r) = &resume {
         trainer.restore(&r.ckpt, &r.path)?;
@@ -572,7 +584,12 @@ fn run() -> Result<()> {
             } else {
                 trainer.poll_metrics()?
             };
+            let at = (epoch - 1) as f64 + (step + 1) as f64 / steps_per_epoch as f64;
+            curves
+                .lr
+                .push((at, f64::from(args.lr) * schedule.factor(global_step - 1)));
             if let Some(m) = polled {
+                curves.running.push((at, m.loss));
                 loss_sum += m.loss * m.count as f64;
                 correct += m.accuracy * m.count as f64;
                 seen += m.count;
@@ -600,6 +617,17 @@ fn run() -> Result<()> {
             train_loss.is_finite(),
             "training diverged in epoch {epoch}: the loss is {train_loss}; try a smaller --lr"
         );
+        curves.epochs.push(striate::plots::EpochPoint {
+            epoch: epoch as f64,
+            train_loss,
+            train_acc,
+            val: val.map(|v| (v.loss, v.accuracy)),
+            test: (test.loss, test.accuracy),
+        });
+        if let Some(dir) = &args.plots {
+            let path = dir.join("curves.png");
+            striate::plots::training_curves(&path, &curves.epochs, &curves.running, &curves.lr)?;
+        }
         if let Some(saver) = saver.as_mut() {
             saver.save(
                 &trainer,
@@ -630,9 +658,114 @@ fn run() -> Result<()> {
             );
         }
     }
+    if let Some(dir) = &args.plots {
+        final_plots(dir, &trainer, &split.test)?;
+        log(format!("plots:   {}", dir.display()));
+    }
     if let Some(path) = &args.save {
         trainer.save_with_meta(path, &train.model_meta(model.name()))?;
         log(format!("saved:   {}", path.display()));
+    }
+    Ok(())
+}
+
+/// What `--plots` draws the training curves from.
+#[derive(Default)]
+struct Curves {
+    epochs: Vec<striate::plots::EpochPoint>,
+    /// (epoch, running loss) whenever the loss was read.
+    running: Vec<(f64, f64)>,
+    /// (epoch, learning rate) every step.
+    lr: Vec<(f64, f64)>,
+}
+
+/// The pictures `--plots` writes after training: the first convolution's filters, a test
+/// image's feature maps at every convolution, the confusion matrix and misclassified images.
+fn final_plots(dir: &Path, trainer: &Trainer, test: &Dataset) -> Result<()> {
+    use striate::plots::{confusion_matrix, image_grid, Tile};
+    // The first convolution's filters (the mean over input channels unless they are RGB).
+    let params = trainer.parameters()?;
+    if let Some((name, w)) = params.iter().find(|(_, t)| t.shape.dims.len() == 4) {
+        let [c_out, c_in, kh, kw] = <[usize; 4]>::try_from(w.shape.dims.as_slice())?;
+        let tiles: Vec<Tile> = (0..c_out.min(64))
+            .map(|o| {
+                let f = &w.f32()[o * c_in * kh * kw..(o + 1) * c_in * kh * kw];
+                if c_in == 3 {
+                    Tile::normalised(f, 3, kh, kw, String::new())
+                } else {
+                    let mean: Vec<f32> = (0..kh * kw)
+                        .map(|i| (0..c_in).map(|c| f[c * kh * kw + i]).sum::<f32>() / c_in as f32)
+                        .collect();
+                    Tile::normalised(&mean, 1, kh, kw, String::new())
+                }
+            })
+            .collect();
+        let title = format!("{name}: {c_out} filters of {c_in}x{kh}x{kw}");
+        image_grid(&dir.join("filters.png"), &title, &tiles, 8, 48)?;
+    }
+    // The first test image through every convolution.
+    let [c, h, w] = test.input_shape();
+    let title = format!(
+        "feature maps of test image 0 ({}), up to 8 channels per layer",
+        test.classes[test.labels[0] as usize]
+    );
+    striate::plots::feature_maps(
+        &dir.join("feature_maps.png"),
+        trainer,
+        &test.images(0, 1),
+        test.input_shape(),
+        &title,
+    )?;
+    // Predictions over the test set: the confusion matrix and the misclassified images.
+    let n_classes = test.n_classes;
+    let mut counts = vec![vec![0u64; n_classes]; n_classes];
+    let mut wrong = Vec::new();
+    let batch = trainer.batch_size();
+    for start in (0..test.len()).step_by(batch) {
+        let n = batch.min(test.len() - start);
+        let logits = trainer.predict(&test.images(start, n))?;
+        for i in 0..n {
+            let row = &logits.f32()[i * logits.shape.dims[1]..(i + 1) * logits.shape.dims[1]];
+            let pred = (0..row.len())
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
+            let truth = test.labels[start + i] as usize;
+            counts[truth][pred.min(n_classes - 1)] += 1;
+            if pred != truth && wrong.len() < 24 {
+                wrong.push((start + i, pred, truth));
+            }
+        }
+    }
+    confusion_matrix(&dir.join("confusion.png"), &test.classes, &counts)?;
+    let tiles: Vec<Tile> = wrong
+        .iter()
+        .map(|&(i, pred, truth)| {
+            let pixels: Vec<f32> = test
+                .image(i)
+                .iter()
+                .map(|&b| f32::from(b) / 255.0)
+                .collect();
+            let name = |k: usize| {
+                test.classes
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| k.to_string())
+            };
+            Tile {
+                pixels,
+                channels: c,
+                h,
+                w,
+                caption: format!("{} (is {})", name(pred), name(truth)),
+            }
+        })
+        .collect();
+    if !tiles.is_empty() {
+        let title = format!(
+            "misclassified test images: predicted (true), {} shown",
+            tiles.len()
+        );
+        image_grid(&dir.join("misclassified.png"), &title, &tiles, 6, 84)?;
     }
     Ok(())
 }
