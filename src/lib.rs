@@ -20,3 +20,15 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterChoice, Counters, GpuContext};
 pub use ir::{CpuTensor, Graph, NodeId, TensorId};
 pub use shape::Shape;
+
+/// What most programs using striate need, in one `use striate::prelude::*;`.
+pub mod prelude {
+    pub use crate::data::{batches, train_batches, Augment, DataSplit, Dataset};
+    pub use crate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
+    pub use crate::ir::{Conv2dSpec, CpuTensor, Graph, Pool2d, TensorId};
+    pub use crate::nn::{Architecture, Conv2dOptions, Model, Net};
+    pub use crate::ops::optim::LrSchedule;
+    pub use crate::shape::Shape;
+    pub use crate::train::{Optimizer, TrainConfig, Trainer};
+    pub use crate::{Error, GpuContext, Result};
+}

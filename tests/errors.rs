@@ -112,3 +112,52 @@ fn a_missing_or_corrupt_dataset_is_an_error_naming_the_file() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// The public API answers bad arguments with errors, never panics: a tensor or program of no
+/// graph, a buffer of the wrong length, an unknown kernel variant name.
+#[test]
+fn bad_arguments_to_the_graph_and_executable_are_errors() {
+    use striate::prelude::*;
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::f32([2, 3]));
+    let stray = TensorId(99);
+    let err = g
+        .push(striate::ops::tensor::add::Add, &[x, stray])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("TensorId(99)") && err.contains("not a tensor"),
+        "{err}"
+    );
+    let y = g
+        .push(striate::ops::tensor::add::Add, &[x, x])
+        .expect("add")[0];
+    let Some(gpu) = common::gpu() else { return };
+    let spec = ProgramSpec {
+        name: "p".into(),
+        outputs: vec![y],
+        effects: vec![],
+    };
+    let err = Executable::build_with(
+        &gpu,
+        &g,
+        std::slice::from_ref(&spec),
+        VariantChoice::Named("no-such-variant".into()),
+    )
+    .err()
+    .expect("an unknown variant is an error")
+    .to_string();
+    assert!(err.contains("no-such-variant"), "{err}");
+    let exe = Executable::build(&gpu, &g, &[spec]).expect("build");
+    assert_eq!(
+        exe.programs(),
+        [("p".to_string(), exe.program("p").expect("p"))]
+    );
+    let p = exe.program("p").expect("p");
+    assert!(exe.read(p, stray).is_err());
+    assert!(exe.write(stray, &[0; 24]).is_err());
+    let err = exe.write(x, &[0; 7]).unwrap_err().to_string();
+    assert!(err.contains("7 bytes"), "{err}");
+    assert!(exe.run(striate::exec::gpu::ProgramId(5)).is_err());
+    assert!(exe.program("q").is_err());
+}

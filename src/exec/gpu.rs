@@ -334,6 +334,22 @@ impl Executable {
             let program = exe.bake(g, spec)?;
             exe.programs.push(program);
         }
+        if let VariantChoice::Named(name) = &exe.choice {
+            let caps = gpu.caps();
+            let offered = g.nodes().iter().any(|node| {
+                let inputs: Vec<&Shape> = node.inputs.iter().map(|&t| g.shape(t)).collect();
+                let outputs: Vec<&Shape> = node.outputs.iter().map(|&t| g.shape(t)).collect();
+                node.op
+                    .plans(&inputs, &outputs, &caps)
+                    .iter()
+                    .any(|p| &p.variant == name)
+            });
+            if !offered {
+                return Err(Error::InvalidArgument(format!(
+                    "no op of this graph offers a kernel variant named {name:?} on this adapter"
+                )));
+            }
+        }
         Ok(exe)
     }
 
@@ -797,6 +813,7 @@ impl Executable {
     /// Records every dispatch of a program into one compute pass and submits it. Creates no
     /// GPU object and reads nothing back; waits only when `MAX_IN_FLIGHT` runs are unfinished.
     pub fn run(&self, program: ProgramId) -> Result<()> {
+        self.check_program(program)?;
         let p = &self.programs[program.0];
         let mut encoder = self.gpu.encoder(&p.name);
         for copy in &p.copies {
@@ -949,6 +966,8 @@ impl Executable {
     /// Reads a tensor back, after `program` ran (transient tensors live in its slots).
     /// Creates a staging buffer: for tests, checkpoints and inspection, not per step.
     pub fn read(&self, program: ProgramId, t: TensorId) -> Result<CpuTensor> {
+        self.check_program(program)?;
+        self.check_tensor(t)?;
         let p = &self.programs[program.0];
         let root = p.schedule.storage[t.0 as usize];
         if !self.persistent.contains_key(&root) && !p.plan.slot_of.contains_key(&root) {
@@ -1092,12 +1111,48 @@ impl Executable {
     }
 
     fn persistent_buffer(&self, t: TensorId) -> Result<&wgpu::Buffer> {
+        self.check_tensor(t)?;
         self.persistent.get(&t).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{} is not a persistent tensor (input, parameter or state)",
                 self.names[t.0 as usize]
             ))
         })
+    }
+}
+
+impl Executable {
+    /// `t` names a tensor of the graph this executable was built from.
+    fn check_tensor(&self, t: TensorId) -> Result<()> {
+        if (t.0 as usize) < self.names.len() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{t:?} is not a tensor of this executable's graph ({} tensors)",
+                self.names.len()
+            )))
+        }
+    }
+
+    /// `program` is one of this executable's.
+    fn check_program(&self, program: ProgramId) -> Result<()> {
+        if program.0 < self.programs.len() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{program:?} is not a program of this executable ({} programs)",
+                self.programs.len()
+            )))
+        }
+    }
+
+    /// The programs, by name, in the order of the specs they were built from.
+    pub fn programs(&self) -> Vec<(String, ProgramId)> {
+        self.programs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), ProgramId(i)))
+            .collect()
     }
 }
 

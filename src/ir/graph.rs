@@ -139,6 +139,13 @@ impl Graph {
         } else {
             self.scope.clone()
         };
+        if let Some(bad) = inputs.iter().find(|t| t.0 as usize >= self.tensors.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "{layer} ({}): input {bad:?} is not a tensor of this graph ({} tensors)",
+                op.name(),
+                self.tensors.len()
+            )));
+        }
         let shapes: Vec<&Shape> = inputs
             .iter()
             .map(|&t| &self.tensors[t.0 as usize].shape)
