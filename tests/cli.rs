@@ -476,10 +476,22 @@ fn a_kill_at_any_moment_leaves_loadable_checkpoints() {
         "--checkpoint-every",
         "1",
     ];
+    let newest = || -> Option<std::path::PathBuf> {
+        let mut all: Vec<_> = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        all.sort();
+        all.pop()
+    };
     let mut saved = 0;
-    for delay_ms in [900, 1300, 1700, 2300, 2900, 3700] {
+    // Each round starts (or resumes) the run, waits for a checkpoint newer than the last one
+    // (the run is then in its save-every-step phase), and kills it a varying moment later.
+    for delay_ms in [0, 37, 90, 150, 230, 320] {
+        let before = newest();
         let mut child = Command::new(env!("CARGO_BIN_EXE_train-gpu"))
-            .args(if saved == 0 {
+            .args(if before.is_none() {
                 args.to_vec()
             } else {
                 vec!["--resume", ckpt, "--json"]
@@ -488,8 +500,15 @@ fn a_kill_at_any_moment_leaves_loadable_checkpoints() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("train-gpu starts");
+        let start = std::time::Instant::now();
+        while newest() == before && start.elapsed() < std::time::Duration::from_secs(180) {
+            if child.try_wait().expect("status").is_some() {
+                break; // Finished (or failed) before saving again: checked below.
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        child.kill().expect("SIGKILL");
+        child.kill().ok(); // Already finished is fine.
         child.wait().expect("reaped");
         for entry in std::fs::read_dir(&dir).expect("the checkpoint directory") {
             let path = entry.expect("entry").path();
@@ -502,7 +521,7 @@ fn a_kill_at_any_moment_leaves_loadable_checkpoints() {
                 continue; // The write the kill interrupted: never read.
             }
             let c = striate::checkpoint::Checkpoint::read(&path)
-                .unwrap_or_else(|e| panic!("after a kill at {delay_ms} ms: {e}"));
+                .unwrap_or_else(|e| panic!("after a kill {delay_ms} ms past a save: {e}"));
             assert!(c.tensor("features.0.weight").is_some(), "{name}");
             saved += 1;
         }
