@@ -117,32 +117,42 @@ fn threads_share_a_gl_context_while_one_holds_it_for_seconds() {
         }
         iters *= 2;
     };
-    let dispatches = (HOLD.as_secs_f64() / per_dispatch.as_secs_f64()).ceil() as u32;
-
-    let barrier = Barrier::new(2);
-    let (held, other) = std::thread::scope(|s| {
-        let long = s.spawn(|| {
-            barrier.wait();
-            let start = Instant::now();
-            submit_spin(&gpu, &out, iters, dispatches);
-            gpu.wait().expect("wait for the long submission");
-            start.elapsed()
+    let mut dispatches = (HOLD.as_secs_f64() / per_dispatch.as_secs_f64()).ceil() as u32;
+    // The machine's speed drifts (other work on its cores): a submission that came out
+    // shorter than the limit proves nothing, so it is made longer and run again.
+    let mut attempts = 0;
+    let (held, other) = loop {
+        let barrier = Barrier::new(2);
+        let (held, other) = std::thread::scope(|s| {
+            let long = s.spawn(|| {
+                barrier.wait();
+                let start = Instant::now();
+                submit_spin(&gpu, &out, iters, dispatches);
+                gpu.wait().expect("wait for the long submission");
+                start.elapsed()
+            });
+            let short = s.spawn(|| {
+                barrier.wait();
+                // Arrive while the long submission holds the device.
+                std::thread::sleep(Duration::from_millis(300));
+                let values: Vec<f32> = (0..256).map(|i| i as f32 * 0.5).collect();
+                let buffer =
+                    gpu.create_buffer("short", 1024, storage | wgpu::BufferUsages::COPY_DST);
+                gpu.write_buffer(&buffer, 0, bytemuck::cast_slice(&values));
+                let back = gpu.read_buffer(&buffer, 1024).expect("short read");
+                (values, bytemuck::cast_slice::<u8, f32>(&back).to_vec())
+            });
+            (
+                long.join().expect("the long submission's thread"),
+                short.join().expect("the thread using the device meanwhile"),
+            )
         });
-        let short = s.spawn(|| {
-            barrier.wait();
-            // Arrive while the long submission holds the device.
-            std::thread::sleep(Duration::from_millis(300));
-            let values: Vec<f32> = (0..256).map(|i| i as f32 * 0.5).collect();
-            let buffer = gpu.create_buffer("short", 1024, storage | wgpu::BufferUsages::COPY_DST);
-            gpu.write_buffer(&buffer, 0, bytemuck::cast_slice(&values));
-            let back = gpu.read_buffer(&buffer, 1024).expect("short read");
-            (values, bytemuck::cast_slice::<u8, f32>(&back).to_vec())
-        });
-        (
-            long.join().expect("the long submission's thread"),
-            short.join().expect("the thread using the device meanwhile"),
-        )
-    });
+        attempts += 1;
+        if held > Duration::from_secs(6) || attempts == 3 {
+            break (held, other);
+        }
+        dispatches *= 2;
+    };
     assert_eq!(other.0, other.1, "the second thread's round trip");
     assert!(
         held > Duration::from_secs(6),
