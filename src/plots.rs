@@ -38,6 +38,44 @@ fn save(path: &Path, buf: Vec<u8>, (w, h): (u32, u32)) -> Result<()> {
     img.save(path).map_err(|e| err(path, e))
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draws named series (lines with dots, blue, red, green in turn) and their legend at `pos`.
+fn draw_series<'b>(
+    chart: &mut Chart<'b, 'b>,
+    series: &[(&str, Vec<(f64, f64)>)],
+    pos: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
+    for ((name, points), colour) in series.iter().zip([&BLUE, &RED, &GREEN]) {
+        if points.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(|e| err(path, e))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(|e| err(path, e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .label_font(("sans-serif", 15))
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| err(path, e))
+}
+
 /// One epoch's figures, for [`training_curves`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EpochPoint {
@@ -70,7 +108,6 @@ pub fn training_curves(
         let panels = root.split_evenly((1, 3));
         let last = epochs.last().map_or(1.0, |e| e.epoch).max(1.0);
         let x_range = 0.0..last;
-        let colours = [&BLUE, &RED, &GREEN];
         // Loss.
         let losses = epochs
             .iter()
@@ -113,28 +150,7 @@ pub fn training_curves(
             ),
             ("test", epochs.iter().map(|e| (e.epoch, e.test.0)).collect()),
         ];
-        for ((name, points), colour) in series.iter().zip(colours) {
-            if points.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(|e| err(path, e))?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                .map_err(|e| err(path, e))?;
-        }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 15))
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| err(path, e))?;
+        draw_series(&mut chart, &series, SeriesLabelPosition::UpperRight, path)?;
 
         // Accuracy, in percent.
         let mut chart = ChartBuilder::on(&panels[1])
@@ -171,29 +187,7 @@ pub fn training_curves(
                 epochs.iter().map(|e| (e.epoch, 100.0 * e.test.1)).collect(),
             ),
         ];
-        for ((name, points), colour) in series.iter().zip(colours) {
-            if points.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(|e| err(path, e))?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                .map_err(|e| err(path, e))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", 15))
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| err(path, e))?;
+        draw_series(&mut chart, &series, SeriesLabelPosition::LowerRight, path)?;
 
         // Learning rate.
         let top = lr.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-12) * 1.1;

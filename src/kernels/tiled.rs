@@ -231,6 +231,22 @@ fn in_coord(o: u32, k: u32, size: u32) -> i32 {
     let i = i32(o * p.stride + k * p.dilation) - i32(p.pad);
     return select(-1, i, i >= 0 && i < i32(size));
 }
+// (channel, ky, kx) of an index over channels × kernel taps.
+fn split_tap(k: u32) -> vec3<u32> {
+    let khw = p.kh * p.kw;
+    let ch = k / khw;
+    let t = k - ch * khw;
+    let ky = t / p.kw;
+    return vec3<u32>(ch, ky, t - ky * p.kw);
+}
+// (image, y, x) of an index over images × rows × cols.
+fn split_pixel(i: u32, rows: u32, cols: u32) -> vec3<u32> {
+    let plane = rows * cols;
+    let img = i / plane;
+    let q = i - img * plane;
+    let y = q / cols;
+    return vec3<u32>(img, y, q - y * cols);
+}
 ";
     let mut s = String::new();
     match kind {
@@ -268,20 +284,12 @@ fn store(r: u32, c: u32, z: u32, v: f32) {{
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 fn load_a(r: u32, k: u32) -> f32 { return wt[r * p.k + k]; }
 fn load_b(k: u32, c: u32) -> f32 {
-    let khw = p.kh * p.kw;
-    let ci = k / khw;
-    let t = k - ci * khw;
-    let ky = t / p.kw;
-    let kx = t - ky * p.kw;
-    let ohw = p.oh * p.ow;
-    let img = c / ohw;
-    let q = c - img * ohw;
-    let oy = q / p.ow;
-    let ox = q - oy * p.ow;
-    let iy = in_coord(oy, ky, p.h);
-    let ix = in_coord(ox, kx, p.w);
+    let tap = split_tap(k);
+    let o = split_pixel(c, p.oh, p.ow);
+    let iy = in_coord(o.y, tap.y, p.h);
+    let ix = in_coord(o.z, tap.z, p.w);
     if (iy < 0 || ix < 0) { return 0.0; }
-    return x[((img * p.c_in + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+    return x[((o.x * p.c_in + tap.x) * p.h + u32(iy)) * p.w + u32(ix)];
 }
 ";
             let (out, add) = if bias {
@@ -309,6 +317,7 @@ fn store(r: u32, c: u32, z: u32, v: f32) {{
             );
         }
         TiledKind::ConvBackwardInput => {
+            s += conv_helpers;
             s += "@group(0) @binding(1) var<storage, read> gy: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
@@ -327,20 +336,12 @@ fn out_coord(i: u32, k: u32, size: u32) -> i32 {
 }
 // B((co, tap), (img, iy, ix)) = grad_y[img, co, o] where the tap maps the output o to it.
 fn load_b(k: u32, c: u32) -> f32 {
-    let khw = p.kh * p.kw;
-    let co = k / khw;
-    let t = k - co * khw;
-    let ky = t / p.kw;
-    let kx = t - ky * p.kw;
-    let hw = p.h * p.w;
-    let img = c / hw;
-    let q = c - img * hw;
-    let iy = q / p.w;
-    let ix = q - iy * p.w;
-    let oy = out_coord(iy, ky, p.oh);
-    let ox = out_coord(ix, kx, p.ow);
+    let tap = split_tap(k);
+    let i = split_pixel(c, p.h, p.w);
+    let oy = out_coord(i.y, tap.y, p.oh);
+    let ox = out_coord(i.z, tap.z, p.ow);
     if (oy < 0 || ox < 0) { return 0.0; }
-    return gy[((img * p.c_out + co) * p.oh + u32(oy)) * p.ow + u32(ox)];
+    return gy[((i.x * p.c_out + tap.x) * p.oh + u32(oy)) * p.ow + u32(ox)];
 }
 fn store(r: u32, c: u32, z: u32, v: f32) {
     let hw = p.h * p.w;
@@ -362,20 +363,12 @@ fn load_a(r: u32, k: u32) -> f32 {
 }
 // B((img, oy, ox), (ci, ky, kx)) = x at the window's tap.
 fn load_b(k: u32, c: u32) -> f32 {
-    let ohw = p.oh * p.ow;
-    let img = k / ohw;
-    let q = k - img * ohw;
-    let oy = q / p.ow;
-    let ox = q - oy * p.ow;
-    let khw = p.kh * p.kw;
-    let ci = c / khw;
-    let t = c - ci * khw;
-    let ky = t / p.kw;
-    let kx = t - ky * p.kw;
-    let iy = in_coord(oy, ky, p.h);
-    let ix = in_coord(ox, kx, p.w);
+    let o = split_pixel(k, p.oh, p.ow);
+    let tap = split_tap(c);
+    let iy = in_coord(o.y, tap.y, p.h);
+    let ix = in_coord(o.z, tap.z, p.w);
     if (iy < 0 || ix < 0) { return 0.0; }
-    return x[((img * p.c_in + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+    return x[((o.x * p.c_in + tap.x) * p.h + u32(iy)) * p.w + u32(ix)];
 }
 // Split z's partial sums, one m x n block each (the whole result without splits).
 fn store(r: u32, c: u32, z: u32, v: f32) {
