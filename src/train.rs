@@ -218,7 +218,6 @@ pub struct Trainer {
     input: [usize; 3],
     image_numel: usize,
     eval_logits: TensorId,
-    predict: ProgramId,
     /// Each convolution layer's eval-mode output, by layer name.
     conv_outputs: Vec<(String, TensorId)>,
     batch_norms: Vec<String>,
@@ -280,7 +279,7 @@ impl Trainer {
         } else {
             VariantChoice::First
         };
-        Self::build_with(gpu, config, arch, false, choice)
+        Self::build_full(gpu, config, arch, false, choice, TuneOptions::default())
     }
 
     fn build(
@@ -289,20 +288,10 @@ impl Trainer {
         with_check: bool,
         choice: VariantChoice,
     ) -> Result<Self> {
-        Self::build_with(gpu, config, &config.model, with_check, choice)
-    }
-
-    fn build_with(
-        gpu: &GpuContext,
-        config: &TrainConfig,
-        arch: &dyn Architecture,
-        with_check: bool,
-        choice: VariantChoice,
-    ) -> Result<Self> {
         Self::build_full(
             gpu,
             config,
-            arch,
+            &config.model,
             with_check,
             choice,
             TuneOptions::default(),
@@ -324,16 +313,12 @@ impl Trainer {
                 outputs: vec![],
                 effects: parts.train_effects.clone(),
             },
+            // Its logits stay readable for `predict` (which counts nothing: its labels are
+            // out of range, so the metrics skip them).
             ProgramSpec {
                 name: "eval".into(),
-                outputs: vec![],
-                effects: vec![parts.eval_metrics_node],
-            },
-            // Inference: the eval forward with its logits kept readable, no metrics.
-            ProgramSpec {
-                name: "predict".into(),
                 outputs: vec![parts.eval_logits],
-                effects: vec![],
+                effects: vec![parts.eval_metrics_node],
             },
         ];
         let conv_outputs = conv_outputs(&graph, parts.eval_logits);
@@ -362,7 +347,6 @@ impl Trainer {
         Ok(Trainer {
             train: exe.program("train")?,
             eval: exe.program("eval")?,
-            predict: exe.program("predict")?,
             conv_outputs,
             eval_logits: parts.eval_logits,
             batch_norms: parts.batch_norms,
@@ -653,8 +637,11 @@ impl Trainer {
         let mut padded = images.to_vec();
         padded.resize(self.batch_size * self.image_numel, 0.0);
         self.exe.write(self.images, bytemuck::cast_slice(&padded))?;
-        self.exe.run(self.predict)?;
-        let logits = self.exe.read(self.predict, self.eval_logits)?;
+        // Labels out of range: the eval program's metrics count none of these images.
+        let labels = vec![u32::MAX; self.batch_size];
+        self.exe.write(self.labels, bytemuck::cast_slice(&labels))?;
+        self.exe.run(self.eval)?;
+        let logits = self.exe.read(self.eval, self.eval_logits)?;
         let classes = self.n_classes;
         Ok(CpuTensor::from_f32(
             [n, classes],
