@@ -365,21 +365,25 @@ impl OpDef for Conv2dGeneralBackwardInput {
     }
 
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        let params = self
-            .spec
-            .params(dims_of(outputs[0]), dims_of(inputs[1]), dims_of(inputs[0]));
-        KernelCall::per_element_wg(
-            &SHADER,
-            "conv2d_general_backward_input",
-            &params,
-            outputs[0].numel(),
-            WG,
-        )
+        gather_call(&self.spec, "conv2d_general_backward_input", inputs, outputs)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         conv_backward_input_reference(&self.spec, inputs[0], inputs[1], &mut outputs[0]);
     }
+}
+
+/// A gather over the convolution outputs each element of `outputs[0]` feeds (the input
+/// gradient, or a transposed convolution): inputs `(grad_y or x, w, ...)`, one invocation per
+/// output element.
+fn gather_call(
+    spec: &Conv2dSpec,
+    entry: &'static str,
+    inputs: &[&Shape],
+    outputs: &[&Shape],
+) -> KernelCall {
+    let params = spec.params(dims_of(outputs[0]), dims_of(inputs[1]), dims_of(inputs[0]));
+    KernelCall::per_element_wg(&SHADER, entry, &params, outputs[0].numel(), WG)
 }
 
 /// One workgroup per element of `numel`, folded into `y` past the per-dimension limit (the
@@ -543,18 +547,9 @@ impl OpDef for ConvTranspose2d {
         Ok(())
     }
 
+    // The convolution this is the adjoint of runs from y's shape to x's.
     fn kernel(&self, inputs: &[&Shape], outputs: &[&Shape]) -> KernelCall {
-        // The convolution this is the adjoint of runs from y's shape to x's.
-        let params = self
-            .spec
-            .params(dims_of(outputs[0]), dims_of(inputs[1]), dims_of(inputs[0]));
-        KernelCall::per_element_wg(
-            &SHADER,
-            "conv_transpose2d_forward",
-            &params,
-            outputs[0].numel(),
-            WG,
-        )
+        gather_call(&self.spec, "conv_transpose2d_forward", inputs, outputs)
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
