@@ -9,8 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ir::TensorId;
-use crate::nn::{Init, Net};
+use crate::ir::{Pool2d, TensorId};
+use crate::nn::{Conv2dOptions, Init, Net};
 use crate::{Error, Result};
 
 /// The built-in models.
@@ -92,10 +92,10 @@ impl Model {
     pub fn build(self, net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
         match self {
             Model::Lenet5 => {
-                let x = net.conv2d_relu("conv1", x, 6, 5, 1, 2)?;
-                let x = net.max_pool2d("pool1", x, 2, 2)?;
-                let x = net.conv2d_relu("conv2", x, 16, 5, 1, 0)?;
-                let x = net.max_pool2d("pool2", x, 2, 2)?;
+                let x = net.conv2d_relu("conv1", x, 6, Conv2dOptions::new(5).padding(2))?;
+                let x = net.max_pool2d("pool1", x, 2)?;
+                let x = net.conv2d_relu("conv2", x, 16, 5)?;
+                let x = net.max_pool2d("pool2", x, 2)?;
                 let x = net.flatten("flatten", x)?;
                 let x = net.linear_relu("fc1", x, 120)?;
                 let x = net.linear_relu("fc2", x, 84)?;
@@ -104,9 +104,14 @@ impl Model {
             Model::ConvnetS => {
                 let mut x = x;
                 for (i, c_out) in [(1, 32), (2, 32), (3, 64), (4, 64)] {
-                    x = net.conv2d_relu(&format!("conv{i}"), x, c_out, 3, 1, 1)?;
+                    x = net.conv2d_relu(
+                        &format!("conv{i}"),
+                        x,
+                        c_out,
+                        Conv2dOptions::new(3).padding(1),
+                    )?;
                     if i % 2 == 0 {
-                        x = net.max_pool2d(&format!("pool{}", i / 2), x, 2, 2)?;
+                        x = net.max_pool2d(&format!("pool{}", i / 2), x, 2)?;
                     }
                 }
                 let x = net.flatten("flatten", x)?;
@@ -158,16 +163,16 @@ impl Model {
 /// AlexNet for small inputs (see [`Model::Alexnet`]); `features.i` and `classifier.i` count
 /// every layer, as torchvision's `nn.Sequential` does.
 fn alexnet(net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
-    let x = net.conv2d_relu("features.0", x, 64, 5, 1, 2)?;
+    let x = net.conv2d_relu("features.0", x, 64, Conv2dOptions::new(5).padding(2))?;
     let x = net.local_response_norm("features.2", x, 5)?;
-    let x = net.max_pool2d_padded("features.3", x, 3, 2, 0)?;
-    let x = net.conv2d_relu("features.4", x, 192, 5, 1, 2)?;
+    let x = net.max_pool2d("features.3", x, Pool2d::new(3).stride(2))?;
+    let x = net.conv2d_relu("features.4", x, 192, Conv2dOptions::new(5).padding(2))?;
     let x = net.local_response_norm("features.6", x, 5)?;
-    let x = net.max_pool2d_padded("features.7", x, 3, 2, 0)?;
-    let x = net.conv2d_relu("features.8", x, 384, 3, 1, 1)?;
-    let x = net.conv2d_relu("features.10", x, 256, 3, 1, 1)?;
-    let x = net.conv2d_relu("features.12", x, 256, 3, 1, 1)?;
-    let x = net.max_pool2d_padded("features.14", x, 3, 2, 0)?;
+    let x = net.max_pool2d("features.7", x, Pool2d::new(3).stride(2))?;
+    let x = net.conv2d_relu("features.8", x, 384, Conv2dOptions::new(3).padding(1))?;
+    let x = net.conv2d_relu("features.10", x, 256, Conv2dOptions::new(3).padding(1))?;
+    let x = net.conv2d_relu("features.12", x, 256, Conv2dOptions::new(3).padding(1))?;
+    let x = net.max_pool2d("features.14", x, Pool2d::new(3).stride(2))?;
     let x = net.adaptive_avg_pool2d("avgpool", x, [2, 2])?;
     let x = net.flatten("flatten", x)?;
     let x = net.dropout("classifier.0", x, 0.5)?;
@@ -194,16 +199,26 @@ fn vgg(
         if c_out == 0 {
             let [_, _, h, w] = net.graph().shape(x).dims4_u32();
             if h >= 2 && w >= 2 {
-                x = net.max_pool2d(&format!("features.{idx}"), x, 2, 2)?;
+                x = net.max_pool2d(&format!("features.{idx}"), x, 2)?;
             }
             idx += 1;
         } else if batch_norm {
-            x = net.conv2d(&format!("features.{idx}"), x, c_out, 3, 1, 1)?;
+            x = net.conv2d(
+                &format!("features.{idx}"),
+                x,
+                c_out,
+                Conv2dOptions::new(3).padding(1),
+            )?;
             x = net.batch_norm2d(&format!("features.{}", idx + 1), x)?;
             x = net.relu(&format!("features.{}", idx + 2), x)?;
             idx += 3;
         } else {
-            x = net.conv2d_relu(&format!("features.{idx}"), x, c_out, 3, 1, 1)?;
+            x = net.conv2d_relu(
+                &format!("features.{idx}"),
+                x,
+                c_out,
+                Conv2dOptions::new(3).padding(1),
+            )?;
             idx += 2;
         }
     }
@@ -225,7 +240,12 @@ fn basic_conv(
     c_out: usize,
     k: usize,
 ) -> Result<TensorId> {
-    let x = net.conv2d_no_bias(&format!("{name}.conv"), x, c_out, k, 1, k / 2)?;
+    let x = net.conv2d(
+        &format!("{name}.conv"),
+        x,
+        c_out,
+        Conv2dOptions::new(k).padding(k / 2).bias(false),
+    )?;
     let x = net.batch_norm2d(&format!("{name}.bn"), x)?;
     net.relu(&format!("{name}.relu"), x)
 }
@@ -235,14 +255,18 @@ fn googlenet(net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorI
     let x = basic_conv(net, "conv1", x, 16, 3)?;
     let x = basic_conv(net, "conv2", x, 16, 1)?;
     let x = basic_conv(net, "conv3", x, 48, 3)?;
-    let mut x = net.max_pool2d_padded("maxpool2", x, 3, 2, 1)?;
+    let mut x = net.max_pool2d("maxpool2", x, Pool2d::new(3).stride(2).padding(1))?;
     let mut n_pools = 2;
     for block in INCEPTIONS {
         x = match *block {
             Some((name, channels)) => inception(net, name, x, channels)?,
             None => {
                 n_pools += 1;
-                net.max_pool2d_padded(&format!("maxpool{n_pools}"), x, 3, 2, 1)?
+                net.max_pool2d(
+                    &format!("maxpool{n_pools}"),
+                    x,
+                    Pool2d::new(3).stride(2).padding(1),
+                )?
             }
         };
     }
@@ -265,7 +289,11 @@ fn inception(
     let b2 = basic_conv(net, &format!("{name}.branch2.1"), b2, c3, 3)?;
     let b3 = basic_conv(net, &format!("{name}.branch3.0"), x, c5_reduce, 1)?;
     let b3 = basic_conv(net, &format!("{name}.branch3.1"), b3, c5, 5)?;
-    let b4 = net.max_pool2d_padded(&format!("{name}.branch4.0"), x, 3, 1, 1)?;
+    let b4 = net.max_pool2d(
+        &format!("{name}.branch4.0"),
+        x,
+        Pool2d::new(3).stride(1).padding(1),
+    )?;
     let b4 = basic_conv(net, &format!("{name}.branch4.1"), b4, pool_proj, 1)?;
     net.cat_channels(&format!("{name}.cat"), &[b1, b2, b3, b4])
 }
@@ -282,7 +310,12 @@ fn resnet(
     n_classes: usize,
 ) -> Result<TensorId> {
     net.set_init(Init::Resnet);
-    let x = net.conv2d_no_bias("conv1", x, widths[0], 3, 1, 1)?;
+    let x = net.conv2d(
+        "conv1",
+        x,
+        widths[0],
+        Conv2dOptions::new(3).padding(1).bias(false),
+    )?;
     let x = net.batch_norm2d("bn1", x)?;
     let mut x = net.relu("relu", x)?;
     for (stage, &c_out) in widths.iter().enumerate() {
@@ -308,13 +341,28 @@ fn basic_block(
     stride: usize,
 ) -> Result<TensorId> {
     let c_in = net.graph().shape(x).dims[1];
-    let y = net.conv2d_no_bias(&format!("{name}.conv1"), x, c_out, 3, stride, 1)?;
+    let y = net.conv2d(
+        &format!("{name}.conv1"),
+        x,
+        c_out,
+        Conv2dOptions::new(3).stride(stride).padding(1).bias(false),
+    )?;
     let y = net.batch_norm2d(&format!("{name}.bn1"), y)?;
     let y = net.relu(&format!("{name}.relu1"), y)?;
-    let y = net.conv2d_no_bias(&format!("{name}.conv2"), y, c_out, 3, 1, 1)?;
+    let y = net.conv2d(
+        &format!("{name}.conv2"),
+        y,
+        c_out,
+        Conv2dOptions::new(3).padding(1).bias(false),
+    )?;
     let y = net.batch_norm2d(&format!("{name}.bn2"), y)?;
     let shortcut = if stride != 1 || c_in != c_out {
-        let s = net.conv2d_no_bias(&format!("{name}.downsample.0"), x, c_out, 1, stride, 0)?;
+        let s = net.conv2d(
+            &format!("{name}.downsample.0"),
+            x,
+            c_out,
+            Conv2dOptions::new(1).stride(stride).bias(false),
+        )?;
         net.batch_norm2d(&format!("{name}.downsample.1"), s)?
     } else {
         x

@@ -80,6 +80,13 @@ pub struct Conv2dOptions {
     pub bias: bool,
 }
 
+/// A kernel size alone (`3`, `(1, 7)`) is the convolution with PyTorch's defaults.
+impl<P: Pair> From<P> for Conv2dOptions {
+    fn from(kernel: P) -> Self {
+        Conv2dOptions::new(kernel)
+    }
+}
+
 impl Conv2dOptions {
     /// A `kernel` (one number or `(h, w)`) with stride 1, no padding, dilation 1, one group
     /// and a bias.
@@ -99,7 +106,7 @@ impl Conv2dOptions {
 
     /// Zero padding on both sides of each axis (one number or `(h, w)`).
     pub fn padding(mut self, p: impl Pair) -> Self {
-        self.spec = self.spec.pad(p);
+        self.spec = self.spec.padding(p);
         self
     }
 
@@ -365,20 +372,6 @@ impl<'g> Net<'g> {
         self.g.dropout(x, p, seed, step)
     }
 
-    /// `Conv2d(c_in, c_out, k, stride, padding, bias=False)`: parameter `{name}.weight` only
-    /// (as torchvision's ResNets, whose convolutions feed a batch norm).
-    pub fn conv2d_no_bias(
-        &mut self,
-        name: &str,
-        x: TensorId,
-        c_out: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Result<TensorId> {
-        self.conv2d_with(name, x, [c_out, k, stride, pad], false, false)
-    }
-
     /// `nn.Upsample(scale_factor=scale, mode=...)` (bilinear with `align_corners=False`).
     pub fn upsample2d(
         &mut self,
@@ -425,18 +418,19 @@ impl<'g> Net<'g> {
         self.adaptive_avg_pool2d(name, x, [1, 1])
     }
 
-    /// `Conv2d(c_in, c_out, k, stride, padding)` with bias; `x: [n, c_in, h, w]`. Parameters
-    /// `{name}.weight: [c_out, c_in, k, k]` (OIHW) and `{name}.bias: [c_out]`.
+    /// `Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias)`; `x: [n, c_in, h,
+    /// w]`. `opts` is a kernel size alone (`3`, `(1, 7)`: stride 1, no padding, a bias) or any
+    /// [`Conv2dOptions`] (`Conv2dOptions::new(3).stride(2).padding(1).bias(false)`, grouped,
+    /// depthwise). Parameters `{name}.weight: [c_out, c_in/groups, kh, kw]` (OIHW) and, with a
+    /// bias, `{name}.bias: [c_out]`.
     pub fn conv2d(
         &mut self,
         name: &str,
         x: TensorId,
         c_out: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
+        opts: impl Into<Conv2dOptions>,
     ) -> Result<TensorId> {
-        self.conv2d_with(name, x, [c_out, k, stride, pad], true, false)
+        self.conv_layer(name, x, c_out, opts.into(), false)
     }
 
     /// `Conv2d` followed by `ReLU`, fused into one kernel (the ReLU runs in the convolution's
@@ -447,49 +441,23 @@ impl<'g> Net<'g> {
         name: &str,
         x: TensorId,
         c_out: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
+        opts: impl Into<Conv2dOptions>,
     ) -> Result<TensorId> {
-        self.conv2d_with(name, x, [c_out, k, stride, pad], true, true)
-    }
-
-    fn conv2d_with(
-        &mut self,
-        name: &str,
-        x: TensorId,
-        [c_out, k, stride, pad]: [usize; 4],
-        bias: bool,
-        relu: bool,
-    ) -> Result<TensorId> {
-        let opts = Conv2dOptions::new(k).stride(stride).padding(pad).bias(bias);
-        self.conv_layer(name, x, c_out, opts, relu)
-    }
-
-    /// `Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias)` with every option
-    /// ([`Conv2dOptions`]: square or `(h, w)`, grouped and depthwise); `x: [n, c_in, h, w]`.
-    /// Parameters `{name}.weight: [c_out, c_in/groups, kh, kw]` and, with a bias, `{name}.bias`.
-    pub fn conv(
-        &mut self,
-        name: &str,
-        x: TensorId,
-        c_out: usize,
-        opts: Conv2dOptions,
-    ) -> Result<TensorId> {
-        self.conv_layer(name, x, c_out, opts, false)
+        self.conv_layer(name, x, c_out, opts.into(), true)
     }
 
     /// `ConvTranspose2d(c_in, c_out, kernel, stride, padding, output_padding, groups, bias,
     /// dilation)`; `x: [n, c_in, h, w]`. Parameters `{name}.weight: [c_in, c_out/groups, kh, kw]`
     /// (PyTorch's layout) and, with a bias, `{name}.bias: [c_out]`.
-    pub fn conv_transpose(
+    pub fn conv_transpose2d(
         &mut self,
         name: &str,
         x: TensorId,
         c_out: usize,
-        opts: Conv2dOptions,
+        opts: impl Into<Conv2dOptions>,
         output_padding: impl Pair,
     ) -> Result<TensorId> {
+        let opts = opts.into();
         self.g.set_scope(name);
         let [_, c_in, _, _] = self
             .g
@@ -577,57 +545,39 @@ impl<'g> Net<'g> {
         Ok(self.g.push(act, &[x])?[0])
     }
 
-    /// `MaxPool2d(k, stride)`.
+    /// `MaxPool2d(kernel, stride, padding, ceil_mode=...)`: `pool` is a window alone (`2`,
+    /// `(3, 2)`: stride equal to it, as PyTorch's default) or any [`Pool2d`]
+    /// (`Pool2d::new(3).stride(2).padding(1).ceil_mode(true)`).
     pub fn max_pool2d(
         &mut self,
         name: &str,
         x: TensorId,
-        k: usize,
-        stride: usize,
+        pool: impl Into<Pool2d>,
     ) -> Result<TensorId> {
         self.g.set_scope(name);
-        self.g.max_pool2d(x, k, stride, 0)
+        self.g.max_pool2d(x, pool)
     }
 
-    /// `MaxPool2d(k, stride, padding)`.
-    pub fn max_pool2d_padded(
+    /// `AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad)` (PyTorch's default
+    /// counts the padding: `true`).
+    pub fn avg_pool2d(
         &mut self,
         name: &str,
         x: TensorId,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Result<TensorId> {
-        self.g.set_scope(name);
-        self.g.max_pool2d(x, k, stride, pad)
-    }
-
-    /// `MaxPool2d(kernel, stride, padding, ceil_mode=...)` with any [`Pool2d`]
-    /// (`Pool2d::new((3, 2)).stride(2).ceil_mode(true)`).
-    pub fn max_pool(&mut self, name: &str, x: TensorId, pool: Pool2d) -> Result<TensorId> {
-        self.g.set_scope(name);
-        self.g.max_pool2d_with(x, pool)
-    }
-
-    /// `AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad)`.
-    pub fn avg_pool(
-        &mut self,
-        name: &str,
-        x: TensorId,
-        pool: Pool2d,
+        pool: impl Into<Pool2d>,
         count_include_pad: bool,
     ) -> Result<TensorId> {
         self.g.set_scope(name);
-        self.g.avg_pool2d_with(x, pool, count_include_pad)
+        self.g.avg_pool2d(x, pool, count_include_pad)
     }
 
     /// `LPPool2d(norm_type, kernel, stride, ceil_mode)`: power-average pooling (no padding).
-    pub fn lp_pool(
+    pub fn lp_pool2d(
         &mut self,
         name: &str,
         x: TensorId,
         norm: f32,
-        pool: Pool2d,
+        pool: impl Into<Pool2d>,
     ) -> Result<TensorId> {
         self.g.set_scope(name);
         self.g.lp_pool2d(x, norm, pool)

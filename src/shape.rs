@@ -44,6 +44,11 @@ impl Shape {
         }
     }
 
+    /// The shape of a 0-d f32 tensor (`[]`, one element): a loss.
+    pub fn scalar() -> Self {
+        Shape::f32(Vec::new())
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.dims.iter().product()

@@ -481,7 +481,7 @@ impl Trainer {
         self.exe.write(self.images, bytemuck::cast_slice(images))?;
         self.exe.write(self.labels, bytemuck::cast_slice(labels))?;
         self.exe.run(check)?;
-        let loss = self.exe.read(check, self.loss)?.f32()[0];
+        let loss = self.exe.read(check, self.loss)?.item()?;
         let grads = self
             .params
             .iter()
@@ -797,7 +797,7 @@ pub struct TrainingParts {
     pub labels: TensorId,
     /// Logits `[batch, n_classes]`.
     pub logits: TensorId,
-    /// Mean loss `[1]`.
+    /// Mean loss, a 0-d scalar (shape `[]`).
     pub loss: TensorId,
     /// Metric sums `[3]`.
     pub metrics: TensorId,
@@ -890,7 +890,7 @@ pub fn training_graph_of(
         g.classification_metrics(eval_logits, labels, metrics)?
     };
 
-    let ones = g.constant("grad_loss", CpuTensor::from_f32([1], vec![1.0]));
+    let ones = g.constant("grad_loss", CpuTensor::scalar(1.0));
     let param_ids: Vec<TensorId> = params.iter().map(|(_, t)| *t).collect();
     let grads = append_backward(&mut g, &[(loss, ones)], &param_ids)?;
 

@@ -132,6 +132,25 @@ fn bad_arguments_to_the_graph_and_executable_are_errors() {
     let y = g
         .push(striate::ops::tensor::add::Add, &[x, x])
         .expect("add")[0];
+
+    // The CPU interpreter checks what it is given and names what is missing.
+    let mut cpu = striate::exec::cpu::CpuInterpreter::new(&g);
+    let order = striate::graph::schedule::schedule(&g, &[y], &[]);
+    let err = cpu.run(&g, &order).unwrap_err().to_string();
+    assert!(err.contains("'x'") && err.contains("has no value"), "{err}");
+    let wrong = CpuTensor::from_f32([3, 2], vec![0.0; 6]);
+    let err = cpu.set(x, wrong).unwrap_err().to_string();
+    assert!(
+        err.contains("is [2, 3]") && err.contains("given is [3, 2]"),
+        "{err}"
+    );
+    assert!(cpu.set(stray, CpuTensor::scalar(0.0)).is_err());
+    assert!(cpu.get(y).is_err(), "not computed yet");
+    let ones = CpuTensor::try_from_f32([2, 3], vec![1.0; 6]).expect("six fill [2, 3]");
+    cpu.set(x, ones).expect("fits");
+    cpu.run(&g, &order).expect("run");
+    assert_eq!(cpu.get(y).expect("computed").f32(), [2.0; 6]);
+
     let Some(gpu) = common::gpu() else { return };
     let spec = ProgramSpec {
         name: "p".into(),

@@ -72,13 +72,14 @@ fn every_backward_rule_matches_finite_differences() {
         let loss = |values: &[CpuTensor]| -> f64 {
             let mut cpu = CpuInterpreter::new(&g);
             for (&id, v) in ids.iter().zip(values) {
-                cpu.set(id, v.clone());
+                cpu.set(id, v.clone()).expect("set");
             }
-            cpu.run(&g, &forward);
+            cpu.run(&g, &forward).expect("run");
             seeds
                 .iter()
                 .map(|(t, s)| {
                     cpu.get(*t)
+                        .expect("value")
                         .f32()
                         .iter()
                         .zip(s.f32())
@@ -89,9 +90,9 @@ fn every_backward_rule_matches_finite_differences() {
         };
         let mut cpu = CpuInterpreter::new(&g);
         for (&id, v) in ids.iter().zip(&inputs) {
-            cpu.set(id, v.clone());
+            cpu.set(id, v.clone()).expect("set");
         }
-        cpu.run(&g, &backward);
+        cpu.run(&g, &backward).expect("run");
 
         for (&input, &grad) in wrt.iter().zip(&grads) {
             let input_idx = ids
@@ -108,7 +109,7 @@ fn every_backward_rule_matches_finite_differences() {
             }
             assert_close(
                 &format!("{entry:?}: d/d input {input_idx}"),
-                cpu.get(grad).f32(),
+                cpu.get(grad).expect("value").f32(),
                 &numeric,
                 2e-3,
                 1e-2,
@@ -193,7 +194,7 @@ fn relu_mask_folded_into_max_pool_gives_the_unfused_gradients() {
         let y = g.conv2d_relu(x, w, b, geometry).expect("conv");
         let pool = Pool2d::new(2);
         let pooled = if fold {
-            g.max_pool2d(y, 2, 2, 0).expect("pool")
+            g.max_pool2d(y, 2).expect("pool")
         } else {
             let op = MaxPool2d {
                 pool,
@@ -220,11 +221,20 @@ fn relu_mask_folded_into_max_pool_gives_the_unfused_gradients() {
         let order = schedule(&g, &grads, &[]);
         let mut cpu = CpuInterpreter::new(&g);
         for (id, v) in [(x, &x_val), (w, &w_val), (b, &b_val)] {
-            cpu.set(id, v.clone());
+            cpu.set(id, v.clone()).expect("set");
         }
-        cpu.run(&g, &order);
-        let zero_windows = cpu.get(pooled).f32().iter().filter(|&&v| v == 0.0).count();
-        let grads: Vec<Vec<f32>> = grads.iter().map(|&t| cpu.get(t).f32().to_vec()).collect();
+        cpu.run(&g, &order).expect("run");
+        let zero_windows = cpu
+            .get(pooled)
+            .expect("value")
+            .f32()
+            .iter()
+            .filter(|&&v| v == 0.0)
+            .count();
+        let grads: Vec<Vec<f32>> = grads
+            .iter()
+            .map(|&t| cpu.get(t).expect("value").f32().to_vec())
+            .collect();
         (grads, relu_backwards, zero_windows)
     };
     let (folded, folded_relus, zero_windows) = run(true);
@@ -272,11 +282,14 @@ fn linear_relu_gives_the_gradients_of_linear_then_relu() {
         let order = schedule(&g, &grads, &[]);
         let mut cpu = CpuInterpreter::new(&g);
         for (id, v) in [(x, &x_val), (w, &w_val), (b, &b_val)] {
-            cpu.set(id, v.clone());
+            cpu.set(id, v.clone()).expect("set");
         }
-        cpu.run(&g, &order);
-        let y_val = cpu.get(y).f32().to_vec();
-        let grads: Vec<Vec<f32>> = grads.iter().map(|&t| cpu.get(t).f32().to_vec()).collect();
+        cpu.run(&g, &order).expect("run");
+        let y_val = cpu.get(y).expect("value").f32().to_vec();
+        let grads: Vec<Vec<f32>> = grads
+            .iter()
+            .map(|&t| cpu.get(t).expect("value").f32().to_vec())
+            .collect();
         (grads, relu_backwards, y_val)
     };
     let (fused, fused_relus, y) = run(true);

@@ -10,7 +10,7 @@ use striate::ir::CpuTensor;
 use striate::nn::Model;
 use striate::ops::testing::assert_close;
 use striate::train::{training_graph, Optimizer, TrainConfig, Trainer};
-use striate::GpuContext;
+use striate::{GpuContext, Shape};
 
 fn config(model: Model, batch_size: usize, optimizer: Optimizer) -> TrainConfig {
     TrainConfig {
@@ -53,21 +53,30 @@ fn check_step_config(gpu: &GpuContext, cfg: &TrainConfig) -> Vec<(String, CpuTen
     cpu.set(
         parts.images,
         CpuTensor::from_f32([batch_size, 1, 28, 28], images.clone()),
-    );
+    )
+    .expect("set");
     cpu.set(
         parts.labels,
         CpuTensor::from_u32([batch_size], data.labels.clone()),
-    );
-    cpu.run(&g, &schedule(&g, &outputs, &parts.train_effects));
+    )
+    .expect("set");
+    cpu.run(&g, &schedule(&g, &outputs, &parts.train_effects))
+        .expect("run");
 
-    let cpu_loss = cpu.get(parts.loss).f32()[0];
+    // The loss is a scalar, as PyTorch's: 0-d, one element.
+    assert_eq!(g.shape(parts.loss), &Shape::scalar());
+    let cpu_loss = cpu
+        .get(parts.loss)
+        .expect("value")
+        .item()
+        .expect("scalar loss");
     assert!(
         (gpu_loss - cpu_loss).abs() < 1e-5 * cpu_loss.abs().max(1.0),
         "loss: GPU {gpu_loss}, CPU {cpu_loss}"
     );
     assert_eq!(gpu_grads.len(), parts.params.len());
     for ((name, grad), &cpu_grad) in gpu_grads.iter().zip(&parts.grads) {
-        let want = cpu.get(cpu_grad).f32();
+        let want = cpu.get(cpu_grad).expect("value").f32();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(
             scale > 0.0,
@@ -84,7 +93,7 @@ fn check_step_config(gpu: &GpuContext, cfg: &TrainConfig) -> Vec<(String, CpuTen
     // Batch norm's running statistics, moved toward the batch's by the train program.
     assert_eq!(gpu_buffers.len(), parts.buffers.len());
     for ((name, value), (_, buffer)) in gpu_buffers.iter().zip(&parts.buffers) {
-        let want = cpu.get(*buffer).f32();
+        let want = cpu.get(*buffer).expect("value").f32();
         assert_close(
             &format!("{name} after the step"),
             value.f32(),
@@ -103,7 +112,7 @@ fn check_step_config(gpu: &GpuContext, cfg: &TrainConfig) -> Vec<(String, CpuTen
     for (((name, value), (_, param)), &cpu_grad) in
         gpu_params.iter().zip(&parts.params).zip(&parts.grads)
     {
-        let grad = cpu.get(cpu_grad).f32();
+        let grad = cpu.get(cpu_grad).expect("value").f32();
         let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs()));
         let keep: Vec<usize> = (0..grad.len())
             .filter(|&i| !is_adam || grad[i] == 0.0 || grad[i].abs() > 1e-3 * scale)
@@ -116,7 +125,7 @@ fn check_step_config(gpu: &GpuContext, cfg: &TrainConfig) -> Vec<(String, CpuTen
         assert_close(
             &format!("{name} after the update"),
             &pick(value.f32()),
-            &pick(cpu.get(*param).f32()),
+            &pick(cpu.get(*param).expect("value").f32()),
             2e-6,
             1e-4,
         );
@@ -124,7 +133,7 @@ fn check_step_config(gpu: &GpuContext, cfg: &TrainConfig) -> Vec<(String, CpuTen
     (0..g.n_tensors() as u32)
         .map(striate::TensorId)
         .filter(|&t| matches!(g.tensor(t).kind, striate::ir::TensorKind::State(_)))
-        .map(|t| (g.tensor(t).name.clone(), cpu.get(t).clone()))
+        .map(|t| (g.tensor(t).name.clone(), cpu.get(t).expect("value").clone()))
         .collect()
 }
 
@@ -338,16 +347,19 @@ fn eval_mode_differs_from_train_mode_exactly_where_it_must() {
         cpu.set(
             parts.images,
             CpuTensor::from_f32([batch, 1, 28, 28], images.clone()),
-        );
+        )
+        .expect("set");
         cpu.set(
             parts.labels,
             CpuTensor::from_u32([batch], data.labels.clone()),
-        );
-        cpu.run(&g, &schedule(&g, &[parts.eval_logits], &[]));
+        )
+        .expect("set");
+        cpu.run(&g, &schedule(&g, &[parts.eval_logits], &[]))
+            .expect("run");
         assert_close(
             &format!("{model} eval logits"),
             eval_logits.f32(),
-            cpu.get(parts.eval_logits).f32(),
+            cpu.get(parts.eval_logits).expect("value").f32(),
             1e-4,
             1e-3,
         );
@@ -711,7 +723,7 @@ fn dropout_draws_a_new_mask_each_step_and_vanishes_in_eval() {
     use striate::exec::gpu::{Executable, ProgramSpec};
     use striate::nn::Net;
     use striate::ops::optim::OptimizerStepCount;
-    use striate::{Graph, NodeId, Shape};
+    use striate::{Graph, NodeId};
 
     // Its own context: counters are per context, and other tests run in parallel.
     let Some(_) = common::gpu() else { return };
@@ -838,17 +850,17 @@ fn general_and_transposed_convolutions_train_on_the_gpu_as_on_the_cpu() {
     let x = g.input("x", striate::shape::Shape::f32([2, 3, 9, 10]));
     let mut net = Net::new(&mut g, 7);
     let opts = Conv2dOptions::new((1, 3)).stride((1, 2)).padding((0, 1));
-    let y = net.conv("wide", x, 6, opts).expect("wide");
+    let y = net.conv2d("wide", x, 6, opts).expect("wide");
     let dw = Conv2dOptions::new(3)
         .padding((2, 1))
         .dilation((2, 1))
         .groups(6);
-    let y = net.conv("depthwise", y, 6, dw).expect("depthwise");
+    let y = net.conv2d("depthwise", y, 6, dw).expect("depthwise");
     let y = net.relu("act", y).expect("relu");
     let up = Conv2dOptions::new(3).stride(2).padding(1).groups(2);
-    let y = net.conv_transpose("up", y, 4, up, 1).expect("transposed");
+    let y = net.conv_transpose2d("up", y, 4, up, 1).expect("transposed");
     let y = net
-        .conv("square", y, 5, Conv2dOptions::new(3).padding(1))
+        .conv2d("square", y, 5, Conv2dOptions::new(3).padding(1))
         .expect("square");
     let params = net.into_params();
     let names: Vec<(&str, Vec<usize>)> = params
@@ -885,7 +897,7 @@ fn general_and_transposed_convolutions_train_on_the_gpu_as_on_the_cpu() {
     let target = CpuTensor::from_f32([2, 5, 18, 10], distinct_values(&mut rng, 1800));
     let target = g.constant("target", target);
     let loss = g.mse_loss(y, target).expect("loss");
-    let one = g.constant("one", CpuTensor::from_f32([1], vec![1.0]));
+    let one = g.constant("one", CpuTensor::scalar(1.0));
     let wrt: Vec<_> = params.iter().map(|(_, t)| *t).collect();
     let grads = append_backward(&mut g, &[(loss, one)], &wrt).expect("backward");
 
@@ -902,11 +914,11 @@ fn general_and_transposed_convolutions_train_on_the_gpu_as_on_the_cpu() {
     exe.write(x, input.bytes()).expect("write");
     exe.run(step).expect("run");
     let mut cpu = CpuInterpreter::new(&g);
-    cpu.set(x, input);
-    cpu.run(&g, &schedule(&g, &outputs, &[]));
+    cpu.set(x, input).expect("set");
+    cpu.run(&g, &schedule(&g, &outputs, &[])).expect("run");
     for (i, &t) in outputs.iter().enumerate() {
         let name = if i == 0 { "loss" } else { &params[i - 1].0 };
-        let want = cpu.get(t).f32();
+        let want = cpu.get(t).expect("value").f32();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0, "{name}: all zeros on the CPU");
         let got = exe.read(step, t).expect("read");
@@ -1070,19 +1082,19 @@ fn a_user_defined_residual_cnn_trains() {
     let Some(gpu) = common::gpu() else { return };
     fn block(net: &mut Net, name: &str, x: TensorId, c: usize) -> striate::Result<TensorId> {
         let conv = Conv2dOptions::new(3).padding(1).bias(false);
-        let y = net.conv(&format!("{name}.conv1"), x, c, conv)?;
+        let y = net.conv2d(&format!("{name}.conv1"), x, c, conv)?;
         let y = net.batch_norm2d(&format!("{name}.bn1"), y)?;
         let y = net.relu(&format!("{name}.relu1"), y)?;
-        let y = net.conv(&format!("{name}.conv2"), y, c, conv)?;
+        let y = net.conv2d(&format!("{name}.conv2"), y, c, conv)?;
         let y = net.batch_norm2d(&format!("{name}.bn2"), y)?;
         let y = net.add(&format!("{name}.add"), y, x)?;
         net.relu(&format!("{name}.relu2"), y)
     }
     let width = 12;
     let arch = move |net: &mut Net, x: TensorId, classes: usize| {
-        let x = net.conv("stem", x, width, Conv2dOptions::new((3, 5)).padding((1, 2)))?;
+        let x = net.conv2d("stem", x, width, Conv2dOptions::new((3, 5)).padding((1, 2)))?;
         let x = block(net, "layer1", x, width)?;
-        let x = net.max_pool2d("pool", x, 2, 2)?;
+        let x = net.max_pool2d("pool", x, 2)?;
         let x = block(net, "layer2", x, width)?;
         let x = net.global_avg_pool2d("avgpool", x)?;
         let x = net.flatten("flatten", x)?;

@@ -4,11 +4,15 @@
 use crate::graph::Schedule;
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, TensorId, TensorKind};
+use crate::shape::Shape;
+use crate::{Error, Result};
 
 /// Tensor values of one graph, on the host.
 #[derive(Clone, Debug)]
 pub struct CpuInterpreter {
     values: Vec<Option<CpuTensor>>,
+    /// Each tensor's name and shape, to check what is set and to name what is missing.
+    infos: Vec<(String, Shape)>,
 }
 
 impl CpuInterpreter {
@@ -23,23 +27,57 @@ impl CpuInterpreter {
                 TensorKind::Input | TensorKind::Activation(_) => None,
             })
             .collect();
-        CpuInterpreter { values }
+        let infos = g
+            .tensor_ids()
+            .map(|t| (g.tensor(t).name.clone(), g.shape(t).clone()))
+            .collect();
+        CpuInterpreter { values, infos }
     }
 
-    /// Sets a tensor's value (an input, or a parameter to perturb).
-    pub fn set(&mut self, t: TensorId, value: CpuTensor) {
+    /// Sets a tensor's value (an input, or a parameter to perturb); an error if the graph has
+    /// no such tensor or the value's shape or dtype differs from the tensor's.
+    pub fn set(&mut self, t: TensorId, value: CpuTensor) -> Result<()> {
+        let (name, shape) = self.info(t)?;
+        if value.shape != *shape {
+            return Err(Error::InvalidArgument(format!(
+                "tensor '{name}' ({t}) is {shape}, the value given is {}",
+                value.shape
+            )));
+        }
         self.values[t.0 as usize] = Some(value);
+        Ok(())
     }
 
-    /// A tensor's value; panics if it was never computed or set.
-    pub fn get(&self, t: TensorId) -> &CpuTensor {
-        self.values[t.0 as usize]
-            .as_ref()
-            .unwrap_or_else(|| panic!("{t} has no value: not computed by the schedule, nor set"))
+    /// A tensor's value; an error if it was never computed or set.
+    pub fn get(&self, t: TensorId) -> Result<&CpuTensor> {
+        let (name, _) = self.info(t)?;
+        self.values[t.0 as usize].as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "tensor '{name}' ({t}) has no value: the schedule run did not compute it and \
+                 it was not set"
+            ))
+        })
     }
 
-    /// Runs every step of `schedule` in order.
-    pub fn run(&mut self, g: &Graph, schedule: &Schedule) {
+    fn info(&self, t: TensorId) -> Result<&(String, Shape)> {
+        self.infos.get(t.0 as usize).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{t} is not a tensor of this interpreter's graph ({} tensors)",
+                self.infos.len()
+            ))
+        })
+    }
+
+    /// Runs every step of `schedule` in order; an error names the first input it needs that
+    /// was never set (or a graph other than the interpreter's).
+    pub fn run(&mut self, g: &Graph, schedule: &Schedule) -> Result<()> {
+        if g.n_tensors() != self.infos.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the graph has {} tensors, the interpreter was made for one of {}",
+                g.n_tensors(),
+                self.infos.len()
+            )));
+        }
         for step in &schedule.steps {
             let node = g.node(step.node);
             let mutates = node.op.mutates();
@@ -51,10 +89,14 @@ impl CpuInterpreter {
             } else {
                 mutates
                     .iter()
-                    .map(|&i| self.get(node.inputs[i]).clone())
-                    .collect()
+                    .map(|&i| self.get(node.inputs[i]).cloned())
+                    .collect::<Result<_>>()?
             };
-            let inputs: Vec<&CpuTensor> = node.inputs.iter().map(|&t| self.get(t)).collect();
+            let inputs: Vec<&CpuTensor> = node
+                .inputs
+                .iter()
+                .map(|&t| self.get(t))
+                .collect::<Result<_>>()?;
             node.op.reference(&inputs, &mut outputs);
             let targets: Vec<TensorId> = if mutates.is_empty() {
                 node.outputs.clone()
@@ -62,8 +104,9 @@ impl CpuInterpreter {
                 mutates.iter().map(|&i| node.inputs[i]).collect()
             };
             for (t, value) in targets.into_iter().zip(outputs) {
-                self.set(t, value);
+                self.values[t.0 as usize] = Some(value);
             }
         }
+        Ok(())
     }
 }

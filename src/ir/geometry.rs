@@ -42,19 +42,14 @@ impl Pool2d {
         }
     }
 
-    /// A square `k`×`k` window with `stride` and `pad` on both axes, floor mode.
-    pub fn square(k: usize, stride: usize, pad: usize) -> Self {
-        Pool2d::new(k).stride(stride).pad(pad)
-    }
-
     /// Stride (one number or `(h, w)`).
     pub fn stride(mut self, s: impl Pair) -> Self {
         self.stride = s.pair();
         self
     }
 
-    /// Padding (one number or `(h, w)`).
-    pub fn pad(mut self, p: impl Pair) -> Self {
+    /// Padding on both sides of each axis (one number or `(h, w)`).
+    pub fn padding(mut self, p: impl Pair) -> Self {
         self.pad = p.pair();
         self
     }
@@ -63,6 +58,14 @@ impl Pool2d {
     pub fn ceil_mode(mut self, on: bool) -> Self {
         self.ceil_mode = on;
         self
+    }
+}
+
+/// A window alone (`2`, `(3, 2)`) is the pool with stride equal to the window, as PyTorch's
+/// `MaxPool2d(k)`.
+impl<P: Pair> From<P> for Pool2d {
+    fn from(k: P) -> Self {
+        Pool2d::new(k)
     }
 }
 
@@ -127,7 +130,7 @@ impl Conv2dSpec {
     }
 
     /// Zero padding `p` (one number or `(h, w)`).
-    pub fn pad(mut self, p: impl Pair) -> Self {
+    pub fn padding(mut self, p: impl Pair) -> Self {
         self.pad = p.pair();
         self
     }

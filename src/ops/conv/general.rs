@@ -731,7 +731,7 @@ mod tests {
         // PyTorch: (5 - 1)·2 − 2·1 + 1·(3 − 1) + 1 + 1 = 10 for stride 2, padding 1,
         // output_padding 1, kernel 3.
         let op = ConvTranspose2d {
-            spec: Conv2dSpec::default().stride(2).pad(1),
+            spec: Conv2dSpec::default().stride(2).padding(1),
             output_padding: [1, 0],
         };
         assert_eq!(op.out_size([5, 5], [3, 3]).unwrap(), [10, 9]);

@@ -100,7 +100,7 @@ impl OpDef for MultiMarginLoss {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 2)?;
         self.check(self.name(), inputs[0], inputs[1])?;
-        Ok(vec![Shape::f32([1])])
+        Ok(vec![Shape::scalar()])
     }
 
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
@@ -139,10 +139,10 @@ impl OpDef for MultiMarginLossBackward {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 3)?;
         self.0.check(self.name(), inputs[0], inputs[1])?;
-        if inputs[2].dims != [1] {
+        if inputs[2] != &Shape::scalar() {
             return Err(Error::shape(
                 self.name(),
-                format!("grad_loss must be [1], got {}", inputs[2]),
+                format!("grad_loss must be a scalar (0-d), got {}", inputs[2]),
             ));
         }
         Ok(vec![inputs[0].clone()])
@@ -201,7 +201,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         res.push(forward);
         let mut backward = CatalogEntry::new(
             MultiMarginLossBackward(op),
-            vec![Shape::f32([n, c]), Shape::u32([n]), Shape::f32([1])],
+            vec![Shape::f32([n, c]), Shape::u32([n]), Shape::scalar()],
         );
         backward.u32_bound = c as u32;
         backward.prepare = Some(Box::new(spread));

@@ -108,7 +108,7 @@ impl OpDef for PointwiseLoss {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 2)?;
         self.check(self.name(), inputs[0], inputs[1])?;
-        Ok(vec![Shape::f32([1])])
+        Ok(vec![Shape::scalar()])
     }
 
     fn backward(&self, cx: &mut BackwardCtx<'_>) -> Result<()> {
@@ -157,10 +157,10 @@ impl OpDef for PointwiseLossBackward {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 3)?;
         self.0.check(self.name(), inputs[0], inputs[1])?;
-        if inputs[2].dims != [1] {
+        if inputs[2] != &Shape::scalar() {
             return Err(Error::shape(
                 self.name(),
-                format!("grad_loss must be [1], got {}", inputs[2]),
+                format!("grad_loss must be a scalar (0-d), got {}", inputs[2]),
             ));
         }
         Ok(vec![inputs[0].clone(), inputs[1].clone()])
@@ -245,7 +245,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
             res.push(forward);
             let mut backward = CatalogEntry::new(
                 PointwiseLossBackward(loss),
-                vec![x.clone(), x, Shape::f32([1])],
+                vec![x.clone(), x, Shape::scalar()],
             );
             backward.prepare = Some(Box::new(targets));
             res.push(backward);

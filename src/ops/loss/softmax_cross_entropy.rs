@@ -147,7 +147,7 @@ impl OpDef for SoftmaxCrossEntropy {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 3)?;
         self.check(self.name(), inputs)?;
-        Ok(vec![Shape::f32([1])])
+        Ok(vec![Shape::scalar()])
     }
 
     // grad_logits = [(1−ε)·w_y·(p − onehot(y)) + (ε/c)·(Σw·p − w)] / W; labels and weights
@@ -189,10 +189,10 @@ impl OpDef for SoftmaxCrossEntropyBackward {
     fn infer(&self, inputs: &[&Shape]) -> Result<Vec<Shape>> {
         expect_arity(self.name(), inputs, 4)?;
         self.0.check(self.name(), inputs)?;
-        if inputs[3].dims != [1] {
+        if inputs[3] != &Shape::scalar() {
             return Err(Error::shape(
                 self.name(),
-                format!("grad_loss must be [1], got {}", inputs[3]),
+                format!("grad_loss must be a scalar (0-d), got {}", inputs[3]),
             ));
         }
         Ok(vec![inputs[0].clone()])
@@ -349,7 +349,7 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
                 Shape::f32([n, c]),
                 Shape::u32([n]),
                 Shape::f32([c]),
-                Shape::f32([1]),
+                Shape::scalar(),
             ],
         );
         e.u32_bound = c as u32;
@@ -380,7 +380,8 @@ mod tests {
             label_smoothing: 0.0,
         };
         let loss = run_reference(&plain, &[logits, labels, ones]);
-        assert!((loss[0].f32()[0] - 4f32.ln()).abs() < 1e-6);
+        assert_eq!(loss[0].shape, Shape::scalar(), "a loss is 0-d");
+        assert!((loss[0].item().expect("scalar") - 4f32.ln()).abs() < 1e-6);
     }
 
     /// `F.cross_entropy(x, y, weight=w, label_smoothing=0.2)` for x = [[2, 0, -1], [0.5, 1, 0]],

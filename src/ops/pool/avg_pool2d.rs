@@ -148,26 +148,17 @@ impl OpDef for AvgPool2dBackward {
 }
 
 impl Graph {
-    /// `y = avg_pool2d(x)` for `x: [n, c, h, w]` with a k×k window (padding counted).
+    /// `F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)` for
+    /// `x: [n, c, h, w]`: `pool` is a window alone (stride equal to it) or any [`Pool2d`];
+    /// `count_include_pad` is PyTorch's (its default: true).
     pub fn avg_pool2d(
         &mut self,
         x: TensorId,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Result<TensorId> {
-        self.avg_pool2d_with(x, Pool2d::square(k, stride, pad), true)
-    }
-
-    /// `F.avg_pool2d(x, ..., ceil_mode, count_include_pad)` with any [`Pool2d`].
-    pub fn avg_pool2d_with(
-        &mut self,
-        x: TensorId,
-        pool: Pool2d,
+        pool: impl Into<Pool2d>,
         count_include_pad: bool,
     ) -> Result<TensorId> {
         let op = AvgPool2d {
-            pool,
+            pool: pool.into(),
             count_include_pad,
         };
         Ok(self.push(op, &[x])?[0])
@@ -178,17 +169,17 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     // Both divisors on each geometry: padded, non-square, ceil mode with partial windows.
     for (h, w, pool) in [
-        (5, 7, Pool2d::square(2, 2, 0)),
-        (9, 9, Pool2d::square(3, 2, 1)),
-        (8, 6, Pool2d::square(3, 1, 1)),
-        (7, 9, Pool2d::new((3, 2)).stride((2, 1)).pad((1, 1))),
-        (6, 7, Pool2d::new(3).stride(2).pad(1).ceil_mode(true)),
+        (5, 7, Pool2d::new(2).stride(2)),
+        (9, 9, Pool2d::new(3).stride(2).padding(1)),
+        (8, 6, Pool2d::new(3).stride(1).padding(1)),
+        (7, 9, Pool2d::new((3, 2)).stride((2, 1)).padding((1, 1))),
+        (6, 7, Pool2d::new(3).stride(2).padding(1).ceil_mode(true)),
         (
             5,
             8,
             Pool2d::new((2, 3))
                 .stride((2, 3))
-                .pad((1, 1))
+                .padding((1, 1))
                 .ceil_mode(true),
         ),
     ] {
@@ -221,7 +212,7 @@ mod tests {
         // 2×2 ones, k = 2, stride 1, pad 1: corners see one real element out of four.
         let x = CpuTensor::from_f32([1, 1, 2, 2], vec![1.0; 4]);
         let op = |count_include_pad| AvgPool2d {
-            pool: Pool2d::square(2, 1, 1),
+            pool: Pool2d::new(2).stride(1).padding(1),
             count_include_pad,
         };
         let out = run_reference(&op(true), std::slice::from_ref(&x));
@@ -254,7 +245,10 @@ mod tests {
             pool.infer("t", &Shape::f32([1, 1, 6, 6])).unwrap().dims,
             [1, 1, 3, 3]
         );
-        let pool = Pool2d::new((2, 3)).stride((2, 3)).pad(1).ceil_mode(true);
+        let pool = Pool2d::new((2, 3))
+            .stride((2, 3))
+            .padding(1)
+            .ceil_mode(true);
         assert_eq!(
             pool.infer("t", &Shape::f32([1, 1, 5, 8])).unwrap().dims,
             [1, 1, 3, 3]

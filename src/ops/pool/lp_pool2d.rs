@@ -178,8 +178,15 @@ impl OpDef for LpPool2dBackward {
 }
 
 impl Graph {
-    /// `F.lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode)` (no padding).
-    pub fn lp_pool2d(&mut self, x: TensorId, norm: f32, pool: Pool2d) -> Result<TensorId> {
+    /// `F.lp_pool2d(x, norm_type, kernel_size, stride, ceil_mode)` (no padding): `pool` is a
+    /// window alone (stride equal to it) or any [`Pool2d`].
+    pub fn lp_pool2d(
+        &mut self,
+        x: TensorId,
+        norm: f32,
+        pool: impl Into<Pool2d>,
+    ) -> Result<TensorId> {
+        let pool = pool.into();
         Ok(self.push(LpPool2d { pool, norm }, &[x])?[0])
     }
 }
@@ -243,7 +250,7 @@ mod tests {
         };
         assert_eq!(run_reference(&l1, &[x])[0].f32(), [7.0]);
         assert!(LpPool2d {
-            pool: Pool2d::new(2).pad(1),
+            pool: Pool2d::new(2).padding(1),
             norm: 2.0
         }
         .infer(&[&Shape::f32([1, 1, 4, 4])])

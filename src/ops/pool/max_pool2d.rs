@@ -312,21 +312,12 @@ impl OpDef for MaxPool2dBackward {
 }
 
 impl Graph {
-    /// `y = max_pool2d(x)` for `x: [n, c, h, w]` with a k×k window. Returns `y` (the argmax
-    /// output stays in the graph for the backward pass).
-    pub fn max_pool2d(
-        &mut self,
-        x: TensorId,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Result<TensorId> {
-        self.max_pool2d_with(x, Pool2d::square(k, stride, pad))
-    }
-
-    /// `y = max_pool2d(x)` with any [`Pool2d`] (non-square, per-axis stride and padding, ceil
-    /// mode).
-    pub fn max_pool2d_with(&mut self, x: TensorId, pool: Pool2d) -> Result<TensorId> {
+    /// `F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=...)` for `x: [n, c, h, w]`:
+    /// `pool` is a window alone (`2`, `(3, 2)`: stride equal to it) or any [`Pool2d`]
+    /// (`Pool2d::new(3).stride(2).padding(1)`). Returns `y` (the argmax output stays in the
+    /// graph for the backward pass).
+    pub fn max_pool2d(&mut self, x: TensorId, pool: impl Into<Pool2d>) -> Result<TensorId> {
+        let pool = pool.into();
         let producer = match self.tensor(x).kind {
             TensorKind::Activation(node) => Some(self.node(node).clone()),
             _ => None,
@@ -358,21 +349,21 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     // Non-square windows, strides and padding, ceil mode with a partial last window (and one
     // where ceil mode drops the window that would start in the right padding).
     for (h, w, pool) in [
-        (5, 7, Pool2d::square(2, 2, 0)),
-        (9, 9, Pool2d::square(3, 2, 1)),
-        (8, 6, Pool2d::square(3, 1, 1)),
-        (7, 9, Pool2d::new((3, 2)).stride((2, 1)).pad((1, 0))),
+        (5, 7, Pool2d::new(2).stride(2)),
+        (9, 9, Pool2d::new(3).stride(2).padding(1)),
+        (8, 6, Pool2d::new(3).stride(1).padding(1)),
+        (7, 9, Pool2d::new((3, 2)).stride((2, 1)).padding((1, 0))),
         (6, 7, Pool2d::new(3).stride(2).ceil_mode(true)),
         (
             5,
             8,
             Pool2d::new((2, 3))
                 .stride((2, 3))
-                .pad((1, 1))
+                .padding((1, 1))
                 .ceil_mode(true),
         ),
-        (6, 10, Pool2d::square(2, 2, 0)),
-        (9, 6, Pool2d::square(3, 3, 0)),
+        (6, 10, Pool2d::new(2).stride(2)),
+        (9, 6, Pool2d::new(3).stride(3)),
     ] {
         let x = Shape::f32([2, 3, h, w]);
         res.push(CatalogEntry::new(
