@@ -12,20 +12,25 @@ use striate::Shape;
 #[test]
 fn every_variant_matches_the_reference() {
     let Some(gpu) = common::gpu() else { return };
-    // The plans offered on this adapter, those an adapter without subgroups gets, and the
-    // workgroup-tiled family GPUs get (they all run here too), so every variant any adapter's
-    // autotuner may pick is checked.
+    // The plans offered on this adapter, those an adapter without subgroups gets, those of
+    // adapters whose subgroups are wider than 8 lanes (shuffles within blocks of 8, which run
+    // on 8-lane subgroups too), and the workgroup-tiled family GPUs get (they all run here
+    // too), so every variant any adapter's autotuner may pick is checked.
     let gpus = [
         gpu.clone(),
         gpu.without_subgroups(),
+        gpu.with_subgroup_blocks(),
         gpu.with_workgroup_tiles(),
     ];
     let mut n_checked = 0;
     let mut n_split = 0;
     // Variants copying inputs into their textures instead of packing them.
     let mut n_copies = 0;
-    // Window-sum variants checked, without and with subgroups.
-    let mut n_windows = [0; 2];
+    // Window-sum variants checked: without subgroups, summing whole 8-lane subgroups, summing
+    // blocks of 8 lanes.
+    let mut n_windows = [0; 3];
+    // Variants checked that share values within blocks of 8 lanes (`-sgb`), per op.
+    let mut block_ops = std::collections::BTreeSet::new();
     let mut implicit_ops = std::collections::BTreeSet::new();
     // Ops checked with a workgroup-tiled variant.
     let mut tiled_ops = std::collections::BTreeSet::new();
@@ -91,7 +96,17 @@ fn every_variant_matches_the_reference() {
                 n_copies += 1;
             }
             if plan.variant.starts_with("windows-") {
-                n_windows[usize::from(plan.variant.ends_with("-sg"))] += 1;
+                let form = if plan.variant.ends_with("-sg") {
+                    1
+                } else if plan.variant.ends_with("-sgb") {
+                    2
+                } else {
+                    0
+                };
+                n_windows[form] += 1;
+            }
+            if plan.variant.contains("-sgb") {
+                block_ops.insert(entry.op.name());
             }
         }
     }
@@ -99,16 +114,39 @@ fn every_variant_matches_the_reference() {
     assert!(n_split > 0, "no split-k GEMM was checked");
     assert!(n_copies >= 10, "only {n_copies} copying variants checked");
     // The unpooled weight gradient over the pool's windows: each channel grouping the catalogue
-    // shapes allow, without subgroups, and with them where this adapter's subgroups are of a
-    // width the subgroup plans are written for (`DeviceCaps`); elsewhere none may be offered.
+    // shapes allow, without subgroups, and with them in the forms this adapter's subgroups
+    // allow (`DeviceCaps`): whole-subgroup sums only on subgroups of exactly 8 lanes, block
+    // sums on any subgroups of a multiple of 8 lanes; elsewhere none may be offered.
     let caps = gpu.caps();
-    let want_subgroup_plans = caps.subgroups8;
+    let whole = caps.subgroups == Some(striate::kernels::SubgroupShare::Whole);
+    let blocks = caps.subgroups.is_some() || gpu.with_subgroup_blocks().caps().subgroups.is_some();
     assert!(
-        n_windows[0] >= 10 && (n_windows[1] >= 10) == want_subgroup_plans,
-        "window-sum variants checked (without, with subgroups): {n_windows:?}; \
-         subgroup plans expected: {want_subgroup_plans} ({}, {caps:?})",
+        n_windows[0] >= 10 && (n_windows[1] >= 10) == whole && (n_windows[2] >= 10) == blocks,
+        "window-sum variants checked (none, whole, blocks): {n_windows:?}; expected whole \
+         {whole}, blocks {blocks} ({}, {caps:?})",
         gpu.describe()
     );
+    // Every op with subgroup plans, in the block form, where the adapter has subgroups.
+    if blocks {
+        assert_eq!(
+            block_ops.into_iter().collect::<Vec<_>>(),
+            [
+                "conv2d",
+                "conv2d_backward_input",
+                "conv2d_backward_input_unpool",
+                "conv2d_backward_weight",
+                "conv2d_backward_weight_unpool",
+                "conv2d_relu",
+                "conv2d_relu_pool",
+                "linear",
+                "linear_backward_input",
+                "linear_backward_weight",
+                "linear_relu",
+                "matmul"
+            ],
+            "block-shuffle variants checked"
+        );
+    }
     // The implicit-GEMM convolutions, all seven of them, with splits among those counted above.
     assert_eq!(
         implicit_ops.into_iter().collect::<Vec<_>>(),

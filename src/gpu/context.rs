@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::gpu::counters::{CounterCells, Counters};
 use crate::ir::{DeviceCaps, KernelCall, Shader};
+use crate::kernels::SubgroupShare;
 use crate::{Error, Result};
 
 /// The outcome of a buffer mapping, delivered by its callback.
@@ -58,6 +59,9 @@ pub struct GpuContext {
     inner: Arc<Inner>,
     /// Offer plans as on an adapter without subgroups ([`GpuContext::without_subgroups`]).
     no_subgroups: bool,
+    /// Share subgroup values within blocks of 8 lanes even on 8-lane subgroups
+    /// ([`GpuContext::with_subgroup_blocks`]).
+    subgroup_blocks: bool,
     /// Forces whether the workgroup-tiled family is offered (`None`: by the adapter's type).
     workgroup_tiles: Option<bool>,
 }
@@ -192,7 +196,7 @@ impl GpuContext {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Subgroup operations where the adapter has them: the texture GEMM shares its row
-        // operand through subgroup broadcasts when subgroups are exactly 8 lanes wide.
+        // operand through subgroup broadcasts or shuffles (`kernels::SubgroupShare`).
         // Timestamp queries where the adapter has them: `Executable::profile` times each
         // dispatch on the device instead of syncing the host around it.
         let features =
@@ -209,6 +213,7 @@ impl GpuContext {
         let serial = (info.backend == wgpu::Backend::Gl).then(Mutex::default);
         Ok(GpuContext {
             no_subgroups: false,
+            subgroup_blocks: false,
             workgroup_tiles: None,
             inner: Arc::new(Inner {
                 device,
@@ -236,19 +241,43 @@ impl GpuContext {
     pub fn caps(&self) -> DeviceCaps {
         let info = &self.inner.info;
         DeviceCaps {
-            subgroups8: !self.no_subgroups
-                && self
-                    .inner
-                    .device
-                    .features()
-                    .contains(wgpu::Features::SUBGROUP)
-                && info.subgroup_min_size == 8
-                && info.subgroup_max_size == 8,
+            subgroups: self.subgroup_share(),
             max_texture_dim: self.inner.limits.max_texture_dimension_2d,
             workgroup_tiles: self.workgroup_tiles.unwrap_or(!matches!(
                 info.device_type,
                 wgpu::DeviceType::Cpu | wgpu::DeviceType::Other
             )),
+        }
+    }
+
+    /// How subgroup plans share values here: within the whole subgroup where it is exactly 8
+    /// lanes wide, else within blocks of 8 lanes where every width the adapter may pick is a
+    /// multiple of 8 ([`GpuContext::with_subgroup_blocks`] forces the blocks).
+    fn subgroup_share(&self) -> Option<SubgroupShare> {
+        let info = &self.inner.info;
+        let has = !self.no_subgroups
+            && self
+                .inner
+                .device
+                .features()
+                .contains(wgpu::Features::SUBGROUP);
+        let (min, max) = (info.subgroup_min_size, info.subgroup_max_size);
+        if !has || min < 8 || max > 128 || !min.is_power_of_two() || !max.is_power_of_two() {
+            None
+        } else if min == 8 && max == 8 && !self.subgroup_blocks {
+            Some(SubgroupShare::Whole)
+        } else {
+            Some(SubgroupShare::Blocks)
+        }
+    }
+
+    /// The same device, on which subgroup plans share values within blocks of 8 lanes (as on
+    /// adapters whose subgroups are wider than 8) even where subgroups are exactly 8 wide:
+    /// tests check the wide-subgroup kernels on lavapipe.
+    pub fn with_subgroup_blocks(&self) -> Self {
+        GpuContext {
+            subgroup_blocks: true,
+            ..self.clone()
         }
     }
 

@@ -233,8 +233,9 @@ pub fn texture_dims(rows: usize, cols: usize) -> (u32, u32, u32) {
 /// What an op may assume about the device when it offers plans.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceCaps {
-    /// `subgroupBroadcast` is available and subgroups have exactly 8 lanes.
-    pub subgroups8: bool,
+    /// Subgroup operations, and how plans share values through them (absent where the
+    /// adapter has none, or subgroups narrower than 8 lanes or not a multiple of 8).
+    pub subgroups: Option<crate::kernels::SubgroupShare>,
     /// Largest 2D texture side.
     pub max_texture_dim: u32,
     /// Workgroup memory is fast and workgroups run in parallel lanes (a GPU, not a CPU

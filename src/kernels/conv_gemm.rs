@@ -27,6 +27,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::ir::Conv2dGeometry;
 use crate::ir::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
 use crate::kernels::gemm::{self, GemmForm, LINE_TEXELS};
+use crate::kernels::SubgroupShare;
 
 /// `shaders/conv_stage.wgsl`.
 pub static STAGE_SHADER: Shader = Shader::new(
@@ -307,8 +308,9 @@ pub struct ConvTile {
     pub j: u32,
     /// Subgroups (of the workgroup's 8) stacked along rows; the rest go along columns.
     pub wg_rows: u32,
-    /// Share the row operand through `subgroupBroadcast` (needs subgroups of exactly 8).
-    pub subgroups: bool,
+    /// Share the row operand through subgroup operations within blocks of 8 lanes (absent:
+    /// every lane loads every row).
+    pub subgroups: Option<SubgroupShare>,
     /// Outer form: add a per-row bias in the epilogue (binding 3). Dot form: also sum the
     /// row operand (`grad_y`) per row, the bias gradient (last binding).
     pub bias: bool,
@@ -376,7 +378,7 @@ impl ConvTile {
             8 * self.ra,
             self.j,
             self.wg_rows,
-            if self.subgroups { "-sg" } else { "" }
+            SubgroupShare::suffix(self.subgroups)
         ) + if self.kslice { "-ks" } else { "" }
             + if self.pool { "-pool" } else { "" }
             + &if self.rows > 1 && !self.pool {
@@ -431,7 +433,7 @@ pub fn candidates(
     m: usize,
     cols: usize,
     kw: u32,
-    subgroups: bool,
+    subgroups: Option<SubgroupShare>,
     bias: bool,
 ) -> Vec<ConvTile> {
     let wide = kw > 4;
@@ -464,10 +466,10 @@ pub fn candidates(
         if 8 * ra as usize > m.next_power_of_two().max(8) {
             continue;
         }
-        for sg in [true, false] {
+        for sg in subgroups.map(Some).into_iter().chain([None]) {
             // Sliding rows only with broadcasts where the adapter has them: every tile without
             // them ran slower on lavapipe, and each candidate costs compile and tuning time.
-            if (sg && !subgroups) || (!sg && subgroups && rows > 1) {
+            if sg.is_none() && subgroups.is_some() && rows > 1 {
                 continue;
             }
             let tile = ConvTile {
@@ -508,7 +510,12 @@ fn live_rows(ra: u32, m: usize) -> u32 {
 }
 
 /// The candidates of [`candidates`] (outer form, with bias) that pool in their epilogue.
-pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<ConvTile> {
+pub fn pool_candidates(
+    m: usize,
+    cols: usize,
+    kw: u32,
+    subgroups: Option<SubgroupShare>,
+) -> Vec<ConvTile> {
     candidates(GemmForm::Outer, m, cols, kw, subgroups, true)
         .into_iter()
         // Two output rows per column: half the columns' accumulators.
@@ -525,7 +532,11 @@ pub fn pool_candidates(m: usize, cols: usize, kw: u32, subgroups: bool) -> Vec<C
 /// shader validation.
 pub fn all_tiles() -> Vec<ConvTile> {
     let mut res = Vec::new();
-    for subgroups in [true, false] {
+    for subgroups in [
+        Some(SubgroupShare::Whole),
+        Some(SubgroupShare::Blocks),
+        None,
+    ] {
         for (m, cols) in [(4, 1), (6, 1), (1 << 20, 1), (1 << 20, 1 << 20)] {
             for kw in 1..=IMPLICIT_MAX_KW as u32 {
                 for form in [GemmForm::Outer, GemmForm::Dot] {
@@ -550,16 +561,15 @@ const XYZW: [&str; 4] = ["x", "y", "z", "w"];
 /// `row0 + 8i + lane`) or row `row0 + i` (every lane).
 fn emit_rows(w: &mut String, t: &ConvTile, q: u32, addr: &dyn Fn(u32) -> String) {
     let rr = t.live;
-    if t.subgroups {
+    if let Some(share) = t.subgroups {
         for qq in 0..t.ra {
             let _ = writeln!(w, "      let al{qq}_{q} = textureLoad(a, {});", addr(qq));
         }
         for r in 0..rr {
             let _ = writeln!(
                 w,
-                "      let a{r}_{q} = subgroupBroadcast(al{}_{q}, {}u);",
-                r / 8,
-                r % 8
+                "      let a{r}_{q} = {};",
+                share.broadcast(&format!("al{}_{q}", r / 8), r % 8)
             );
         }
     } else {
@@ -619,7 +629,7 @@ fn generate(t: &ConvTile) -> String {
          fn act(x: f32) -> f32 { return select(x, max(x, 0.0), p.relu != 0u); }\n",
     );
     w.push_str(DIV_WGSL);
-    w.push_str("@compute @workgroup_size(8, 8)\nfn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
+    w.push_str(&SubgroupShare::entry_point(t.subgroups, "conv", 8));
     let _ = writeln!(w, "  let lane = lid.x;");
     let _ = writeln!(
         w,
@@ -711,7 +721,7 @@ fn generate_outer(w: &mut String, t: &ConvTile) {
     }
     for q in 0..kw4 {
         emit_rows(w, t, q, &|i| {
-            if t.subgroups {
+            if t.subgroups.is_some() {
                 format!(
                     "at(min(row0 + {}u + lane, last_row), kt + {q}u, p.a_lines)",
                     8 * i
@@ -851,7 +861,7 @@ fn generate_dot(w: &mut String, t: &ConvTile, kw4: u32) {
         );
     }
     // Row offsets into the staged grad_y (rows (n, o, oy)).
-    if t.subgroups {
+    if t.subgroups.is_some() {
         for qq in 0..t.ra {
             let _ = writeln!(
                 w,
@@ -1061,13 +1071,13 @@ pub(crate) fn outer_plans(
         staged.call(src, Operand::Scratch(1)),
     ];
     let tiles = match pool_of {
-        Some(_) => pool_candidates(m, cols, u(kw), caps.subgroups8),
+        Some(_) => pool_candidates(m, cols, u(kw), caps.subgroups),
         None => candidates(
             GemmForm::Outer,
             m,
             cols,
             u(kw),
-            caps.subgroups8,
+            caps.subgroups,
             bias.is_some(),
         ),
     };
@@ -1177,7 +1187,7 @@ pub(crate) fn dot_plans(
         staged.call(&[x_src], Operand::Scratch(1)),
     ];
     let out_len = o * groups * kw;
-    candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups8, bias)
+    candidates(GemmForm::Dot, o, groups, u(kw), caps.subgroups, bias)
         .into_iter()
         .map(|tile| {
             let mut scratch = vec![a_tex, s_tex];
@@ -1236,7 +1246,12 @@ mod tests {
             for cols in [1, 5, 30, 10_000] {
                 for kw in 1..=IMPLICIT_MAX_KW as u32 {
                     let mut tiles = Vec::new();
-                    for sg in [true, false] {
+                    let shares = [
+                        Some(SubgroupShare::Whole),
+                        Some(SubgroupShare::Blocks),
+                        None,
+                    ];
+                    for sg in shares {
                         tiles.extend(pool_candidates(m, cols, kw, sg));
                         for form in [GemmForm::Outer, GemmForm::Dot] {
                             for bias in [false, true] {
@@ -1255,10 +1270,24 @@ mod tests {
     #[test]
     fn few_rows_compute_only_the_rows_there_are() {
         // LeNet-5's six channels: every single-tile candidate computes 6 rows, not 8.
-        for tile in candidates(GemmForm::Outer, 6, 100, 5, true, false) {
+        for tile in candidates(
+            GemmForm::Outer,
+            6,
+            100,
+            5,
+            Some(SubgroupShare::Whole),
+            false,
+        ) {
             assert_eq!(tile.live, 6, "{}", tile.label());
         }
-        for tile in candidates(GemmForm::Outer, 16, 100, 5, true, false) {
+        for tile in candidates(
+            GemmForm::Outer,
+            16,
+            100,
+            5,
+            Some(SubgroupShare::Whole),
+            false,
+        ) {
             assert_eq!(tile.live, 8 * tile.ra, "{}", tile.label());
         }
     }

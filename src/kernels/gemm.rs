@@ -24,6 +24,8 @@
 
 use std::fmt::Write as _;
 
+use crate::kernels::SubgroupShare;
+
 use bytemuck::{Pod, Zeroable};
 
 pub use crate::ir::{texture_dims, LINE_TEXELS};
@@ -353,8 +355,9 @@ pub struct GemmTile {
     /// Subgroups of the workgroup side by side along columns (`wg_rows·wg_cols ≤ 8`; small
     /// products get small workgroups so that no lane computes columns past the product).
     pub wg_cols: u32,
-    /// Share the row operand through `subgroupBroadcast` (needs subgroups of exactly 8).
-    pub subgroups: bool,
+    /// Share the row operand through subgroup operations: each lane of a block of 8 loads
+    /// `ra` rows and the block reads them from it (absent: every lane loads every row).
+    pub subgroups: Option<SubgroupShare>,
     /// Add a per-row bias in the epilogue (binding 3).
     pub bias: bool,
     /// Outer form: also write the row sums of A (the binding after `c`), e.g. a linear layer's
@@ -390,7 +393,7 @@ impl GemmTile {
             self.j,
             self.wg_rows,
             self.wg_cols,
-            if self.subgroups { "-sg" } else { "" }
+            SubgroupShare::suffix(self.subgroups)
         )
     }
 
@@ -436,7 +439,7 @@ pub fn candidates(
     form: GemmForm,
     m: usize,
     n: usize,
-    subgroups: bool,
+    subgroups: Option<SubgroupShare>,
     bias: bool,
 ) -> Vec<GemmTile> {
     let mut res = Vec::new();
@@ -472,10 +475,8 @@ pub fn candidates(
             layouts.push((2, 4));
         }
         for (wg_rows, wg_cols) in layouts {
-            for sg in [true, false] {
-                if sg && !subgroups {
-                    continue;
-                }
+            // The subgroup tile where the adapter has subgroups, and the plain one.
+            for sg in subgroups.map(Some).into_iter().chain([None]) {
                 res.push(GemmTile {
                     form,
                     ra,
@@ -529,7 +530,7 @@ pub fn packed_outer_plans(
         b_lines,
         ..params
     };
-    candidates(GemmForm::Outer, m, n, caps.subgroups8, bias)
+    candidates(GemmForm::Outer, m, n, caps.subgroups, bias)
         .into_iter()
         .map(|tile| {
             let tile = GemmTile { row_sums, ..tile };
@@ -590,7 +591,11 @@ pub fn all_tiles() -> Vec<GemmTile> {
             // `candidates` sees m and n only through their next powers of two.
             for m in (0..=20).map(|e| 1usize << e) {
                 for n in (0..=20).map(|e| 1usize << e) {
-                    for tile in candidates(form, m, n, true, bias) {
+                    let shares = [SubgroupShare::Whole, SubgroupShare::Blocks];
+                    let tiles = shares
+                        .into_iter()
+                        .flat_map(|share| candidates(form, m, n, Some(share), bias));
+                    for tile in tiles {
                         let sums = (form == GemmForm::Outer && !bias).then_some(GemmTile {
                             row_sums: true,
                             ..tile
@@ -645,8 +650,11 @@ fn generate(t: &GemmTile) -> String {
         LINE_TEXELS - 1
     );
     w.push_str(DIV_WGSL);
-    let _ = writeln!(w, "@compute @workgroup_size(8, {})", t.wg_rows * t.wg_cols);
-    w.push_str("fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n");
+    w.push_str(&SubgroupShare::entry_point(
+        t.subgroups,
+        "gemm",
+        t.wg_rows * t.wg_cols,
+    ));
     let _ = writeln!(w, "  let lane = lid.x;");
     let _ = writeln!(
         w,
@@ -676,16 +684,15 @@ fn generate(t: &GemmTile) -> String {
     let _ = writeln!(w, "  let last_row = max(p.m, 1u) - 1u;");
     let _ = writeln!(w, "  for (var kq = {kbegin}; kq < {kend}; kq++) {{");
     // The row operand: loaded once per lane and broadcast, or loaded by every lane.
-    if t.subgroups {
+    if let Some(share) = t.subgroups {
         for q in 0..t.ra {
             let _ = writeln!(w, "    let al{q} = textureLoad(a, at(min(row0 + {}u + lane, last_row), kq, p.a_lines));", 8 * q);
         }
         for r in 0..r_rows {
             let _ = writeln!(
                 w,
-                "    let a{r} = subgroupBroadcast(al{}, {}u);",
-                r / 8,
-                r % 8
+                "    let a{r} = {};",
+                share.broadcast(&format!("al{}", r / 8), r % 8)
             );
         }
     } else {
@@ -845,8 +852,11 @@ mod tests {
         for m in (1..300).step_by(7).chain([1000, 4097]) {
             for n in (1..300).step_by(5).chain([1024, 3136]) {
                 for form in [GemmForm::Outer, GemmForm::Dot] {
-                    for tile in candidates(form, m, n, true, form == GemmForm::Outer) {
-                        assert!(all.contains(&tile), "{m}x{n}: {} missing", tile.label());
+                    for share in [SubgroupShare::Whole, SubgroupShare::Blocks] {
+                        let bias = form == GemmForm::Outer;
+                        for tile in candidates(form, m, n, Some(share), bias) {
+                            assert!(all.contains(&tile), "{m}x{n}: {} missing", tile.label());
+                        }
                     }
                 }
             }
@@ -858,7 +868,7 @@ mod tests {
         // LeNet-5's fc1 forward (yᵀ = w·xᵀ: 120 x 64) and its input gradient (64 x 400): each
         // workgroup runs on one thread under lavapipe, so no candidate may leave one workgroup.
         for (m, n) in [(120, 64), (64, 400), (84, 64)] {
-            for tile in candidates(GemmForm::Outer, m, n, true, false) {
+            for tile in candidates(GemmForm::Outer, m, n, Some(SubgroupShare::Whole), false) {
                 let groups = m.div_ceil(tile.wg_tile_rows() as usize)
                     * n.div_ceil(tile.wg_tile_cols() as usize);
                 assert!(groups >= 2, "{m}x{n}: {} gives {groups}", tile.label());
@@ -870,7 +880,7 @@ mod tests {
     fn small_products_get_workgroups_that_fit() {
         // fc1 of LeNet-5 at batch 64: 64 x 120. Every candidate's workgroup tile stays within
         // twice the product along each side.
-        for tile in candidates(GemmForm::Outer, 64, 120, true, false) {
+        for tile in candidates(GemmForm::Outer, 64, 120, Some(SubgroupShare::Whole), false) {
             assert!(tile.wg_tile_rows() <= 128, "{}", tile.label());
             assert!(tile.wg_tile_cols() <= 256, "{}", tile.label());
         }

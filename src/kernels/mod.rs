@@ -8,3 +8,83 @@ pub mod conv_gemm;
 pub mod gemm;
 pub mod tiled;
 pub mod windows;
+
+/// How the lanes of a subgroup plan share values. Plans work in blocks of 8 consecutive lanes
+/// (a block's lanes own 8 rows of a tile, or 8 windows of a task) and only ever read lanes of
+/// their own block, so one kernel serves every subgroup width that is a multiple of 8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubgroupShare {
+    /// Subgroups of exactly 8 lanes (lavapipe): a block is the whole subgroup, and the
+    /// cheapest operations apply (`subgroupBroadcast` from a constant lane, `subgroupAdd`).
+    Whole,
+    /// Subgroups of 8 to 128 lanes, a multiple of 8 (NVIDIA 32, AMD 32/64, Apple 32, Intel
+    /// 8-32): `subgroupShuffle` from lane `base + r` and a `subgroupShuffleXor` butterfly
+    /// over lane bits 0-2 keep every exchange inside the block. Lanes of a block must be
+    /// consecutive invocations of the workgroup (its x extent is 8, and subgroups are made of
+    /// consecutive local invocation indices on the drivers of these GPUs).
+    Blocks,
+}
+
+impl SubgroupShare {
+    /// Label suffix that tells the two apart in tuning caches and shader names.
+    pub fn suffix(share: Option<Self>) -> &'static str {
+        match share {
+            None => "",
+            Some(SubgroupShare::Whole) => "-sg",
+            Some(SubgroupShare::Blocks) => "-sgb",
+        }
+    }
+
+    /// The entry point `name` of a kernel whose workgroup is `blocks` blocks of 8 lanes, up
+    /// to the body's first statement, with `wg` (workgroup id) and `lid` (x: lane in the
+    /// block, y: block) defined. Without subgroups or on 8-lane subgroups the workgroup is
+    /// `(8, blocks)` and `lid` the local invocation id. With [`SubgroupShare::Blocks`] it is
+    /// one-dimensional and `lid` comes from the subgroup's own numbering (a multi-dimensional
+    /// workgroup's invocations need not map to subgroups in order), with `sg_base`, the
+    /// block's first lane, for [`SubgroupShare::broadcast`].
+    pub fn entry_point(share: Option<Self>, name: &str, blocks: u32) -> String {
+        match share {
+            Some(SubgroupShare::Blocks) => format!(
+                "@compute @workgroup_size({})\n\
+                 fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32) {{\n\
+                 \x20 let lid = vec3<u32>(sg_lane & 7u, sg_id * (sg_size >> 3u) + (sg_lane >> 3u), 0u);\n\
+                 \x20 let sg_base = sg_lane & ~7u;\n",
+                8 * blocks
+            ),
+            _ => format!(
+                "@compute @workgroup_size(8, {blocks})\n\
+                 fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {{\n"
+            ),
+        }
+    }
+
+    /// Module-scope WGSL the kernel needs (`block_sum` for [`SubgroupShare::sum`]).
+    pub fn helpers(self) -> &'static str {
+        match self {
+            SubgroupShare::Whole => "",
+            SubgroupShare::Blocks => {
+                "fn block_sum(v: f32) -> f32 {\n\
+                 \x20 let a = v + subgroupShuffleXor(v, 4u);\n\
+                 \x20 let b = a + subgroupShuffleXor(a, 2u);\n\
+                 \x20 return b + subgroupShuffleXor(b, 1u);\n\
+                 }\n"
+            }
+        }
+    }
+
+    /// WGSL: `v` as lane `r` (0-7) of the caller's block holds it.
+    pub fn broadcast(self, v: &str, r: u32) -> String {
+        match self {
+            SubgroupShare::Whole => format!("subgroupBroadcast({v}, {r}u)"),
+            SubgroupShare::Blocks => format!("subgroupShuffle({v}, sg_base | {r}u)"),
+        }
+    }
+
+    /// WGSL: the sum of the f32 `v` over the caller's block, in every lane of it.
+    pub fn sum(self, v: &str) -> String {
+        match self {
+            SubgroupShare::Whole => format!("subgroupAdd({v})"),
+            SubgroupShare::Blocks => format!("block_sum({v})"),
+        }
+    }
+}

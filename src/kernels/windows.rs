@@ -28,6 +28,7 @@ use crate::ir::Conv2dGeometry;
 use crate::ir::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
 use crate::kernels::conv_gemm::Staged;
 use crate::kernels::gemm;
+use crate::kernels::SubgroupShare;
 
 /// Mirrors `struct Params` of the generated kernels.
 #[repr(C)]
@@ -80,8 +81,9 @@ pub struct WindowsTile {
     pub cs: u32,
     /// Also sum the gradient per output channel (the bias gradient).
     pub bias: bool,
-    /// Sum the lanes of a subgroup of 8 with `subgroupAdd` before writing.
-    pub subgroups: bool,
+    /// Sum each block of 8 lanes with subgroup operations before writing (one partial sum per
+    /// task instead of 8).
+    pub subgroups: Option<SubgroupShare>,
 }
 
 /// Subgroup tasks the plans aim for (8 per workgroup). Fewer splits mean fewer partial sums to
@@ -101,7 +103,7 @@ impl WindowsTile {
             "windows-o{}c{}{}",
             self.os,
             self.cs,
-            if self.subgroups { "-sg" } else { "" }
+            SubgroupShare::suffix(self.subgroups)
         )
     }
 
@@ -119,7 +121,7 @@ impl WindowsTile {
 
     /// Partial sums one task writes per split.
     fn partials_per_task(&self) -> u32 {
-        if self.subgroups {
+        if self.subgroups.is_some() {
             1
         } else {
             8
@@ -158,10 +160,11 @@ fn generate(t: &WindowsTile) -> String {
          }\n",
     );
     w.push_str(DIV_WGSL);
+    let share = t.subgroups;
+    w.push_str(share.map_or("", SubgroupShare::helpers));
+    w.push_str(&SubgroupShare::entry_point(share, "conv", 8));
     w.push_str(
-        "@compute @workgroup_size(8, 8)\n\
-         fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n\
-         \x20 let lane = lid.x;\n\
+        "  let lane = lid.x;\n\
          \x20 // One task per subgroup: (split of the windows, output channel group, input channel\n\
          \x20 // group). Tasks past the end repeat the last one and write nothing; no lane returns\n\
          \x20 // early, so every lane of a subgroup reaches its sums.\n\
@@ -266,17 +269,14 @@ fn generate(t: &WindowsTile) -> String {
     w.push_str("  }\n");
     // Epilogue: partial sums, rows `o` of `c·kh·kw` (grad_w's layout) per partial.
     let kk = kh * kw;
-    if t.subgroups {
+    if share.is_some() {
         w.push_str("  let z = split;\n  let writes = live && lane == 0u;\n");
     } else {
         w.push_str("  let z = split * 8u + lane;\n  let writes = live;\n");
     }
-    let sum = |v: &str| {
-        if t.subgroups {
-            format!("subgroupAdd({v})")
-        } else {
-            v.to_string()
-        }
+    let sum = |v: &str| match share {
+        Some(share) => share.sum(v),
+        None => v.to_string(),
     };
     for oi in 0..os {
         let _ = writeln!(w, "  let rb{oi} = (z * p.o + oc{oi}) * p.c * {kk}u;");
@@ -338,7 +338,11 @@ pub fn all_tiles() -> Vec<WindowsTile> {
     for k in 1..=MAX_K {
         for (os, cs) in channel_groups(24, 6) {
             for bias in [false, true] {
-                for subgroups in [false, true] {
+                for subgroups in [
+                    None,
+                    Some(SubgroupShare::Whole),
+                    Some(SubgroupShare::Blocks),
+                ] {
                     res.push(WindowsTile {
                         kh: k,
                         kw: k,
@@ -398,7 +402,7 @@ pub(crate) fn plans(
     let len_w = o * c * kh * kw;
     let mut res = Vec::new();
     // Subgroup sums where the adapter has them (every tile without ran slower on lavapipe).
-    let subgroups = caps.subgroups8;
+    let subgroups = caps.subgroups;
     {
         for (os, cs) in channel_groups(o, c) {
             let tile = WindowsTile {
@@ -487,9 +491,10 @@ mod tests {
             pad: 2,
             dilation: 1,
         };
-        for (c, subgroups8) in [(1, false), (2, true), (3, false), (6, true), (6, false)] {
+        let (whole, blocks) = (Some(SubgroupShare::Whole), Some(SubgroupShare::Blocks));
+        for (c, subgroups) in [(1, None), (2, whole), (3, None), (6, blocks), (6, None)] {
             let caps = DeviceCaps {
-                subgroups8,
+                subgroups,
                 max_texture_dim: 8192,
                 workgroup_tiles: false,
             };

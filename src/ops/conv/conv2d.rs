@@ -709,7 +709,7 @@ fn gemm_plans(
         }
         None => packs.push(im2col.pack(b_rows, b_src, Operand::Scratch(1))),
     }
-    for tile in gemm::candidates(form, m, n, caps.subgroups8, bias.is_some()) {
+    for tile in gemm::candidates(form, m, n, caps.subgroups, bias.is_some()) {
         let mut operands = vec![Operand::Scratch(0), Operand::Scratch(1)];
         operands.extend(bias);
         let mut scratch = textures.clone();
@@ -895,7 +895,7 @@ mod tests {
         let inputs: Vec<&Shape> = shapes.iter().collect();
         let y = op.infer(&inputs).expect("valid");
         let caps = DeviceCaps {
-            subgroups8: true,
+            subgroups: Some(crate::kernels::SubgroupShare::Blocks),
             max_texture_dim: 16384,
             workgroup_tiles: true,
         };
