@@ -3,6 +3,7 @@
 //! checked against central finite differences.
 //!
 //! `cargo run --release --example graph_api` (any adapter; `STRIATE_ADAPTER=gl` for GL).
+#![allow(clippy::print_stdout)]
 
 use striate::exec::cpu::CpuInterpreter;
 use striate::graph::{append_backward, schedule::schedule};
