@@ -16,11 +16,16 @@
 // Threads: the reductions run one workgroup of WG invocations per channel (workgroup_id.x = c),
 // each summing a strided share of the channel's values in f32, then a tree in workgroup
 // memory; the mean is reduced before the squared deviations (two passes, no E[x²] − mean²
-// cancellation). The elementwise entries run one invocation per element, grids over 65,535
+// cancellation). Their split forms, for GPUs, where c workgroups would leave most of the
+// device idle, give each (channel, split) its own workgroup over `chunk` consecutive values
+// (workgroup_id = (c, split)), which writes a partial result to `part` ([c, splits, 2]); a
+// combine entry, one invocation per channel, adds the splits: sums as they are, statistics
+// by Chan et al.'s rule (chunk means and squared deviations about them, then
+// M2 = Σ M2_s + Σ n_s·(mean_s − mean)², still no cancellation). The elementwise entries run one invocation per element, grids over 65,535
 // workgroups folded into y. update_stats runs one invocation per channel.
 // Bindings, per entry point: 0 = params, then inputs in OpDef order, then outputs.
 
-struct Params { n: u32, c: u32, hw: u32, count: u32, eps: f32, momentum: f32, _pad0: u32, _pad1: u32 }
+struct Params { n: u32, c: u32, hw: u32, count: u32, eps: f32, momentum: f32, splits: u32, chunk: u32 }
 
 override WG: u32 = 256u;
 
@@ -75,6 +80,70 @@ fn batch_norm2d_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
         st_mean[ch] = mean;
         st_var[ch] = partial_a[0] / f32(p.count);
     }
+}
+
+// Values [begin, end) of split `s` of a channel, and their count.
+fn split_range(s: u32) -> vec2<u32> {
+    let begin = s * p.chunk;
+    return vec2<u32>(begin, min(begin + p.chunk, p.count));
+}
+
+// ---- batch_norm2d_stats_split: inputs (x), outputs (part: per (channel, split) the chunk's
+// mean and sum of squared deviations about it)
+@group(0) @binding(1) var<storage, read> ss_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ss_part: array<f32>;
+
+@compute @workgroup_size(WG)
+fn batch_norm2d_stats_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let r = split_range(wid.y);
+    var sum = 0.0;
+    for (var i = r.x + lid; i < r.y; i += WG) {
+        sum += ss_x[at(ch, i)];
+    }
+    partial_a[lid] = sum;
+    partial_b[lid] = 0.0;
+    tree_sum(lid);
+    let mean = partial_a[0] / f32(r.y - r.x);
+    workgroupBarrier();
+    var dev = 0.0;
+    for (var i = r.x + lid; i < r.y; i += WG) {
+        let d = ss_x[at(ch, i)] - mean;
+        dev += d * d;
+    }
+    partial_a[lid] = dev;
+    tree_sum(lid);
+    if (lid == 0u) {
+        let o = (ch * p.splits + wid.y) * 2u;
+        ss_part[o] = mean;
+        ss_part[o + 1u] = partial_a[0];
+    }
+}
+
+// ---- batch_norm2d_stats_combine: inputs (part), outputs (mean, var)
+@group(0) @binding(1) var<storage, read> sc_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sc_mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sc_var: array<f32>;
+
+@compute @workgroup_size(WG)
+fn batch_norm2d_stats_combine(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ch = gid.x;
+    if (ch >= p.c) { return; }
+    var total = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let r = split_range(s);
+        total += f32(r.y - r.x) * sc_part[(ch * p.splits + s) * 2u];
+    }
+    let mean = total / f32(p.count);
+    var m2 = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let r = split_range(s);
+        let o = (ch * p.splits + s) * 2u;
+        let d = sc_part[o] - mean;
+        m2 += sc_part[o + 1u] + f32(r.y - r.x) * d * d;
+    }
+    sc_mean[ch] = mean;
+    sc_var[ch] = m2 / f32(p.count);
 }
 
 // ---- batch_norm2d_forward: inputs (x, weight, bias), outputs (mean, var, y); mean and var
@@ -141,6 +210,58 @@ fn batch_norm2d_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
         rd_grad_bias[ch] = partial_a[0];
         rd_grad_weight[ch] = partial_b[0];
     }
+}
+
+// ---- batch_norm2d_backward_reduce_split: inputs (grad_y, x, mean, var) of the training
+// backward, outputs (part: per (channel, split) the sums of grad_y and grad_y·x̂)
+@group(0) @binding(1) var<storage, read> rs_grad_y: array<f32>;
+@group(0) @binding(2) var<storage, read> rs_x: array<f32>;
+@group(0) @binding(3) var<storage, read> rs_mean: array<f32>;
+@group(0) @binding(4) var<storage, read> rs_var: array<f32>;
+@group(0) @binding(5) var<storage, read_write> rs_part: array<f32>;
+
+@compute @workgroup_size(WG)
+fn batch_norm2d_backward_reduce_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let r = split_range(wid.y);
+    let mean = rs_mean[ch];
+    let rs = inverseSqrt(rs_var[ch] + p.eps);
+    var sum_g = 0.0;
+    var sum_gx = 0.0;
+    for (var i = r.x + lid; i < r.y; i += WG) {
+        let idx = at(ch, i);
+        let g = rs_grad_y[idx];
+        sum_g += g;
+        sum_gx += g * (rs_x[idx] - mean) * rs;
+    }
+    partial_a[lid] = sum_g;
+    partial_b[lid] = sum_gx;
+    tree_sum(lid);
+    if (lid == 0u) {
+        let o = (ch * p.splits + wid.y) * 2u;
+        rs_part[o] = partial_a[0];
+        rs_part[o + 1u] = partial_b[0];
+    }
+}
+
+// ---- batch_norm2d_backward_reduce_combine: inputs (part), outputs (grad_weight, grad_bias)
+@group(0) @binding(1) var<storage, read> rc_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rc_grad_weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rc_grad_bias: array<f32>;
+
+@compute @workgroup_size(WG)
+fn batch_norm2d_backward_reduce_combine(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ch = gid.x;
+    if (ch >= p.c) { return; }
+    var sum_g = 0.0;
+    var sum_gx = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let o = (ch * p.splits + s) * 2u;
+        sum_g += rc_part[o];
+        sum_gx += rc_part[o + 1u];
+    }
+    rc_grad_bias[ch] = sum_g;
+    rc_grad_weight[ch] = sum_gx;
 }
 
 // ---- batch_norm2d_backward_input: inputs (grad_y, x, weight, mean, var, grad_mean, grad_var),

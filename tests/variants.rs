@@ -29,6 +29,8 @@ fn every_variant_matches_the_reference() {
     // Window-sum variants checked: without subgroups, summing whole 8-lane subgroups, summing
     // blocks of 8 lanes.
     let mut n_windows = [0; 3];
+    // Ops checked with their split (GPU-filling) per-channel reductions.
+    let mut split_ops = std::collections::BTreeSet::new();
     // Variants checked that share values within blocks of 8 lanes (`-sgb`), per op.
     let mut block_ops = std::collections::BTreeSet::new();
     let mut implicit_ops = std::collections::BTreeSet::new();
@@ -105,6 +107,9 @@ fn every_variant_matches_the_reference() {
                 };
                 n_windows[form] += 1;
             }
+            if plan.variant == "split" {
+                split_ops.insert(entry.op.name());
+            }
             if plan.variant.contains("-sgb") {
                 block_ops.insert(entry.op.name());
             }
@@ -175,6 +180,12 @@ fn every_variant_matches_the_reference() {
             "matmul"
         ],
         "workgroup-tiled variants checked"
+    );
+    // Batch norm's statistics and backward sums over (channel, split) workgroups.
+    assert_eq!(
+        split_ops.into_iter().collect::<Vec<_>>(),
+        ["batch_norm2d", "batch_norm2d_backward"],
+        "split reductions checked"
     );
     eprintln!("{n_checked} variants checked, {n_split} split-k reductions");
 }

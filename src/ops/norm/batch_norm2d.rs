@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::ir::{
     expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, NodeId,
-    OpDef, Operand, Shader,
+    OpDef, Operand, ScratchSpec, Shader, MAX_WORKGROUPS_PER_DIM,
 };
 use crate::ir::{Graph, TensorId};
 use crate::ops::CatalogEntry;
@@ -39,8 +39,17 @@ struct Params {
     count: u32,
     eps: f32,
     momentum: f32,
-    _pad: [u32; 2],
+    /// Split reductions: splits per channel, and values per split (the last may hold fewer).
+    splits: u32,
+    chunk: u32,
 }
+
+/// Workgroups the split reductions aim for: enough to fill a large GPU several times over (an
+/// H200 has 132 multiprocessors; ResNet-20's 16 channels alone would leave most idle).
+const SPLIT_TARGET_WORKGROUPS: u32 = 1024;
+
+/// Fewest values one split reduces: shorter ones cost more in partial results than they save.
+const SPLIT_MIN_CHUNK: u32 = 64;
 
 impl Params {
     fn new(x: &Shape, eps: f32, momentum: f32) -> Self {
@@ -52,9 +61,56 @@ impl Params {
             count: n * h * w,
             eps,
             momentum,
-            _pad: [0; 2],
+            splits: 1,
+            chunk: n * h * w,
         }
     }
+
+    /// The same with each channel's values split for the split reductions, or `None` where
+    /// a channel is too short to split.
+    fn split(self) -> Option<Self> {
+        let target = SPLIT_TARGET_WORKGROUPS
+            .div_ceil(self.c.max(1))
+            .min(self.count / SPLIT_MIN_CHUNK)
+            .min(MAX_WORKGROUPS_PER_DIM);
+        let chunk = self.count.div_ceil(target.max(1));
+        let splits = self.count.div_ceil(chunk);
+        (splits >= 2).then_some(Params {
+            splits,
+            chunk,
+            ..self
+        })
+    }
+}
+
+/// The split form of a per-channel reduction, for GPUs: `split_entry` on `split_operands`
+/// (the part buffer last) over (channel, split) workgroups, then `combine_entry` on the part
+/// buffer and `outputs`, one invocation per channel. `None` where the adapter is not a GPU
+/// (one workgroup per channel keeps a CPU's few threads busy) or the channels are too short.
+fn split_reduction(
+    caps: &DeviceCaps,
+    params: &Params,
+    [split_entry, combine_entry]: [&'static str; 2],
+    mut split_operands: Vec<Operand>,
+    outputs: Vec<Operand>,
+) -> Option<(ScratchSpec, Vec<(KernelCall, Vec<Operand>)>)> {
+    if !caps.workgroup_tiles {
+        return None;
+    }
+    let sp = params.split()?;
+    let part = ScratchSpec::Buffer {
+        bytes: 4 * 2 * u64::from(sp.c) * u64::from(sp.splits),
+    };
+    split_operands.push(Operand::Scratch(0));
+    let mut combine_operands = vec![Operand::Scratch(0)];
+    combine_operands.extend(outputs);
+    let split = KernelCall::grid(&SHADER, split_entry, &sp, [sp.c, sp.splits, 1])
+        .with_overrides(&[("WG", f64::from(REDUCE_WG))]);
+    let combine = KernelCall::per_element(&SHADER, combine_entry, &sp, sp.c as usize);
+    Some((
+        part,
+        vec![(split, split_operands), (combine, combine_operands)],
+    ))
 }
 
 /// Training-mode batch norm: `x: [n, c, h, w]`, `weight, bias: [c]` → `y` like `x`, and the
@@ -225,31 +281,50 @@ impl OpDef for BatchNorm2d {
         reduce_call("batch_norm2d_stats", &Params::new(inputs[0], self.eps, 0.0))
     }
 
-    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
         let params = Params::new(inputs[0], self.eps, 0.0);
         use Operand::{Input, Output};
-        vec![KernelPlan {
+        let forward = (
+            elementwise_call("batch_norm2d_forward", &params, inputs[0]),
+            vec![
+                Input(0),
+                Input(1),
+                Input(2),
+                Output(1),
+                Output(2),
+                Output(0),
+            ],
+        );
+        let mut res = Vec::new();
+        // On GPUs, first: statistics over (channel, split) workgroups.
+        let entries = ["batch_norm2d_stats_split", "batch_norm2d_stats_combine"];
+        let stats_outputs = vec![Output(1), Output(2)];
+        if let Some((part, mut calls)) = split_reduction(
+            caps,
+            &params,
+            entries,
+            vec![Input(0)],
+            stats_outputs.clone(),
+        ) {
+            calls.push(forward.clone());
+            res.push(KernelPlan {
+                variant: "split".into(),
+                scratch: vec![part],
+                calls,
+                copies: Vec::new(),
+            });
+        }
+        let stats = (
+            self.kernel(inputs, outputs),
+            [vec![Input(0)], stats_outputs].concat(),
+        );
+        res.push(KernelPlan {
             variant: "direct".into(),
             scratch: Vec::new(),
-            calls: vec![
-                (
-                    self.kernel(inputs, outputs),
-                    vec![Input(0), Output(1), Output(2)],
-                ),
-                (
-                    elementwise_call("batch_norm2d_forward", &params, inputs[0]),
-                    vec![
-                        Input(0),
-                        Input(1),
-                        Input(2),
-                        Output(1),
-                        Output(2),
-                        Output(0),
-                    ],
-                ),
-            ],
+            calls: vec![stats, forward],
             copies: Vec::new(),
-        }]
+        });
+        res
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -349,7 +424,7 @@ impl OpDef for BatchNorm2dBackward {
         reduce_call(entry, &Params::new(inputs[0], self.eps, 0.0))
     }
 
-    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], _caps: &DeviceCaps) -> Vec<KernelPlan> {
+    fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
         let params = Params::new(inputs[0], self.eps, 0.0);
         use Operand::{Input, Output};
         let reduce_operands = if self.training {
@@ -382,12 +457,32 @@ impl OpDef for BatchNorm2dBackward {
                 vec![Input(0), Input(2), Input(4), Output(0)],
             )
         };
-        vec![KernelPlan {
+        let mut res = Vec::new();
+        // On GPUs, first: the training backward's sums over (channel, split) workgroups.
+        let entries = [
+            "batch_norm2d_backward_reduce_split",
+            "batch_norm2d_backward_reduce_combine",
+        ];
+        let split = self.training.then(|| {
+            let operands = vec![Input(0), Input(1), Input(3), Input(4)];
+            split_reduction(caps, &params, entries, operands, vec![Output(1), Output(2)])
+        });
+        if let Some((part, mut calls)) = split.flatten() {
+            calls.push(grad_x.clone());
+            res.push(KernelPlan {
+                variant: "split".into(),
+                scratch: vec![part],
+                calls,
+                copies: Vec::new(),
+            });
+        }
+        res.push(KernelPlan {
             variant: "direct".into(),
             scratch: Vec::new(),
             calls: vec![reduce, grad_x],
             copies: Vec::new(),
-        }]
+        });
+        res
     }
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
@@ -475,7 +570,8 @@ impl OpDef for BatchNorm2dUpdateStats {
             count: self.count as u32,
             eps: 0.0,
             momentum: self.momentum,
-            _pad: [0; 2],
+            splits: 1,
+            chunk: self.count as u32,
         };
         KernelCall::per_element(&SHADER, "batch_norm2d_update_stats", &params, c)
     }
@@ -559,7 +655,14 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     let eps = 1e-5;
     // Odd sizes, batch 1, one channel, and a channel count over a reduction's width.
-    for dims in [[2, 3, 5, 7], [1, 4, 3, 3], [3, 1, 9, 11], [2, 300, 1, 2]] {
+    // Channels of 1,615 values: split (on GPUs) into 24 of 65 and a last of 55.
+    for dims in [
+        [2, 3, 5, 7],
+        [1, 4, 3, 3],
+        [3, 1, 9, 11],
+        [2, 300, 1, 2],
+        [5, 3, 17, 19],
+    ] {
         let x = Shape::f32(dims);
         let c = Shape::f32([dims[1]]);
         res.push(CatalogEntry::new(
@@ -680,5 +783,37 @@ mod tests {
             .infer(&[&Shape::f32([2, 3, 4, 4]), &Shape::f32([4]), &c])
             .unwrap_err();
         assert!(err.to_string().contains("weight must be [3]"), "{err}");
+    }
+
+    #[test]
+    fn split_reductions_fill_a_gpu_and_cover_each_channel_once() {
+        // ResNet-20's first batch norm at batch 128: 16 channels of 100,352 values become
+        // 1,024 workgroups of 1,568 values.
+        let p = Params::new(&Shape::f32([128, 16, 28, 28]), 1e-5, 0.1);
+        let sp = p.split().expect("split");
+        assert_eq!((sp.splits, sp.chunk, sp.c * sp.splits), (64, 1568, 1024));
+        for dims in [
+            [5, 3, 17, 19],
+            [3, 1, 9, 11],
+            [64, 512, 4, 4],
+            [1, 1, 1, 128],
+        ] {
+            let p = Params::new(&Shape::f32(dims), 1e-5, 0.1);
+            let sp = p.split().expect("split");
+            // Every split holds values, and together exactly the channel's.
+            assert!(
+                (sp.splits - 1) * sp.chunk < sp.count,
+                "{dims:?}: empty last split"
+            );
+            assert!(
+                sp.splits * sp.chunk >= sp.count,
+                "{dims:?}: values left out"
+            );
+            assert!(sp.chunk >= SPLIT_MIN_CHUNK, "{dims:?}: {}", sp.chunk);
+        }
+        // Under two splits' worth of values per channel: nothing to split.
+        for dims in [[1, 4, 3, 3], [2, 3, 5, 7], [1, 1, 1, 127]] {
+            assert!(Params::new(&Shape::f32(dims), 1e-5, 0.1).split().is_none());
+        }
     }
 }
