@@ -83,17 +83,19 @@ impl Params {
     }
 }
 
-/// The split form of a per-channel reduction, for GPUs: `split_entry` on `split_operands`
-/// (the part buffer last) over (channel, split) workgroups, then `combine_entry` on the part
-/// buffer and `outputs`, one invocation per channel. `None` where the adapter is not a GPU
-/// (one workgroup per channel keeps a CPU's few threads busy) or the channels are too short.
-fn split_reduction(
+/// The `split` plan, for GPUs: `split_entry` on `split_operands` (the part buffer last) over
+/// (channel, split) workgroups, then `combine_entry` on the part buffer and `outputs`, one
+/// invocation per channel, then `last` (the elementwise pass). `None` where the adapter is
+/// not a GPU (one workgroup per channel keeps a CPU's few threads busy) or the channels are
+/// too short.
+fn split_plan(
     caps: &DeviceCaps,
     params: &Params,
     [split_entry, combine_entry]: [&'static str; 2],
     mut split_operands: Vec<Operand>,
     outputs: Vec<Operand>,
-) -> Option<(ScratchSpec, Vec<(KernelCall, Vec<Operand>)>)> {
+    last: (KernelCall, Vec<Operand>),
+) -> Option<KernelPlan> {
     if !caps.workgroup_tiles {
         return None;
     }
@@ -107,10 +109,12 @@ fn split_reduction(
     let split = KernelCall::grid(&SHADER, split_entry, &sp, [sp.c, sp.splits, 1])
         .with_overrides(&[("WG", f64::from(REDUCE_WG))]);
     let combine = KernelCall::per_element(&SHADER, combine_entry, &sp, sp.c as usize);
-    Some((
-        part,
-        vec![(split, split_operands), (combine, combine_operands)],
-    ))
+    Some(KernelPlan {
+        variant: "split".into(),
+        scratch: vec![part],
+        calls: vec![(split, split_operands), (combine, combine_operands), last],
+        copies: Vec::new(),
+    })
 }
 
 /// Training-mode batch norm: `x: [n, c, h, w]`, `weight, bias: [c]` → `y` like `x`, and the
@@ -299,21 +303,16 @@ impl OpDef for BatchNorm2d {
         // On GPUs, first: statistics over (channel, split) workgroups.
         let entries = ["batch_norm2d_stats_split", "batch_norm2d_stats_combine"];
         let stats_outputs = vec![Output(1), Output(2)];
-        if let Some((part, mut calls)) = split_reduction(
+        let operands = vec![Input(0)];
+        let stats = stats_outputs.clone();
+        res.extend(split_plan(
             caps,
             &params,
             entries,
-            vec![Input(0)],
-            stats_outputs.clone(),
-        ) {
-            calls.push(forward.clone());
-            res.push(KernelPlan {
-                variant: "split".into(),
-                scratch: vec![part],
-                calls,
-                copies: Vec::new(),
-            });
-        }
+            operands,
+            stats,
+            forward.clone(),
+        ));
         let stats = (
             self.kernel(inputs, outputs),
             [vec![Input(0)], stats_outputs].concat(),
@@ -463,18 +462,11 @@ impl OpDef for BatchNorm2dBackward {
             "batch_norm2d_backward_reduce_split",
             "batch_norm2d_backward_reduce_combine",
         ];
-        let split = self.training.then(|| {
+        if self.training {
             let operands = vec![Input(0), Input(1), Input(3), Input(4)];
-            split_reduction(caps, &params, entries, operands, vec![Output(1), Output(2)])
-        });
-        if let Some((part, mut calls)) = split.flatten() {
-            calls.push(grad_x.clone());
-            res.push(KernelPlan {
-                variant: "split".into(),
-                scratch: vec![part],
-                calls,
-                copies: Vec::new(),
-            });
+            let outputs = vec![Output(1), Output(2)];
+            let last = grad_x.clone();
+            res.extend(split_plan(caps, &params, entries, operands, outputs, last));
         }
         res.push(KernelPlan {
             variant: "direct".into(),
