@@ -29,8 +29,10 @@ fn every_variant_matches_the_reference() {
     // Window-sum variants checked: without subgroups, summing whole 8-lane subgroups, summing
     // blocks of 8 lanes.
     let mut n_windows = [0; 3];
-    // Ops checked with their split (GPU-filling) per-channel reductions.
+    // Ops checked with their split (GPU-filling) per-channel reductions, and those whose bias
+    // gradient ran split.
     let mut split_ops = std::collections::BTreeSet::new();
+    let mut split_bias_ops = std::collections::BTreeSet::new();
     // Variants checked that share values within blocks of 8 lanes (`-sgb`), per op.
     let mut block_ops = std::collections::BTreeSet::new();
     let mut implicit_ops = std::collections::BTreeSet::new();
@@ -75,6 +77,12 @@ fn every_variant_matches_the_reference() {
                         .iter()
                         .filter(|l| l.ends_with(":reduce_splits"))
                         .count();
+                    if labels
+                        .iter()
+                        .any(|l| l.ends_with(":bias_add_backward_bias_combine"))
+                    {
+                        split_bias_ops.insert(entry.op.name());
+                    }
                 },
             );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -181,11 +189,25 @@ fn every_variant_matches_the_reference() {
         ],
         "workgroup-tiled variants checked"
     );
-    // Batch norm's statistics and backward sums over (channel, split) workgroups.
+    // Batch norm's statistics and backward sums, and bias gradients, over (channel, split)
+    // workgroups.
     assert_eq!(
         split_ops.into_iter().collect::<Vec<_>>(),
-        ["batch_norm2d", "batch_norm2d_backward"],
+        [
+            "batch_norm2d",
+            "batch_norm2d_backward",
+            "bias_add_backward_bias"
+        ],
         "split reductions checked"
+    );
+    assert_eq!(
+        split_bias_ops.into_iter().collect::<Vec<_>>(),
+        [
+            "bias_add_backward_bias",
+            "conv2d_backward_weight",
+            "conv2d_backward_weight_unpool"
+        ],
+        "split bias gradients checked"
     );
     eprintln!("{n_checked} variants checked, {n_split} split-k reductions");
 }

@@ -205,6 +205,25 @@ impl TextureCopy {
 }
 
 impl KernelPlan {
+    /// Appends `other`'s calls (after this plan's) and scratch, renumbering its scratch
+    /// operands past this plan's own. Copies are not appended (a fragment has none).
+    pub fn append(&mut self, other: &KernelPlan) {
+        debug_assert!(other.copies.is_empty(), "a fragment with copies");
+        let offset = self.scratch.len();
+        self.scratch.extend(other.scratch.iter().cloned());
+        self.calls
+            .extend(other.calls.iter().map(|(call, operands)| {
+                let operands = operands
+                    .iter()
+                    .map(|&o| match o {
+                        Operand::Scratch(i) => Operand::Scratch(i + offset),
+                        other => other,
+                    })
+                    .collect();
+                (call.clone(), operands)
+            }));
+    }
+
     /// One call with the house binding convention: inputs, then outputs.
     pub fn direct(call: KernelCall, n_inputs: usize, n_outputs: usize) -> Self {
         let operands = (0..n_inputs)

@@ -606,12 +606,12 @@ pub fn conv_backward_input_plans(
 
 /// Tiled plans of a convolution's weight gradient (`grad_y`, `x` → `grad_w`), `k` split so
 /// the grid has about `target` workgroups, the partial sums reduced by `reduce_splits`.
-/// `extra` runs after (the bias gradient's reduction).
+/// `extra` runs after (the bias gradient's reduction, with its own scratch).
 pub fn conv_backward_weight_plans(
     caps: &DeviceCaps,
     g: Conv2dGeometry,
     (gy, x, wt): ([usize; 4], [usize; 4], [usize; 4]),
-    extra: &[(KernelCall, Vec<Operand>)],
+    extra: Option<&KernelPlan>,
 ) -> Vec<KernelPlan> {
     if !caps.workgroup_tiles {
         return Vec::new();
@@ -657,13 +657,16 @@ pub fn conv_backward_weight_plans(
                     operands,
                 ));
             }
-            calls.extend(extra.iter().cloned());
-            KernelPlan {
+            let mut plan = KernelPlan {
                 variant: format!("tiled-{}", tile.label()),
                 copies: Vec::new(),
                 scratch,
                 calls,
+            };
+            if let Some(extra) = extra {
+                plan.append(extra);
             }
+            plan
         })
         .collect()
 }

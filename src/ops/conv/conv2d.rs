@@ -20,7 +20,7 @@ use crate::kernels::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
 use crate::kernels::tiled;
 use crate::ops::conv::general;
 use crate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
-use crate::ops::tensor::bias_add::BiasAddBackward;
+use crate::ops::tensor::bias_add::{bias_grad_plans, BiasAddBackward};
 use crate::ops::CatalogEntry;
 use crate::shape::{window_out, DType, Shape};
 use crate::{Error, Result};
@@ -607,19 +607,13 @@ impl OpDef for Conv2dBackwardWeight {
             sb: (gy[1] * ohw) as isize,
             sc: 1,
         };
-        // The bias gradient, where a plan does not form it itself: bias_add's reduction.
-        let bias_call = self.bias.then(|| {
-            (
-                BiasAddBackward.kernel(&[inputs[0]], &[outputs[1]]),
-                vec![Operand::Input(0), Operand::Output(1)],
-            )
+        // The bias gradient, where a plan does not form it itself: bias_add's reduction, in
+        // the form it would take first on this adapter (split on GPUs).
+        let bias_plan = self.bias.then(|| {
+            bias_grad_plans(caps, inputs[0], Operand::Input(0), Operand::Output(1)).remove(0)
         });
-        let mut res = tiled::conv_backward_weight_plans(
-            caps,
-            self.geometry,
-            (gy, x, wt),
-            bias_call.as_slice(),
-        );
+        let mut res =
+            tiled::conv_backward_weight_plans(caps, self.geometry, (gy, x, wt), bias_plan.as_ref());
         res.extend(conv_gemm::dot_plans(
             caps,
             self.geometry,
@@ -640,9 +634,9 @@ impl OpDef for Conv2dBackwardWeight {
         );
         others.push(direct);
         // These compute grad_w only: the bias gradient is bias_add's reduction after them.
-        if let Some(call) = &bias_call {
+        if let Some(bias) = &bias_plan {
             for plan in &mut others {
-                plan.calls.push(call.clone());
+                plan.append(bias);
             }
         }
         res.extend(others);

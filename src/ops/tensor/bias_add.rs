@@ -3,7 +3,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ir::{expect_arity, expect_dtype, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
+use crate::ir::{
+    expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
+    Operand, ScratchSpec, Shader, MAX_WORKGROUPS_PER_DIM,
+};
 use crate::ir::{Graph, TensorId};
 use crate::ops::CatalogEntry;
 use crate::shape::{DType, Shape};
@@ -23,8 +26,17 @@ struct Params {
     outer: u32,
     c: u32,
     inner: u32,
-    _pad: u32,
+    /// The bias gradient's splits of the outer range, and outer indices per split.
+    splits: u32,
+    chunk: u32,
+    _pad: [u32; 3],
 }
+
+/// Workgroups the split bias gradient aims for: enough to fill a large GPU several times.
+const SPLIT_TARGET_WORKGROUPS: usize = 1024;
+
+/// Fewest values one split of a channel sums.
+const SPLIT_MIN_VALUES: usize = 64;
 
 /// `y[o, ch, i] = x[o, ch, i] + b[ch]` for `x: [n, c, ...]`, `b: [c]`.
 #[derive(Clone, Copy, Debug)]
@@ -45,8 +57,28 @@ fn params(s: &Shape) -> Params {
         outer: outer as u32,
         c: c as u32,
         inner: inner as u32,
-        _pad: 0,
+        splits: 1,
+        chunk: outer as u32,
+        _pad: [0; 3],
     }
+}
+
+/// `params` with the outer range split for the GPU form of the bias gradient, or `None` where
+/// a channel has too few values to split.
+fn split_params(s: &Shape) -> Option<Params> {
+    let (outer, c, inner) = split(s);
+    let min_chunk = SPLIT_MIN_VALUES.div_ceil(inner.max(1));
+    let target = SPLIT_TARGET_WORKGROUPS
+        .div_ceil(c.max(1))
+        .min(outer / min_chunk)
+        .min(MAX_WORKGROUPS_PER_DIM as usize);
+    let chunk = outer.div_ceil(target.max(1));
+    let splits = outer.div_ceil(chunk.max(1));
+    (splits >= 2).then_some(Params {
+        splits: splits as u32,
+        chunk: chunk as u32,
+        ..params(s)
+    })
 }
 
 fn check_rank(op: &'static str, s: &Shape) -> Result<()> {
@@ -123,6 +155,10 @@ impl OpDef for BiasAddBackward {
         KernelCall::grid(&SHADER, "bias_add_backward_bias", &p, [p.c, 1, 1])
     }
 
+    fn plans(&self, inputs: &[&Shape], _outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
+        bias_grad_plans(caps, inputs[0], Operand::Input(0), Operand::Output(0))
+    }
+
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let (_, c, inner) = split(&inputs[0].shape);
         let mut acc = vec![0f64; c];
@@ -133,6 +169,45 @@ impl OpDef for BiasAddBackward {
             *g = a as f32;
         }
     }
+}
+
+/// The plans of the bias gradient of `grad_y` (bound as `input`) into `output`, for this op
+/// and for ops that form a bias gradient after their own work: on GPUs, where a channel has
+/// values enough, first (channel, split) workgroups into partial sums and a combine (`c`
+/// workgroups alone would leave most of a large GPU idle); then one workgroup per channel.
+pub(crate) fn bias_grad_plans(
+    caps: &DeviceCaps,
+    grad_y: &Shape,
+    input: Operand,
+    output: Operand,
+) -> Vec<KernelPlan> {
+    let p = params(grad_y);
+    let sums = KernelCall::grid(&SHADER, "bias_add_backward_bias", &p, [p.c, 1, 1]);
+    let direct = KernelPlan {
+        variant: "direct".into(),
+        scratch: Vec::new(),
+        calls: vec![(sums, vec![input, output])],
+        copies: Vec::new(),
+    };
+    let Some(p) = split_params(grad_y).filter(|_| caps.workgroup_tiles) else {
+        return vec![direct];
+    };
+    let part = ScratchSpec::Buffer {
+        bytes: 4 * u64::from(p.c) * u64::from(p.splits),
+    };
+    let sums = KernelCall::grid(&SHADER, "bias_add_backward_bias", &p, [p.c, p.splits, 1]);
+    let combine =
+        KernelCall::per_element(&SHADER, "bias_add_backward_bias_combine", &p, p.c as usize);
+    let split = KernelPlan {
+        variant: "split".into(),
+        scratch: vec![part],
+        calls: vec![
+            (sums, vec![input, Operand::Scratch(0)]),
+            (combine, vec![Operand::Scratch(0), output]),
+        ],
+        copies: Vec::new(),
+    };
+    vec![split, direct]
 }
 
 impl Graph {
@@ -147,6 +222,54 @@ pub(crate) fn catalog() -> Vec<CatalogEntry> {
         CatalogEntry::new(BiasAdd, vec![Shape::f32([3, 7, 5, 6]), Shape::f32([7])]),
         CatalogEntry::new(BiasAdd, vec![Shape::f32([33, 10]), Shape::f32([10])]),
         CatalogEntry::new(BiasAddBackward, vec![Shape::f32([3, 7, 5, 6])]),
+        // Split on GPUs: 130 rows into 2 of 65; 37 images into 3 of 10 and one of 7.
         CatalogEntry::new(BiasAddBackward, vec![Shape::f32([130, 9])]),
+        CatalogEntry::new(BiasAddBackward, vec![Shape::f32([37, 5, 3, 3])]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_bias_gradients_fill_a_gpu_and_cover_the_batch_once() {
+        // A 64-channel convolution at batch 128, 14x14: 16 splits of 8 images each.
+        let p = split_params(&Shape::f32([128, 64, 14, 14])).expect("split");
+        assert_eq!((p.splits, p.chunk), (16, 8));
+        for dims in [vec![130, 9], vec![37, 5, 3, 3], vec![1000, 3, 1, 1]] {
+            let s = Shape::f32(dims.clone());
+            let p = split_params(&s).expect("split");
+            assert!(
+                (p.splits - 1) * p.chunk < p.outer,
+                "{dims:?}: empty last split"
+            );
+            assert!(p.splits * p.chunk >= p.outer, "{dims:?}: images left out");
+            assert!(
+                (p.chunk * p.inner) as usize >= SPLIT_MIN_VALUES,
+                "{dims:?}: {} values a split",
+                p.chunk * p.inner
+            );
+        }
+        // Under two splits' worth of values per channel: one workgroup per channel.
+        for dims in [vec![127, 4], vec![3, 7, 5, 6], vec![1, 2, 100, 100]] {
+            assert!(split_params(&Shape::f32(dims)).is_none());
+        }
+    }
+
+    #[test]
+    fn only_gpus_get_the_split_plan() {
+        let grad_y = Shape::f32([37, 5, 3, 3]);
+        let variants = |workgroup_tiles| {
+            let caps = DeviceCaps {
+                subgroups: None,
+                max_texture_dim: 8192,
+                workgroup_tiles,
+            };
+            let plans = BiasAddBackward.plans(&[&grad_y], &[&Shape::f32([5])], &caps);
+            plans.into_iter().map(|p| p.variant).collect::<Vec<_>>()
+        };
+        assert_eq!(variants(true), ["split", "direct"]);
+        assert_eq!(variants(false), ["direct"]);
+    }
 }
