@@ -19,9 +19,9 @@ pub enum SubgroupShare {
     Whole,
     /// Subgroups of 8 to 128 lanes, a multiple of 8 (NVIDIA 32, AMD 32/64, Apple 32, Intel
     /// 8-32): `subgroupShuffle` from lane `base + r` and a `subgroupShuffleXor` butterfly
-    /// over lane bits 0-2 keep every exchange inside the block. Lanes of a block must be
-    /// consecutive invocations of the workgroup (its x extent is 8, and subgroups are made of
-    /// consecutive local invocation indices on the drivers of these GPUs).
+    /// over lane bits 0-2 keep every exchange inside the block. Each lane's place comes from
+    /// the subgroup builtins ([`SubgroupShare::entry_point`]), so nothing depends on how a
+    /// driver groups a workgroup's invocations into subgroups.
     Blocks,
 }
 

@@ -30,6 +30,29 @@ pub mod optim;
 pub mod pool;
 pub mod tensor;
 
+/// Workgroups the split per-channel reductions aim for on GPUs: enough to fill a large GPU
+/// several times over (an H200 has 132 multiprocessors; ResNet-20's 16-channel layers alone
+/// would leave most idle).
+const SPLIT_TARGET_WORKGROUPS: usize = 1024;
+
+/// `(splits, chunk)`: `len` values of each of `channels` channels cut into `splits` chunks of
+/// `chunk` (the last may be shorter, none empty), each at least `min_chunk` long, so that
+/// `channels · splits` approaches [`SPLIT_TARGET_WORKGROUPS`]; `None` where a channel holds
+/// fewer than two chunks. Batch norm and the bias gradient split their reductions by it.
+pub(crate) fn reduction_splits(
+    channels: usize,
+    len: usize,
+    min_chunk: usize,
+) -> Option<(usize, usize)> {
+    let target = SPLIT_TARGET_WORKGROUPS
+        .div_ceil(channels.max(1))
+        .min(len / min_chunk.max(1))
+        .min(crate::ir::MAX_WORKGROUPS_PER_DIM as usize);
+    let chunk = len.div_ceil(target.max(1));
+    let splits = len.div_ceil(chunk.max(1));
+    (splits >= 2).then_some((splits, chunk))
+}
+
 /// Every shader: the files and every generated GEMM variant, for validation in tests.
 pub fn shaders() -> Vec<&'static Shader> {
     let mut res = vec![

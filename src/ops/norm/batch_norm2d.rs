@@ -12,10 +12,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::ir::{
     expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, NodeId,
-    OpDef, Operand, ScratchSpec, Shader, MAX_WORKGROUPS_PER_DIM,
+    OpDef, Operand, ScratchSpec, Shader,
 };
 use crate::ir::{Graph, TensorId};
-use crate::ops::CatalogEntry;
+use crate::ops::{reduction_splits, CatalogEntry};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
@@ -44,12 +44,8 @@ struct Params {
     chunk: u32,
 }
 
-/// Workgroups the split reductions aim for: enough to fill a large GPU several times over (an
-/// H200 has 132 multiprocessors; ResNet-20's 16 channels alone would leave most idle).
-const SPLIT_TARGET_WORKGROUPS: u32 = 1024;
-
 /// Fewest values one split reduces: shorter ones cost more in partial results than they save.
-const SPLIT_MIN_CHUNK: u32 = 64;
+const SPLIT_MIN_CHUNK: usize = 64;
 
 impl Params {
     fn new(x: &Shape, eps: f32, momentum: f32) -> Self {
@@ -69,15 +65,11 @@ impl Params {
     /// The same with each channel's values split for the split reductions, or `None` where
     /// a channel is too short to split.
     fn split(self) -> Option<Self> {
-        let target = SPLIT_TARGET_WORKGROUPS
-            .div_ceil(self.c.max(1))
-            .min(self.count / SPLIT_MIN_CHUNK)
-            .min(MAX_WORKGROUPS_PER_DIM);
-        let chunk = self.count.div_ceil(target.max(1));
-        let splits = self.count.div_ceil(chunk);
-        (splits >= 2).then_some(Params {
-            splits,
-            chunk,
+        let (splits, chunk) =
+            reduction_splits(self.c as usize, self.count as usize, SPLIT_MIN_CHUNK)?;
+        Some(Params {
+            splits: splits as u32,
+            chunk: chunk as u32,
             ..self
         })
     }
@@ -801,7 +793,11 @@ mod tests {
                 sp.splits * sp.chunk >= sp.count,
                 "{dims:?}: values left out"
             );
-            assert!(sp.chunk >= SPLIT_MIN_CHUNK, "{dims:?}: {}", sp.chunk);
+            assert!(
+                sp.chunk as usize >= SPLIT_MIN_CHUNK,
+                "{dims:?}: {}",
+                sp.chunk
+            );
         }
         // Under two splits' worth of values per channel: nothing to split.
         for dims in [[1, 4, 3, 3], [2, 3, 5, 7], [1, 1, 1, 127]] {

@@ -5,10 +5,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::ir::{
     expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
-    Operand, ScratchSpec, Shader, MAX_WORKGROUPS_PER_DIM,
+    Operand, ScratchSpec, Shader,
 };
 use crate::ir::{Graph, TensorId};
-use crate::ops::CatalogEntry;
+use crate::ops::{reduction_splits, CatalogEntry};
 use crate::shape::{DType, Shape};
 use crate::{Error, Result};
 
@@ -31,9 +31,6 @@ struct Params {
     chunk: u32,
     _pad: [u32; 3],
 }
-
-/// Workgroups the split bias gradient aims for: enough to fill a large GPU several times.
-const SPLIT_TARGET_WORKGROUPS: usize = 1024;
 
 /// Fewest values one split of a channel sums.
 const SPLIT_MIN_VALUES: usize = 64;
@@ -67,14 +64,8 @@ fn params(s: &Shape) -> Params {
 /// a channel has too few values to split.
 fn split_params(s: &Shape) -> Option<Params> {
     let (outer, c, inner) = split(s);
-    let min_chunk = SPLIT_MIN_VALUES.div_ceil(inner.max(1));
-    let target = SPLIT_TARGET_WORKGROUPS
-        .div_ceil(c.max(1))
-        .min(outer / min_chunk)
-        .min(MAX_WORKGROUPS_PER_DIM as usize);
-    let chunk = outer.div_ceil(target.max(1));
-    let splits = outer.div_ceil(chunk.max(1));
-    (splits >= 2).then_some(Params {
+    let (splits, chunk) = reduction_splits(c, outer, SPLIT_MIN_VALUES.div_ceil(inner.max(1)))?;
+    Some(Params {
         splits: splits as u32,
         chunk: chunk as u32,
         ..params(s)
