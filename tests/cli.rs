@@ -434,6 +434,18 @@ fn resumed_runs_follow_the_uninterrupted_trajectory() {
     let at_epoch_end = dir.join("ckpt-0000000006.safetensors");
     let resumed = epochs_of(&["--resume", at_epoch_end.to_str().expect("path"), "--json"]);
     assert_eq!(resumed, whole[1..], "resumed after epoch 1");
+    // The checkpoint carries the run's curves, so a resumed run's pictures show it whole:
+    // the last one holds both epochs and a rate for each of the 12 steps.
+    let last = striate::checkpoint::Checkpoint::read(&dir.join("ckpt-0000000012.safetensors"))
+        .expect("readable");
+    let curves: serde_json::Value =
+        serde_json::from_str(last.meta.get("curves").expect("curves")).expect("json");
+    assert_eq!(
+        curves["epochs"].as_array().map(Vec::len),
+        Some(2),
+        "{curves}"
+    );
+    assert_eq!(curves["lr"].as_array().map(Vec::len), Some(12), "{curves}");
     let mid_epoch = dir.join("ckpt-0000000008.safetensors");
     let resumed = epochs_of(&["--resume", mid_epoch.to_str().expect("path"), "--json"]);
     assert_eq!(resumed.len(), 1);

@@ -532,6 +532,8 @@ fn run() -> Result<()> {
     let mut curves = Curves::default();
     let (mut start_epoch, mut skip, mut global_step) = (1, 0, 0);
     if let Some(r) = &resume {
+        // The pictures continue the whole run's history, not only what follows the resume.
+        curves = Curves::from_meta(&r.ckpt.meta);
         trainer.restore(&r.ckpt, &r.path)?;
         (start_epoch, skip, global_step) = (r.next_epoch, r.skip_steps, r.global_step);
         log(format!(
@@ -601,7 +603,7 @@ fn run() -> Result<()> {
             }
             if let Some(saver) = saver.as_mut() {
                 if !last && args.checkpoint_every > 0 && global_step % args.checkpoint_every == 0 {
-                    saver.save(&trainer, [epoch, step + 1, global_step], None)?;
+                    saver.save(&trainer, [epoch, step + 1, global_step], None, &curves)?;
                 }
             }
             bar.inc(1);
@@ -633,6 +635,7 @@ fn run() -> Result<()> {
                 &trainer,
                 [epoch + 1, 0, global_step],
                 val.map(|v| v.accuracy),
+                &curves,
             )?;
         }
         if args.json {
@@ -677,6 +680,76 @@ struct Curves {
     running: Vec<(f64, f64)>,
     /// (epoch, learning rate) every step.
     lr: Vec<(f64, f64)>,
+}
+
+impl Curves {
+    /// The curves as checkpoint metadata (`curves`, JSON), so a resumed run draws them whole.
+    fn to_meta(&self) -> String {
+        let epochs: Vec<_> = self
+            .epochs
+            .iter()
+            .map(|e| {
+                let (val_loss, val_acc) = e.val.unzip();
+                serde_json::json!([
+                    e.epoch,
+                    e.train_loss,
+                    e.train_acc,
+                    val_loss,
+                    val_acc,
+                    e.test.0,
+                    e.test.1
+                ])
+            })
+            .collect();
+        serde_json::json!({"epochs": epochs, "running": self.running, "lr": self.lr}).to_string()
+    }
+
+    /// The curves a checkpoint carries; empty for one without (or with unreadable) curves,
+    /// which loses only pictures.
+    fn from_meta(meta: &std::collections::BTreeMap<String, String>) -> Self {
+        use serde_json::Value;
+        let Some(stored) = meta
+            .get("curves")
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        else {
+            return Curves::default();
+        };
+        let rows = |key: &str| -> Vec<Vec<Option<f64>>> {
+            stored[key]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(Value::as_array)
+                        .map(|row| row.iter().map(Value::as_f64).collect())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let pairs = |key: &str| -> Vec<(f64, f64)> {
+            rows(key)
+                .into_iter()
+                .filter_map(|row| Some((row.first().copied()??, row.get(1).copied()??)))
+                .collect()
+        };
+        let epochs = rows("epochs")
+            .into_iter()
+            .filter_map(|row| {
+                let at = |i: usize| row.get(i).copied().flatten();
+                Some(striate::plots::EpochPoint {
+                    epoch: at(0)?,
+                    train_loss: at(1)?,
+                    train_acc: at(2)?,
+                    val: at(3).zip(at(4)),
+                    test: (at(5)?, at(6)?),
+                })
+            })
+            .collect();
+        Curves {
+            epochs,
+            running: pairs("running"),
+            lr: pairs("lr"),
+        }
+    }
 }
 
 /// The pictures `--plots` writes after training: the first convolution's filters, a test
@@ -872,8 +945,10 @@ impl Saver {
         trainer: &Trainer,
         [next_epoch, skip, global_step]: [usize; 3],
         val_acc: Option<f64>,
+        curves: &Curves,
     ) -> Result<()> {
         let mut ckpt = trainer.checkpoint()?;
+        ckpt.meta.insert("curves".into(), curves.to_meta());
         ckpt.meta
             .insert("args".into(), serde_json::to_string(&self.argv)?);
         ckpt.meta
