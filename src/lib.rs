@@ -6,6 +6,7 @@ pub mod error;
 pub mod exec;
 pub mod gpu;
 pub mod graph;
+pub mod infer;
 pub mod ir;
 pub mod kernels;
 pub mod models;
@@ -25,6 +26,7 @@ pub use shape::Shape;
 pub mod prelude {
     pub use crate::data::{batches, train_batches, Augment, DataSplit, Dataset};
     pub use crate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
+    pub use crate::infer::{PredictConfig, Predictor};
     pub use crate::ir::{Conv2dSpec, CpuTensor, Graph, Pool2d, TensorId};
     pub use crate::nn::{Architecture, Conv2dOptions, Model, Net};
     pub use crate::ops::optim::LrSchedule;

@@ -178,7 +178,9 @@ impl<'g> Net<'g> {
     }
 
     /// Layers go into `g` in evaluation mode, reusing the parameters and buffers of `built`
-    /// (the same model built by [`Net::new`]) by name.
+    /// (the same model built by [`Net::new`]) by name; those `built` lacks are created
+    /// (all of them for `NetParts::default()`: an inference-only build, whose weights are
+    /// then loaded, as [`crate::infer::Predictor`] does).
     pub fn for_eval(g: &'g mut Graph, built: &NetParts) -> Self {
         let existing = built
             .params
@@ -332,11 +334,11 @@ impl<'g> Net<'g> {
             CpuTensor::from_f32([c], vec![1.0; c]),
         );
         self.parts.mode_dependent = true;
+        self.parts.batch_norms.push(name.to_string());
         match self.mode {
             Mode::Train => {
                 let (y, update) = self.g.batch_norm2d(x, weight, bias, mean, var, config)?;
                 self.parts.effects.push(update);
-                self.parts.batch_norms.push(name.to_string());
                 if self.parts.bn_count.is_none() {
                     let count = CpuTensor::from_u32([1], vec![0]);
                     self.parts.bn_count = Some(self.g.state("num_batches_tracked", count));

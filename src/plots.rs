@@ -420,18 +420,18 @@ pub fn confusion_matrix(path: &Path, classes: &[String], counts: &[Vec<u64>]) ->
 }
 
 /// `image` (`[c, h, w]`, normalised as the network sees it) and every convolution layer's
-/// output for it, up to 8 channels a row (needs a trainer built with
-/// [`crate::train::TrainConfig::feature_maps`]).
+/// output for it (`maps`, as [`crate::train::Trainer::feature_maps`] or
+/// [`crate::infer::Predictor::feature_maps`] return them), up to 8 channels a row.
 pub fn feature_maps(
     path: &Path,
-    trainer: &crate::train::Trainer,
     image: &[f32],
     [c, h, w]: [usize; 3],
+    maps: &[(String, crate::ir::CpuTensor)],
     title: &str,
 ) -> Result<()> {
     let mut tiles = vec![Tile::normalised(image, c, h, w, "input".into())];
     tiles.resize(8, Tile::blank());
-    for (layer, maps) in trainer.feature_maps(image)? {
+    for (layer, maps) in maps {
         let dims = &maps.shape.dims;
         let (channels, mh, mw) = (dims[0], dims[1], dims[2]);
         for ch in 0..8 {

@@ -321,7 +321,7 @@ impl Trainer {
                 effects: vec![parts.eval_metrics_node],
             },
         ];
-        let conv_outputs = conv_outputs(&graph, parts.eval_logits);
+        let conv_outputs = crate::infer::conv_outputs(&graph, parts.eval_logits);
         if config.feature_maps {
             specs.push(ProgramSpec {
                 name: "features".into(),
@@ -547,45 +547,16 @@ impl Trainer {
     /// nothing else but the batch norms' `num_batches_tracked` (optional). The error names
     /// every mismatch, and nothing is loaded unless all match. Optimizer state is untouched.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
-        let ckpt = Checkpoint::read(path)?;
-        let counters: Vec<String> = self
-            .batch_norms
-            .iter()
-            .map(|b| format!("{b}.num_batches_tracked"))
-            .collect();
-        let (counts, weights): (Vec<_>, Vec<_>) = ckpt
-            .tensors
-            .into_iter()
-            .partition(|(name, _)| counters.contains(name));
-        let weights = Checkpoint {
-            tensors: weights,
-            meta: ckpt.meta,
-        };
-        let want: Vec<(String, Shape)> = self
-            .params
-            .iter()
-            .chain(&self.buffers)
-            .map(|(name, t)| (name.clone(), self.graph.shape(*t).clone()))
-            .collect();
-        weights.check_against(&want, path)?;
-        let mut count = 0;
-        for (name, t) in &counts {
-            if t.shape.numel() != 1 || t.shape.dtype != crate::shape::DType::U32 {
-                return Err(Error::Checkpoint {
-                    path: path.into(),
-                    message: format!("{name} must be an integer scalar, got {}", t.shape),
-                });
-            }
-            count = count.max(t.u32()[0]);
-        }
-        for (name, t) in self.params.iter().chain(&self.buffers) {
-            let value = weights.tensor(name).expect("checked above");
-            self.exe.write(*t, value.bytes())?;
-        }
-        if let Some(t) = self.bn_count {
-            self.exe.write(t, bytemuck::bytes_of(&count))?;
-        }
-        Ok(())
+        let named: Vec<(String, TensorId)> =
+            self.params.iter().chain(&self.buffers).cloned().collect();
+        crate::infer::load_state_dict(
+            &self.exe,
+            &self.graph,
+            &named,
+            &self.batch_norms,
+            self.bn_count,
+            path,
+        )
     }
 
     /// Every convolution layer's output (eval mode) for one image `[c·h·w]`, by layer name, in
@@ -597,46 +568,24 @@ impl Trainer {
                 "feature maps need a trainer built with TrainConfig::feature_maps".into(),
             )
         })?;
-        if image.len() != self.image_numel {
-            let [c, h, w] = self.input;
-            return Err(Error::InvalidArgument(format!(
-                "{} values is not one {c}x{h}x{w} image",
-                image.len()
-            )));
-        }
-        let mut padded = image.to_vec();
-        padded.resize(self.batch_size * self.image_numel, 0.0);
-        self.exe.write(self.images, bytemuck::cast_slice(&padded))?;
-        self.exe.run(program)?;
-        self.conv_outputs
-            .iter()
-            .map(|(name, t)| {
-                let all = self.exe.read(program, *t)?;
-                let dims = all.shape.dims[1..].to_vec();
-                let len: usize = dims.iter().product();
-                Ok((
-                    name.clone(),
-                    CpuTensor::from_f32(dims, all.f32()[..len].to_vec()),
-                ))
-            })
-            .collect()
+        crate::infer::read_feature_maps(
+            &self.exe,
+            program,
+            &self.conv_outputs,
+            (self.images, image, self.batch_size, self.input),
+        )
     }
 
     /// Logits `[n, n_classes]` of up to `batch_size` images in evaluation mode (running
     /// statistics, no dropout): inference, nothing trained or counted.
     pub fn predict(&self, images: &[f32]) -> Result<CpuTensor> {
-        let n = images.len() / self.image_numel.max(1);
-        if n == 0 || n > self.batch_size || n * self.image_numel != images.len() {
-            let [c, h, w] = self.input;
-            return Err(Error::InvalidArgument(format!(
-                "{} values is not 1..={} images of {c}x{h}x{w}",
-                images.len(),
-                self.batch_size
-            )));
-        }
-        let mut padded = images.to_vec();
-        padded.resize(self.batch_size * self.image_numel, 0.0);
-        self.exe.write(self.images, bytemuck::cast_slice(&padded))?;
+        let n = crate::infer::write_images(
+            &self.exe,
+            self.images,
+            images,
+            self.batch_size,
+            self.input,
+        )?;
         // Labels out of range: the eval program's metrics count none of these images.
         let labels = vec![u32::MAX; self.batch_size];
         self.exe.write(self.labels, bytemuck::cast_slice(&labels))?;
@@ -820,18 +769,6 @@ pub struct TrainingParts {
     pub batch_norms: Vec<String>,
     /// Their shared `num_batches_tracked` counter (`[1]` u32 state), when there are any.
     pub bn_count: Option<TensorId>,
-}
-
-/// The convolution layers of the eval forward that computes `logits`, in order: each node's
-/// name and first output.
-fn conv_outputs(g: &Graph, logits: TensorId) -> Vec<(String, TensorId)> {
-    crate::graph::schedule::schedule(g, &[logits], &[])
-        .steps
-        .iter()
-        .map(|s| g.node(s.node))
-        .filter(|n| n.op.name().starts_with("conv"))
-        .map(|n| (n.name.clone(), n.outputs[0]))
-        .collect()
 }
 
 /// Builds forward, loss, metrics, backward and optimizer updates as one graph.

@@ -1072,6 +1072,115 @@ fn pytorch_state_dicts_go_out_and_come_back_with_the_same_logits() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+/// A `Predictor` is the eval forward alone: loaded with a trainer's saved weights it gives
+/// that trainer's eval logits and feature maps exactly (ResNet-20: batch norm on running
+/// statistics), for a full and a short batch; its graph holds no loss, gradient, metric or
+/// optimizer state (its only state is the model's buffers) and it dispatches less; a file
+/// of another model and a batch too large are refused with what is wrong.
+#[test]
+fn a_predictor_is_the_trainers_eval_forward_alone() {
+    use striate::infer::{PredictConfig, Predictor};
+    use striate::ir::TensorKind;
+    let Some(gpu) = common::gpu() else { return };
+    let cfg = TrainConfig {
+        feature_maps: true,
+        ..config(Model::Resnet20, 4, Optimizer::sgd(0.05, 0.9))
+    };
+    let trainer = Trainer::new(&gpu, &cfg).expect("trainer");
+    let data = synthetic(8, 6, 5);
+    for s in 0..2 {
+        let images = data.train.images(4 * s, 4);
+        trainer
+            .train_step(&images, &data.train.labels[4 * s..4 * s + 4])
+            .expect("step");
+    }
+    let dir = std::env::temp_dir().join(format!("striate-predictor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let path = dir.join("resnet20.safetensors");
+    trainer.save(&path).expect("save");
+
+    let predictor = Predictor::new(
+        &gpu,
+        &Model::Resnet20,
+        &PredictConfig {
+            batch_size: 4,
+            input: cfg.input,
+            n_classes: cfg.n_classes,
+            feature_maps: true,
+            ..Default::default()
+        },
+    )
+    .expect("predictor");
+    let x = data.test.images(0, 4);
+    assert_ne!(
+        predictor.predict(&x).expect("untrained"),
+        trainer.predict(&x).expect("trainer")
+    );
+    predictor.load_weights(&path).expect("load");
+    assert_eq!(
+        predictor.predict(&x).expect("predictor"),
+        trainer.predict(&x).expect("trainer")
+    );
+    let short = data.test.images(1, 3);
+    let logits = predictor.predict(&short).expect("short batch");
+    assert_eq!(logits.shape.dims, [3, cfg.n_classes]);
+    assert_eq!(logits, trainer.predict(&short).expect("trainer"));
+    let image = data.test.images(2, 1);
+    let maps = predictor.feature_maps(&image).expect("maps");
+    assert_eq!(maps.len(), 21, "every convolution of ResNet-20");
+    assert_eq!(maps, trainer.feature_maps(&image).expect("trainer maps"));
+    let mut saved = trainer.parameters().expect("params");
+    saved.extend(trainer.buffers().expect("buffers"));
+    assert_eq!(predictor.state_dict().expect("state"), saved);
+
+    let g = predictor.graph();
+    for n in g.nodes() {
+        let op = n.op.name();
+        for training_only in ["backward", "update", "entropy", "metrics", "step"] {
+            assert!(!op.contains(training_only), "{} runs {op}", n.name);
+        }
+    }
+    let state: Vec<&str> = g
+        .tensor_ids()
+        .filter(|&t| matches!(g.tensor(t).kind, TensorKind::State(_)))
+        .map(|t| g.tensor(t).name.as_str())
+        .collect();
+    assert_eq!(
+        state.len(),
+        2 * 21,
+        "the running statistics of 21 batch norms"
+    );
+    assert!(state
+        .iter()
+        .all(|n| n.ends_with(".running_mean") || n.ends_with(".running_var")));
+    let eval = trainer.executable().program("eval").expect("eval");
+    assert!(predictor.n_dispatches() < trainer.executable().n_dispatches(eval));
+
+    let err = predictor
+        .predict(&data.test.images(0, 5))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1..=4 images of 1x28x28"), "{err}");
+    let lenet =
+        Trainer::new(&gpu, &config(Model::Lenet5, 4, Optimizer::adam(1e-3))).expect("lenet");
+    let lenet_path = dir.join("lenet.safetensors");
+    lenet.save(&lenet_path).expect("save");
+    let err = predictor.load_weights(&lenet_path).unwrap_err().to_string();
+    for part in [
+        "missing layer1.0.conv1.weight",
+        "unexpected fc1.weight",
+        "lenet.safetensors",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert_eq!(
+        predictor.state_dict().expect("state"),
+        saved,
+        "a refused file wrote something"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 /// A residual CNN of the user's own, written with the public layer API (a block function used
 /// twice, a closure as the architecture), trains: its parameters carry the names it gave them
 /// and overfitting one batch drives the loss down.

@@ -8,8 +8,8 @@ use clap::Parser;
 use striate::checkpoint::Checkpoint;
 use striate::data::folder::{decode, FolderOptions, EXTENSIONS};
 use striate::data::meta;
+use striate::infer::{PredictConfig, Predictor};
 use striate::nn::Model;
-use striate::train::{TrainConfig, Trainer};
 use striate::{AdapterChoice, GpuContext};
 
 #[derive(Parser, Debug)]
@@ -170,16 +170,15 @@ fn run() -> Result<bool> {
         .map(|a| a.parse().expect("infallible"))
         .unwrap_or_else(AdapterChoice::from_env);
     let gpu = GpuContext::new(&choice)?;
-    let config = TrainConfig {
-        model: prep.model,
+    let config = PredictConfig {
         batch_size: args.batch_size.min(files.len()),
         input: prep.input,
         n_classes: prep.classes.len(),
         feature_maps: args.feature_maps.is_some(),
         ..Default::default()
     };
-    let trainer = Trainer::new(&gpu, &config)?;
-    trainer.load_weights(&args.weights)?;
+    let predictor = Predictor::new(&gpu, &prep.model, &config)?;
+    predictor.load_weights(&args.weights)?;
     let mut all_read = true;
     // Read every file first; unreadable ones are reported and skipped.
     let mut ready = Vec::new();
@@ -202,12 +201,13 @@ fn run() -> Result<bool> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let out = dir.join("feature_maps.png");
         let title = format!("feature maps of {}", path.display());
-        striate::plots::feature_maps(&out, &trainer, pixels, prep.input, &title)?;
+        let maps = predictor.feature_maps(pixels)?;
+        striate::plots::feature_maps(&out, pixels, prep.input, &maps, &title)?;
         eprintln!("feature maps: {}", out.display());
     }
     for chunk in ready.chunks(config.batch_size) {
         let images: Vec<f32> = chunk.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-        let logits = trainer.predict(&images)?;
+        let logits = predictor.predict(&images)?;
         let classes = prep.classes.len();
         for (i, (path, _)) in chunk.iter().enumerate() {
             let probs = softmax(&logits.f32()[i * classes..(i + 1) * classes]);

@@ -782,11 +782,12 @@ fn final_plots(dir: &Path, trainer: &Trainer, test: &Dataset) -> Result<()> {
         "feature maps of test image 0 ({}), up to 8 channels per layer",
         test.classes[test.labels[0] as usize]
     );
+    let image = test.images(0, 1);
     striate::plots::feature_maps(
         &dir.join("feature_maps.png"),
-        trainer,
-        &test.images(0, 1),
+        &image,
         test.input_shape(),
+        &trainer.feature_maps(&image)?,
         &title,
     )?;
     // Predictions over the test set: the confusion matrix and the misclassified images.
