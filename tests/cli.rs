@@ -378,6 +378,7 @@ fn epochs_of(args: &[&str]) -> Vec<(u64, f64, f64, f64)> {
 /// masks from the GPU's step counter), Adam (its step count) and a cosine schedule (the rate
 /// factor), resumed at an epoch's end (same train loss, test loss and accuracy) and in the
 /// middle of one (the rest of the epoch replayed in the same order: same test figures).
+/// Arguments that would change the run are refused beside --resume; where it writes may change.
 #[test]
 fn resumed_runs_follow_the_uninterrupted_trajectory() {
     if common::gpu().is_none() {
@@ -447,7 +448,23 @@ fn resumed_runs_follow_the_uninterrupted_trajectory() {
     );
     assert_eq!(curves["lr"].as_array().map(Vec::len), Some(12), "{curves}");
     let mid_epoch = dir.join("ckpt-0000000008.safetensors");
-    let resumed = epochs_of(&["--resume", mid_epoch.to_str().expect("path"), "--json"]);
+    let mid = mid_epoch.to_str().expect("path");
+    // What would change the trajectory is refused with its name, not silently dropped.
+    let out = train_gpu(&["--resume", mid, "--lr", "0.5", "--seed", "3", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--lr, --seed cannot be given with --resume"),
+        "{stderr}"
+    );
+    // Where the pictures go may change.
+    let plots = dir.join("plots");
+    let plots_arg = plots.to_str().expect("path");
+    let resumed = epochs_of(&["--resume", mid, "--json", "--plots", plots_arg]);
+    assert!(
+        plots.join("curves.png").is_file(),
+        "--plots given on resume"
+    );
     assert_eq!(resumed.len(), 1);
     assert_eq!(
         (resumed[0].0, resumed[0].2, resumed[0].3),

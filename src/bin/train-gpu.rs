@@ -116,8 +116,11 @@ struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// Continue a run from its newest checkpoint in DIR (or from a checkpoint file) with the
-    /// run's own arguments; --epochs, --json, --adapter and --checkpoint given here override
-    /// them. The resumed run follows the same trajectory as an uninterrupted one.
+    /// run's own arguments. Only how long it goes on, where it reads and writes, and how it
+    /// reports and tunes may be given beside it (--epochs, --data, --checkpoint,
+    /// --checkpoint-every, --keep-last, --plots, --save, --json, --log-every, --adapter,
+    /// --no-tune, --tune-budget); anything else is refused. The resumed run follows the same
+    /// trajectory as an uninterrupted one.
     #[arg(long, value_name = "DIR|FILE")]
     resume: Option<PathBuf>,
     /// GPU to use: vulkan, metal, dx12, gl, or part of the adapter's name. Default:
@@ -320,11 +323,58 @@ fn run() -> Result<()> {
             if given("epochs") {
                 run_argv.extend(["--epochs".into(), args.epochs.to_string()]);
             }
+            // Anything else would silently not apply: refuse it.
+            let command = Args::command();
+            let mut fixed: Vec<String> = command
+                .get_arguments()
+                .map(|arg| arg.get_id().as_str())
+                .filter(|id| given(id) && *id != "resume" && !RESUME_OVERRIDES.contains(id))
+                .map(|id| format!("--{}", id.replace('_', "-")))
+                .collect();
+            fixed.sort();
+            anyhow::ensure!(
+                fixed.is_empty(),
+                "{} cannot be given with --resume: a resumed run keeps the arguments it was \
+                 started with (they are stored in its checkpoints), so it follows the same \
+                 trajectory. Beside --resume only {} may be given",
+                fixed.join(", "),
+                RESUME_OVERRIDES
+                    .iter()
+                    .map(|id| format!("--{}", id.replace('_', "-")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let mut run = Args::try_parse_from(&run_argv)
                 .context("the arguments stored in the checkpoint no longer parse")?;
             run.json = args.json;
+            run.no_tune |= args.no_tune;
             if given("adapter") {
                 run.adapter = args.adapter.clone();
+            }
+            if given("data") {
+                anyhow::ensure!(
+                    !run.synthetic,
+                    "--data cannot be given with --resume: the run trains on --synthetic data"
+                );
+                run.data = args.data.clone();
+            }
+            if given("plots") {
+                run.plots = args.plots.clone();
+            }
+            if given("save") {
+                run.save = args.save.clone();
+            }
+            if given("checkpoint_every") {
+                run.checkpoint_every = args.checkpoint_every;
+            }
+            if given("keep_last") {
+                run.keep_last = args.keep_last;
+            }
+            if given("log_every") {
+                run.log_every = args.log_every;
+            }
+            if given("tune_budget") {
+                run.tune_budget = args.tune_budget;
             }
             run.checkpoint = args
                 .checkpoint
@@ -843,6 +893,24 @@ fn final_plots(dir: &Path, trainer: &Trainer, test: &Dataset) -> Result<()> {
     }
     Ok(())
 }
+
+/// The arguments a command line may give beside --resume (clap ids): how long the run goes
+/// on, where it reads and writes, how it reports and tunes; nothing that changes what it
+/// computes. --epochs does change the schedule's length, and is stored with the run.
+const RESUME_OVERRIDES: &[&str] = &[
+    "epochs",
+    "data",
+    "checkpoint",
+    "checkpoint_every",
+    "keep_last",
+    "plots",
+    "save",
+    "json",
+    "log_every",
+    "adapter",
+    "no_tune",
+    "tune_budget",
+];
 
 /// Where a resumed run starts: the checkpoint and what its metadata says.
 struct Resume {
