@@ -27,7 +27,7 @@ use striate::data::{batches, load_fashion_mnist, synthetic, DataSplit};
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::ir::TensorId;
 use striate::ir::{CpuTensor, OpDef};
-use striate::nn::Model;
+use striate::models::Model;
 use striate::ops::conv::conv2d::{
     Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dGeometry,
 };

@@ -1,7 +1,7 @@
 //! Prints the time of every dispatch of one training step (a development aid).
 #![allow(clippy::print_stdout, missing_docs)]
 use striate::exec::gpu::ProfileMethod;
-use striate::nn::Model;
+use striate::models::Model;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 
 fn main() -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout, missing_docs)]
 use std::time::Instant;
 
-use striate::nn::Model;
+use striate::models::Model;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 
 fn main() -> anyhow::Result<()> {

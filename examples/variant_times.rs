@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::ir::Graph;
-use striate::nn::Model;
+use striate::models::Model;
 use striate::ops::linalg::matmul::Matmul;
 use striate::train::{training_graph, Optimizer, TrainConfig};
 use striate::Shape;

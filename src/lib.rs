@@ -28,7 +28,8 @@ pub mod prelude {
     pub use crate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
     pub use crate::infer::{PredictConfig, Predictor};
     pub use crate::ir::{Conv2dSpec, CpuTensor, Graph, Pool2d, TensorId};
-    pub use crate::nn::{Architecture, Conv2dOptions, Model, Net};
+    pub use crate::models::Model;
+    pub use crate::nn::{Architecture, Conv2dOptions, Net};
     pub use crate::ops::optim::LrSchedule;
     pub use crate::shape::Shape;
     pub use crate::train::{Optimizer, TrainConfig, Trainer};

@@ -10,8 +10,15 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::ir::{Pool2d, TensorId};
-use crate::nn::{Conv2dOptions, Init, Net};
+use crate::nn::{Architecture, Conv2dOptions, Init, Net};
 use crate::{Error, Result};
+
+/// A built-in model is an [`Architecture`] as a user's function is.
+impl Architecture for Model {
+    fn build(&self, net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
+        Model::build(*self, net, x, n_classes)
+    }
+}
 
 /// The built-in models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,10 +17,8 @@ use crate::rng::Rng;
 use crate::shape::Shape;
 use crate::{Error, Result};
 
-pub use crate::models::Model;
-
 /// A network: appends its layers to a [`Net`] for the input `x: [n, c, h, w]` and returns the
-/// logits `[n, n_classes]`. The built-in [`Model`]s are architectures, and so is any
+/// logits `[n, n_classes]`. The built-in [`crate::models::Model`]s are architectures, and so is any
 /// `Fn(&mut Net, TensorId, usize) -> Result<TensorId>`: a user's own CNN is a function written
 /// with [`Net`]'s layers (blocks are functions it calls again), trained by
 /// [`crate::train::Trainer::custom`]. It may be called twice (the train and eval builds of a
@@ -28,12 +26,6 @@ pub use crate::models::Model;
 pub trait Architecture {
     /// Builds the network into `net`.
     fn build(&self, net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId>;
-}
-
-impl Architecture for Model {
-    fn build(&self, net: &mut Net<'_>, x: TensorId, n_classes: usize) -> Result<TensorId> {
-        Model::build(*self, net, x, n_classes)
-    }
 }
 
 impl<F> Architecture for F

@@ -14,7 +14,8 @@ use crate::gpu::GpuContext;
 use crate::graph::append_backward;
 use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId, TensorKind};
-use crate::nn::{Architecture, Model, Net, NetParts};
+use crate::models::Model;
+use crate::nn::{Architecture, Net, NetParts};
 use crate::ops::optim::{
     AdamUpdate, ClipGradNorm, GradSquaredNorm, LrSchedule, LrScheduleStep, OptimizerStepCount,
     RmspropUpdate, SgdUpdate,

@@ -2,7 +2,8 @@
 
 mod common;
 
-use striate::nn::{Model, Net};
+use striate::models::Model;
+use striate::nn::Net;
 use striate::{AdapterChoice, GpuContext, Graph, Shape};
 
 #[test]

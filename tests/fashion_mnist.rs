@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use striate::data::{batches, load_fashion_mnist, load_idx_dir, Dataset};
-use striate::nn::Model;
+use striate::models::Model;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 
 /// Which data the run uses, and what it must reach on it.

@@ -4,7 +4,7 @@
 
 use striate::graph::memory::{overlaps, plan};
 use striate::graph::schedule::schedule;
-use striate::nn::Model;
+use striate::models::Model;
 use striate::train::{training_graph, Optimizer, TrainConfig};
 
 #[test]

@@ -7,7 +7,7 @@ use striate::data::synthetic;
 use striate::exec::cpu::CpuInterpreter;
 use striate::graph::schedule::schedule;
 use striate::ir::CpuTensor;
-use striate::nn::Model;
+use striate::models::Model;
 use striate::ops::testing::assert_close;
 use striate::train::{training_graph, Optimizer, TrainConfig, Trainer};
 use striate::{GpuContext, Shape};

@@ -83,7 +83,7 @@ fn autotuning_leaves_parameters_and_optimizer_state_untouched() {
 fn tuning_reports_progress_and_keeps_to_its_budget() {
     use std::sync::{Arc, Mutex};
     use striate::exec::gpu::TuneOptions;
-    use striate::nn::Model;
+    use striate::models::Model;
     use striate::train::{Optimizer, TrainConfig, Trainer};
     let Some(gpu) = common::gpu() else { return };
     let dir = std::env::temp_dir().join(format!("striate-tuning-test-{}", std::process::id()));

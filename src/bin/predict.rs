@@ -9,7 +9,7 @@ use striate::checkpoint::Checkpoint;
 use striate::data::folder::{decode, FolderOptions, EXTENSIONS};
 use striate::data::meta;
 use striate::infer::{PredictConfig, Predictor};
-use striate::nn::Model;
+use striate::models::Model;
 use striate::{AdapterChoice, GpuContext};
 
 #[derive(Parser, Debug)]

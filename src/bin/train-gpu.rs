@@ -11,7 +11,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use striate::checkpoint::Checkpoint;
 use striate::data::{self, DataSplit, Dataset};
-use striate::nn::Model;
+use striate::models::Model;
 use striate::ops::optim::LrSchedule;
 use striate::train::{Optimizer, TrainConfig, Trainer};
 use striate::{AdapterChoice, GpuContext};

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::gpu::counters::{CounterCells, Counters};
+use crate::ir::SubgroupShare;
 use crate::ir::{DeviceCaps, KernelCall, Shader};
-use crate::kernels::SubgroupShare;
 use crate::{Error, Result};
 
 /// The outcome of a buffer mapping, delivered by its callback.

@@ -13,6 +13,6 @@ pub use graph::{BackwardCtx, Graph, Node, NodeId, TensorId, TensorInfo, TensorKi
 pub(crate) use op::{expect_arity, expect_dtype, generated_shader, DIV_WGSL};
 pub use op::{
     texture_dims, DeviceCaps, KernelCall, KernelPlan, OpDef, Operand, ScratchSpec, Shader,
-    TextureCopy, LINE_TEXELS, MAX_WORKGROUPS_PER_DIM, WG,
+    SubgroupShare, TextureCopy, LINE_TEXELS, MAX_WORKGROUPS_PER_DIM, WG,
 };
 pub use tensor::{CpuTensor, TensorData};

@@ -249,12 +249,28 @@ pub fn texture_dims(rows: usize, cols: usize) -> (u32, u32, u32) {
     (texels.min(LINE_TEXELS), (rows as u32).max(1) * lines, lines)
 }
 
+/// How the lanes of a subgroup plan share values. Plans work in blocks of 8 consecutive lanes
+/// (a block's lanes own 8 rows of a tile, or 8 windows of a task) and only ever read lanes of
+/// their own block, so one kernel serves every subgroup width that is a multiple of 8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubgroupShare {
+    /// Subgroups of exactly 8 lanes (lavapipe): a block is the whole subgroup, and the
+    /// cheapest operations apply (`subgroupBroadcast` from a constant lane, `subgroupAdd`).
+    Whole,
+    /// Subgroups of 8 to 128 lanes, a multiple of 8 (NVIDIA 32, AMD 32/64, Apple 32, Intel
+    /// 8-32): `subgroupShuffle` from lane `base + r` and a `subgroupShuffleXor` butterfly
+    /// over lane bits 0-2 keep every exchange inside the block. Each lane's place comes from
+    /// the subgroup builtins (`SubgroupShare::entry_point` in `kernels`), so nothing depends on how a
+    /// driver groups a workgroup's invocations into subgroups.
+    Blocks,
+}
+
 /// What an op may assume about the device when it offers plans.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceCaps {
     /// Subgroup operations, and how plans share values through them (absent where the
     /// adapter has none, or subgroups narrower than 8 lanes or not a multiple of 8).
-    pub subgroups: Option<crate::kernels::SubgroupShare>,
+    pub subgroups: Option<SubgroupShare>,
     /// Largest 2D texture side.
     pub max_texture_dim: u32,
     /// Workgroup memory is fast and workgroups run in parallel lanes (a GPU, not a CPU

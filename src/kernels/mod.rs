@@ -9,22 +9,10 @@ pub mod gemm;
 pub mod tiled;
 pub mod windows;
 
-/// How the lanes of a subgroup plan share values. Plans work in blocks of 8 consecutive lanes
-/// (a block's lanes own 8 rows of a tile, or 8 windows of a task) and only ever read lanes of
-/// their own block, so one kernel serves every subgroup width that is a multiple of 8.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SubgroupShare {
-    /// Subgroups of exactly 8 lanes (lavapipe): a block is the whole subgroup, and the
-    /// cheapest operations apply (`subgroupBroadcast` from a constant lane, `subgroupAdd`).
-    Whole,
-    /// Subgroups of 8 to 128 lanes, a multiple of 8 (NVIDIA 32, AMD 32/64, Apple 32, Intel
-    /// 8-32): `subgroupShuffle` from lane `base + r` and a `subgroupShuffleXor` butterfly
-    /// over lane bits 0-2 keep every exchange inside the block. Each lane's place comes from
-    /// the subgroup builtins ([`SubgroupShare::entry_point`]), so nothing depends on how a
-    /// driver groups a workgroup's invocations into subgroups.
-    Blocks,
-}
+pub use crate::ir::SubgroupShare;
 
+/// The WGSL each [`SubgroupShare`] form is written in (the enum itself is a device capability,
+/// in `ir`, beside [`crate::ir::DeviceCaps`]).
 impl SubgroupShare {
     /// Label suffix that tells the two apart in tuning caches and shader names.
     pub fn suffix(share: Option<Self>) -> &'static str {

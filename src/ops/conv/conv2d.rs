@@ -18,7 +18,7 @@ use crate::ir::{
 use crate::kernels::conv_gemm;
 use crate::kernels::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
 use crate::kernels::tiled;
-use crate::ops::conv::general;
+use crate::ops::conv::reference;
 use crate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
 use crate::ops::tensor::bias_add::{bias_grad_plans, BiasAddBackward};
 use crate::ops::CatalogEntry;
@@ -449,7 +449,7 @@ fn forward_plans(
 }
 
 fn forward_reference(g: Conv2dGeometry, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
-    general::conv_reference(&g.into(), inputs, &mut outputs[0]);
+    reference::conv_reference(&g.into(), inputs, &mut outputs[0]);
 }
 
 impl OpDef for Conv2dBackwardInput {
@@ -540,7 +540,7 @@ impl OpDef for Conv2dBackwardInput {
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let spec = self.geometry.into();
-        general::conv_backward_input_reference(&spec, inputs[0], inputs[1], &mut outputs[0]);
+        reference::conv_backward_input_reference(&spec, inputs[0], inputs[1], &mut outputs[0]);
     }
 }
 
@@ -645,7 +645,7 @@ impl OpDef for Conv2dBackwardWeight {
 
     fn reference(&self, inputs: &[&CpuTensor], outputs: &mut [CpuTensor]) {
         let spec = self.geometry.into();
-        general::conv_backward_weight_reference(&spec, inputs[0], inputs[1], &mut outputs[0]);
+        reference::conv_backward_weight_reference(&spec, inputs[0], inputs[1], &mut outputs[0]);
         if self.bias {
             BiasAddBackward.reference(&inputs[..1], &mut outputs[1..]);
         }

@@ -1,7 +1,7 @@
 //! Convolutions of any geometry: per-axis stride, padding and dilation, channel groups
 //! (depthwise included), and `conv_transpose2d`, PyTorch's semantics and weight layouts.
 //!
-//! [`Graph::conv2d`] sends square, ungrouped geometries to `conv2d`'s tuned kernel families and
+//! [`crate::ir::Graph::conv2d`] (in `ops::conv`) sends square, ungrouped geometries to `conv2d`'s tuned kernel families and
 //! everything else here. The transposed convolution is the adjoint of a convolution: its
 //! forward is a convolution's input-gradient gather, its input gradient a convolution, its
 //! weight gradient a convolution's weight gradient with the two activations swapped.
@@ -9,11 +9,11 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::ir::{
-    expect_arity, expect_dtype, BackwardCtx, Conv2dSpec, CpuTensor, KernelCall, OpDef, Pair, Shader,
+    expect_arity, expect_dtype, BackwardCtx, Conv2dSpec, CpuTensor, KernelCall, OpDef, Shader,
 };
-use crate::ir::{Graph, TensorId};
-use crate::ops::activation::Activation;
-use crate::ops::conv::conv2d::{Conv2d, Conv2dRelu};
+use crate::ops::conv::reference::{
+    conv_backward_input_reference, conv_backward_weight_reference, conv_reference, dims_of,
+};
 use crate::ops::tensor::bias_add::BiasAddBackward;
 use crate::ops::CatalogEntry;
 use crate::shape::{window_out, DType, Shape};
@@ -172,112 +172,6 @@ impl Conv2dSpec {
             groups: u(self.groups),
         }
     }
-
-    /// Calls `f(x_index, w_index, y_index)` for every product the convolution of `x` by `wt`
-    /// into `y` sums (flat NCHW / OIHW indices): the one loop nest every convolution
-    /// reference, forward and backward, tuned or general, runs.
-    pub(crate) fn for_each_tap(
-        &self,
-        x: [usize; 4],
-        wt: [usize; 4],
-        y: [usize; 4],
-        mut f: impl FnMut(usize, usize, usize),
-    ) {
-        let [n_batch, c_in, h, w] = x;
-        let [c_out, cig, kh, kw] = wt;
-        let [_, _, oh, ow] = y;
-        let cog = c_out / self.groups;
-        let coord = |o: usize, k: usize, axis: usize, size: usize| {
-            (o * self.stride[axis] + k * self.dilation[axis])
-                .checked_sub(self.pad[axis])
-                .filter(|&i| i < size)
-        };
-        for n in 0..n_batch {
-            for co in 0..c_out {
-                let ci0 = (co / cog) * cig;
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let yi = ((n * c_out + co) * oh + oy) * ow + ox;
-                        for ci in 0..cig {
-                            for ky in 0..kh {
-                                let Some(iy) = coord(oy, ky, 0, h) else {
-                                    continue;
-                                };
-                                for kx in 0..kw {
-                                    let Some(ix) = coord(ox, kx, 1, w) else {
-                                        continue;
-                                    };
-                                    let xi = ((n * c_in + ci0 + ci) * h + iy) * w + ix;
-                                    let wi = ((co * cig + ci) * kh + ky) * kw + kx;
-                                    f(xi, wi, yi);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Reference of the forward: `y = Σ x·w (+ b)`, accumulated in f64.
-pub(crate) fn conv_reference(spec: &Conv2dSpec, inputs: &[&CpuTensor], y: &mut CpuTensor) {
-    let (xd, wd, yd) = (dims(inputs[0]), dims(inputs[1]), dims_of(&y.shape));
-    let (x, w) = (inputs[0].f32(), inputs[1].f32());
-    let mut acc = vec![0f64; y.shape.numel()];
-    spec.for_each_tap(xd, wd, yd, |xi, wi, yi| {
-        acc[yi] += f64::from(x[xi]) * f64::from(w[wi]);
-    });
-    let bias = inputs.get(2).map(|b| b.f32());
-    let plane = yd[2] * yd[3];
-    for (i, (out, a)) in y.f32_mut().iter_mut().zip(acc).enumerate() {
-        let b = bias.map_or(0.0, |b| f64::from(b[(i / plane) % yd[1]]));
-        *out = (a + b) as f32;
-    }
-}
-
-/// Reference of the input gradient: `grad_x = Σ grad_y·w` over the taps each input feeds.
-pub(crate) fn conv_backward_input_reference(
-    spec: &Conv2dSpec,
-    grad_y: &CpuTensor,
-    w: &CpuTensor,
-    grad_x: &mut CpuTensor,
-) {
-    let (yd, wd, xd) = (dims(grad_y), dims(w), dims_of(&grad_x.shape));
-    let (gy, wv) = (grad_y.f32(), w.f32());
-    let mut acc = vec![0f64; grad_x.shape.numel()];
-    spec.for_each_tap(xd, wd, yd, |xi, wi, yi| {
-        acc[xi] += f64::from(gy[yi]) * f64::from(wv[wi]);
-    });
-    for (g, a) in grad_x.f32_mut().iter_mut().zip(acc) {
-        *g = a as f32;
-    }
-}
-
-/// Reference of the weight gradient: `grad_w = Σ grad_y·x` over the batch and the outputs.
-pub(crate) fn conv_backward_weight_reference(
-    spec: &Conv2dSpec,
-    grad_y: &CpuTensor,
-    x: &CpuTensor,
-    grad_w: &mut CpuTensor,
-) {
-    let (yd, xd, wd) = (dims(grad_y), dims(x), dims_of(&grad_w.shape));
-    let (gy, xv) = (grad_y.f32(), x.f32());
-    let mut acc = vec![0f64; grad_w.shape.numel()];
-    spec.for_each_tap(xd, wd, yd, |xi, wi, yi| {
-        acc[wi] += f64::from(gy[yi]) * f64::from(xv[xi]);
-    });
-    for (g, a) in grad_w.f32_mut().iter_mut().zip(acc) {
-        *g = a as f32;
-    }
-}
-
-fn dims(t: &CpuTensor) -> [usize; 4] {
-    dims_of(&t.shape)
-}
-
-fn dims_of(s: &Shape) -> [usize; 4] {
-    <[usize; 4]>::try_from(s.dims.as_slice()).expect("infer checked rank 4")
 }
 
 impl OpDef for Conv2dGeneral {
@@ -560,63 +454,6 @@ impl OpDef for ConvTranspose2d {
         for (i, v) in y.f32_mut().iter_mut().enumerate() {
             *v = (f64::from(*v) + f64::from(b[(i / (oh * ow)) % c])) as f32;
         }
-    }
-}
-
-impl Graph {
-    /// `y = conv2d(x, w) + b` (PyTorch's `F.conv2d`): `x: [n, c_in, h, w]`,
-    /// `w: [c_out, c_in/groups, kh, kw]`, `b: [c_out]`, any [`Conv2dSpec`] (a
-    /// [`crate::ir::Conv2dGeometry`] converts). Square, ungrouped geometries run the tuned
-    /// `conv2d`; the rest the general kernels.
-    pub fn conv2d(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-        spec: impl Into<Conv2dSpec>,
-    ) -> Result<TensorId> {
-        let spec = spec.into();
-        let y = match spec.square() {
-            Some(g) => self.push(Conv2d(g), &[x, w, b])?,
-            None => self.push(Conv2dGeneral { spec, bias: true }, &[x, w, b])?,
-        };
-        Ok(y[0])
-    }
-
-    /// `y = relu(conv2d(x, w) + b)`: one fused kernel where the geometry is square and
-    /// ungrouped ([`Conv2dRelu`]), a convolution then a ReLU otherwise.
-    pub fn conv2d_relu(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-        spec: impl Into<Conv2dSpec>,
-    ) -> Result<TensorId> {
-        let spec = spec.into();
-        match spec.square() {
-            Some(g) => Ok(self.push(Conv2dRelu(g), &[x, w, b])?[0]),
-            None => {
-                let y = self.push(Conv2dGeneral { spec, bias: true }, &[x, w, b])?[0];
-                Ok(self.push(Activation::Relu, &[y])?[0])
-            }
-        }
-    }
-
-    /// `y = conv_transpose2d(x, w) + b` (PyTorch's `F.conv_transpose2d`): `x: [n, c_in, h, w]`,
-    /// `w: [c_in, c_out/groups, kh, kw]`, `b: [c_out]`; see [`ConvTranspose2d`].
-    pub fn conv_transpose2d(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-        spec: impl Into<Conv2dSpec>,
-        output_padding: impl Pair,
-    ) -> Result<TensorId> {
-        let op = ConvTranspose2d {
-            spec: spec.into(),
-            output_padding: output_padding.pair(),
-        };
-        Ok(self.push(op, &[x, w, b])?[0])
     }
 }
 
