@@ -856,27 +856,23 @@ pub fn training_graph_of(
     };
     let scheduled = config.schedule != LrSchedule::Constant;
     if reads_count || scheduled {
-        g.push(OptimizerStepCount, &[step_count])?;
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        train_effects.push(g.push_node(OptimizerStepCount, &[step_count])?);
     }
     if scheduled {
-        g.push(LrScheduleStep(config.schedule), &[step_count, factors])?;
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        train_effects.push(g.push_node(LrScheduleStep(config.schedule), &[step_count, factors])?);
     }
     if let Some(max_norm) = config.clip_grad_norm {
         g.set_scope("clip_grad_norm");
         let acc = g.state("optimizer.grad_sq_norm", CpuTensor::zeros(&Shape::f32([1])));
         for (i, &grad) in grads.iter().enumerate() {
-            g.push(GradSquaredNorm { first: i == 0 }, &[grad, acc])?;
-            train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+            train_effects.push(g.push_node(GradSquaredNorm { first: i == 0 }, &[grad, acc])?);
         }
-        g.push(ClipGradNorm { max_norm }, &[acc, factors])?;
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        train_effects.push(g.push_node(ClipGradNorm { max_norm }, &[acc, factors])?);
     }
     for ((name, param), &grad) in params.iter().zip(&grads) {
         g.set_scope(format!("{name}.update"));
         let zeros = CpuTensor::zeros(g.shape(*param));
-        match config.optimizer {
+        let update = match config.optimizer {
             Optimizer::Sgd {
                 lr,
                 momentum,
@@ -893,9 +889,9 @@ pub fn training_graph_of(
                     dampening,
                 };
                 if reads_count {
-                    g.push(op, &[*param, grad, velocity, step_count, factors])?;
+                    g.push_node(op, &[*param, grad, velocity, step_count, factors])?
                 } else {
-                    g.push(op, &[*param, grad, velocity, factors])?;
+                    g.push_node(op, &[*param, grad, velocity, factors])?
                 }
             }
             Optimizer::Adam {
@@ -915,7 +911,7 @@ pub fn training_graph_of(
                 let m = g.state(&format!("{name}.exp_avg"), zeros.clone());
                 let v = g.state(&format!("{name}.exp_avg_sq"), zeros);
                 let decoupled = matches!(config.optimizer, Optimizer::AdamW { .. });
-                g.push(
+                g.push_node(
                     AdamUpdate {
                         lr,
                         beta1,
@@ -925,7 +921,7 @@ pub fn training_graph_of(
                         decoupled,
                     },
                     &[*param, grad, m, v, step_count, factors],
-                )?;
+                )?
             }
             Optimizer::RmsProp {
                 lr,
@@ -936,7 +932,7 @@ pub fn training_graph_of(
             } => {
                 let square_avg = g.state(&format!("{name}.square_avg"), zeros.clone());
                 let buffer = g.state(&format!("{name}.momentum_buffer"), zeros);
-                g.push(
+                g.push_node(
                     RmspropUpdate {
                         lr,
                         alpha,
@@ -945,21 +941,19 @@ pub fn training_graph_of(
                         momentum,
                     },
                     &[*param, grad, square_avg, buffer, factors],
-                )?;
+                )?
             }
-        }
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        };
+        train_effects.push(update);
     }
     if let Some(count) = bn_count {
         g.set_scope("batch_norm");
-        g.push(OptimizerStepCount, &[count])?;
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        train_effects.push(g.push_node(OptimizerStepCount, &[count])?);
     }
     if let Some(step) = rng_step {
         // After the backward pass, which regenerates the dropout masks from this step.
         g.set_scope("dropout");
-        g.push(OptimizerStepCount, &[step])?;
-        train_effects.push(NodeId(g.nodes().len() as u32 - 1));
+        train_effects.push(g.push_node(OptimizerStepCount, &[step])?);
     }
     g.set_scope("");
     let parts = TrainingParts {

@@ -735,8 +735,7 @@ fn dropout_draws_a_new_mask_each_step_and_vanishes_in_eval() {
     let parts = net.into_parts();
     assert!(parts.mode_dependent);
     let step = parts.rng_step.expect("a step counter");
-    g.push(OptimizerStepCount, &[step]).expect("increment");
-    let increment = NodeId(g.nodes().len() as u32 - 1);
+    let increment = g.push_node(OptimizerStepCount, &[step]).expect("increment");
     let mut eval_net = Net::for_eval(&mut g, &parts);
     assert_eq!(eval_net.dropout("drop", x, 0.25).expect("dropout"), x);
 

@@ -132,8 +132,20 @@ impl Graph {
         self.push_arc(Arc::new(op), inputs)
     }
 
+    /// Appends a node after checking shapes; returns the node (its outputs are
+    /// `g.node(id).outputs`): what effects (in-place updates, metrics) hand to a program spec.
+    pub fn push_node(&mut self, op: impl OpDef + 'static, inputs: &[TensorId]) -> Result<NodeId> {
+        self.push_arc_node(Arc::new(op), inputs)
+    }
+
     /// [`Graph::push`] for an op that is already shared.
     pub fn push_arc(&mut self, op: Arc<dyn OpDef>, inputs: &[TensorId]) -> Result<Vec<TensorId>> {
+        let node = self.push_arc_node(op, inputs)?;
+        Ok(self.nodes[node.0 as usize].outputs.clone())
+    }
+
+    /// [`Graph::push_node`] for an op that is already shared.
+    pub fn push_arc_node(&mut self, op: Arc<dyn OpDef>, inputs: &[TensorId]) -> Result<NodeId> {
         let layer = if self.scope.is_empty() {
             format!("node {}", self.nodes.len())
         } else {
@@ -186,10 +198,10 @@ impl Graph {
         self.nodes.push(Node {
             op,
             inputs: inputs.to_vec(),
-            outputs: outputs.clone(),
+            outputs,
             name: layer,
         });
-        Ok(outputs)
+        Ok(node_id)
     }
 
     /// Metadata of a tensor.

@@ -69,10 +69,10 @@ pub fn run_gpu_with(
             }
         })
         .collect();
-    let outputs = g
-        .push_arc(entry.op.clone(), &ids)
+    let node = g
+        .push_arc_node(entry.op.clone(), &ids)
         .expect("catalogue shapes are valid");
-    let node = NodeId(g.nodes().len() as u32 - 1);
+    let outputs = g.node(node).outputs.clone();
     let effects = if mutates.is_empty() {
         vec![]
     } else {

@@ -319,8 +319,7 @@ impl Graph {
         labels: TensorId,
         metrics: TensorId,
     ) -> Result<NodeId> {
-        self.push(ClassificationMetrics, &[logits, labels, metrics])?;
-        Ok(NodeId(self.nodes().len() as u32 - 1))
+        self.push_node(ClassificationMetrics, &[logits, labels, metrics])
     }
 }
 

@@ -616,8 +616,8 @@ impl Graph {
             momentum: config.momentum,
             count: (n * h * w) as usize,
         };
-        self.push(update, &[running_mean, running_var, outs[1], outs[2]])?;
-        Ok((outs[0], NodeId(self.nodes().len() as u32 - 1)))
+        let node = self.push_node(update, &[running_mean, running_var, outs[1], outs[2]])?;
+        Ok((outs[0], node))
     }
 
     /// `BatchNorm2d` in evaluation mode: `x` normalised by `running_mean` and `running_var`.
