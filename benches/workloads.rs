@@ -26,11 +26,9 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use striate::data::{batches, load_fashion_mnist, synthetic, DataSplit};
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::ir::TensorId;
-use striate::ir::{CpuTensor, OpDef};
+use striate::ir::{Conv2dGeometry, CpuTensor, OpDef};
 use striate::models::Model;
-use striate::ops::conv::conv2d::{
-    Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight, Conv2dGeometry,
-};
+use striate::ops::conv::conv2d::{Conv2d, Conv2dBackwardInput, Conv2dBackwardWeight};
 use striate::ops::linalg::matmul::Matmul;
 use striate::ops::testing::{assert_close, run_reference};
 use striate::rng::Rng;

@@ -1,5 +1,5 @@
 
-// ---- div (appended to every shader that divides: src/ops/mod.rs, DIV_WGSL)
+// ---- div (appended to every shader that divides: `DIV_WGSL` in src/ir/op.rs)
 // x / d for x, d < 2^24: the f32 quotient is off by at most one, then corrected. llvmpipe
 // splits vector integer division into 8 scalar divides, which cost more than the loads.
 fn div(x: u32, d: u32) -> u32 {

@@ -17,7 +17,7 @@
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32, kh: u32, kw: u32,
-    sh: u32, sw: u32, ph: u32, pw: u32, nonneg: u32, include_pad: u32, norm: f32, _pad: u32,
+    sh: u32, sw: u32, ph: u32, pw: u32, nonneg: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 override WG: u32 = 256u;

@@ -40,7 +40,7 @@ fn shape_errors_name_the_layer_and_the_shapes() {
     let w = g.input("w", Shape::f32([6, 1, 5, 5]));
     let b = g.input("b", Shape::f32([6]));
     g.set_scope("stem");
-    let geometry = striate::ops::conv::conv2d::Conv2dGeometry {
+    let geometry = striate::ir::Conv2dGeometry {
         stride: 1,
         pad: 2,
         dilation: 1,

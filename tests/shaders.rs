@@ -203,3 +203,26 @@ fn every_kernel_follows_the_binding_convention() {
     }
     assert!(n_calls > 100, "only {n_calls} calls checked");
 }
+
+/// The registry is derived from the catalogue: every file in `shaders/` must be reached, whole,
+/// by some registered shader (a new op's `.wgsl` that no catalogue entry dispatches fails here).
+#[test]
+fn every_shader_file_is_in_the_registry() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let registered = shaders();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("shaders/ is readable") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_none_or(|e| e != "wgsl") {
+            continue;
+        }
+        files += 1;
+        let text = std::fs::read_to_string(&path).expect("shader is readable");
+        assert!(
+            registered.iter().any(|s| s.source.contains(text.as_str())),
+            "{} is in no shader of ops::shaders(): no catalogue entry dispatches it",
+            path.display()
+        );
+    }
+    assert!(files >= 25, "only {files} .wgsl files in {}", dir.display());
+}

@@ -723,7 +723,7 @@ fn dropout_draws_a_new_mask_each_step_and_vanishes_in_eval() {
     use striate::exec::gpu::{Executable, ProgramSpec};
     use striate::nn::Net;
     use striate::ops::optim::OptimizerStepCount;
-    use striate::{Graph, NodeId};
+    use striate::Graph;
 
     // Its own context: counters are per context, and other tests run in parallel.
     let Some(_) = common::gpu() else { return };

@@ -1,8 +1,11 @@
 //! The generated-kernel machinery ops share: the texture GEMM (pack kernels and register-tiled
 //! GEMM kernels generated per tile), the implicit-GEMM convolution kernels over staged inputs,
 //! the window sums of the unpooled weight gradient, and the workgroup-tiled GEMM family for
-//! GPUs (`tiled`). Each generator emits WGSL per tile
-//! from templates in `shaders/` and plans dispatches; ops choose and combine them.
+//! GPUs (`tiled`). Each generator writes its kernels' WGSL per tile in Rust and plans their
+//! dispatches; ops choose and combine them. The fixed kernels the plans run around them
+//! (`pack`, `im2col`, `conv_stage`, `reduce_splits`) are plain files in `shaders/`.
+//! `examples/kernel.rs` prints any generated kernel; `tests/golden/` holds a sample of each
+//! family, compared by `tests/golden.rs`.
 
 pub mod conv_gemm;
 pub mod gemm;

@@ -2,13 +2,13 @@
 //!
 //! Each op is one `.rs` here and its kernels in one `.wgsl` under `shaders/`; it implements the
 //! contract in [`crate::ir`] and uses the generated-kernel machinery in [`crate::kernels`].
-//! Adding one: the two files, a `mod` line in its family and a line in [`catalog`] (and in
-//! [`shaders`] for a new `.wgsl`).
+//! Adding one: the two files, a `mod` line in its family and a line in [`catalog`]; the shader
+//! registry ([`shaders`]) and the tests find it from there.
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::ir::{CpuTensor, OpDef, Shader};
+use crate::ir::{CpuTensor, DeviceCaps, OpDef, Shader, SubgroupShare};
 use crate::kernels::{conv_gemm, gemm, tiled, windows};
 use crate::ops::activation::softmax;
 use crate::ops::conv::conv2d;
@@ -53,47 +53,65 @@ pub(crate) fn reduction_splits(
     (splits >= 2).then_some((splits, chunk))
 }
 
-/// Every shader: the files and every generated GEMM variant, for validation in tests.
-pub fn shaders() -> Vec<&'static Shader> {
-    let mut res = vec![
-        &activation::SHADER,
-        &adaptive_pool2d::SHADER,
-        &avg_pool2d::SHADER,
-        &batch_norm2d::SHADER,
-        &bias_add::SHADER,
-        &concat::SHADER,
-        &conv2d::SHADER,
-        &conv_general::SHADER,
-        &dropout::SHADER,
-        &conv_gemm::STAGE_SHADER,
-        &gemm::PACK_SHADER,
-        &gemm::IM2COL_SHADER,
-        &gemm::REDUCE_SHADER,
-        &local_response_norm::SHADER,
-        &lp_pool2d::SHADER,
-        &matmul::SHADER,
-        &max_pool2d::SHADER,
-        &multi_margin_loss::SHADER,
-        &optim::SHADER,
-        &optim::SCHEDULE_SHADER,
-        &optim::CLIP_SHADER,
-        &pointwise_loss::SHADER,
-        &softmax::SHADER,
-        &upsample2d::SHADER,
-        &softmax_cross_entropy::SHADER,
+/// The device capabilities plans are enumerated under when the catalogue is walked without a
+/// device: no subgroups, whole 8-lane subgroups, blocks of 8 lanes in wider subgroups, each
+/// on a CPU adapter and on a GPU (workgroup-tiled plans).
+pub fn all_device_caps() -> Vec<DeviceCaps> {
+    let shares = [
+        None,
+        Some(SubgroupShare::Whole),
+        Some(SubgroupShare::Blocks),
     ];
-    res.extend(gemm::all_tiles().iter().map(gemm::GemmTile::shader));
-    res.extend(
-        conv_gemm::all_tiles()
-            .iter()
-            .map(conv_gemm::ConvTile::shader),
-    );
-    res.extend(tiled::all_shaders());
-    res.extend(
-        windows::all_tiles()
-            .iter()
-            .map(windows::WindowsTile::shader),
-    );
+    shares
+        .into_iter()
+        .flat_map(|subgroups| {
+            [false, true].map(|workgroup_tiles| DeviceCaps {
+                subgroups,
+                max_texture_dim: 8192,
+                workgroup_tiles,
+            })
+        })
+        .collect()
+}
+
+/// Every shader, for validation in tests: each one a catalogue op's kernel or plans use under
+/// any of [`all_device_caps`] (so a new op's `.wgsl` needs no line here), then every tile the
+/// generators can emit for shapes outside the catalogue. Each name once.
+pub fn shaders() -> Vec<&'static Shader> {
+    let mut res: Vec<&'static Shader> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |s: &'static Shader| {
+        if seen.insert(s.name) {
+            res.push(s);
+        }
+    };
+    let all_caps = all_device_caps();
+    for entry in catalog().iter().filter(|e| !e.op.is_view()) {
+        let inputs: Vec<&Shape> = entry.inputs.iter().collect();
+        let outputs = entry.op.infer(&inputs).expect("catalogue shapes are valid");
+        let outputs: Vec<&Shape> = outputs.iter().collect();
+        add(entry.op.kernel(&inputs, &outputs).shader);
+        for caps in &all_caps {
+            for plan in entry.op.plans(&inputs, &outputs, caps) {
+                plan.calls.iter().for_each(|(call, _)| add(call.shader));
+            }
+        }
+    }
+    gemm::all_tiles()
+        .iter()
+        .map(gemm::GemmTile::shader)
+        .chain(
+            conv_gemm::all_tiles()
+                .iter()
+                .map(conv_gemm::ConvTile::shader),
+        )
+        .chain(tiled::all_shaders())
+        .chain(
+            windows::all_tiles()
+                .iter()
+                .map(windows::WindowsTile::shader),
+        )
+        .for_each(&mut add);
     res
 }
 
@@ -157,6 +175,7 @@ impl CatalogEntry {
 pub fn catalog() -> Vec<CatalogEntry> {
     let mut res = Vec::new();
     res.extend(activation::catalog());
+    res.extend(activation::hard::catalog());
     res.extend(add::catalog());
     res.extend(avg_pool2d::catalog());
     res.extend(lp_pool2d::catalog());

@@ -1,7 +1,9 @@
 //! Activations: the elementwise ones (`relu`, `leaky_relu`, `elu`, `sigmoid`, `tanh`, `gelu`,
-//! `silu`) and `softmax` / `log_softmax` along a dimension.
+//! `silu`), the piecewise-linear ones (`hardtanh` and ReLU6, `hardsigmoid`, `hardswish`) and
+//! `softmax` / `log_softmax` along a dimension.
 
 mod elementwise;
+pub mod hard;
 pub mod softmax;
 
 pub(crate) use elementwise::{catalog, Params};

@@ -10,16 +10,16 @@ pub mod unpool;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ir::TensorId;
 use crate::ir::{
     expect_arity, expect_dtype, BackwardCtx, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef,
     Operand, ScratchSpec, Shader,
 };
+use crate::ir::{Conv2dGeometry, Pool2d, TensorId};
 use crate::kernels::conv_gemm;
 use crate::kernels::gemm::{self, GemmForm, GemmParams, Im2col, MatrixView};
 use crate::kernels::tiled;
 use crate::ops::conv::reference;
-use crate::ops::pool::max_pool2d::{MaxPool2d, Pool2d};
+use crate::ops::pool::max_pool2d::MaxPool2d;
 use crate::ops::tensor::bias_add::{bias_grad_plans, BiasAddBackward};
 use crate::ops::CatalogEntry;
 use crate::shape::{window_out, DType, Shape};
@@ -59,8 +59,6 @@ struct Params {
     relu: u32,
     _pad: [u32; 3],
 }
-
-pub use crate::ir::Conv2dGeometry;
 
 /// `y[n, co] = b[co] + Σ_ci x[n, ci] ⋆ w[co, ci]`: `x: [n, c_in, h, w]`, `w: [c_out, c_in, kh, kw]`,
 /// `b: [c_out]` → `y: [n, c_out, oh, ow]`.

@@ -1,19 +1,32 @@
 //! `avg_pool2d` over NCHW input: `kh`×`kw` window, per-axis stride and zero padding, floor or
 //! ceil mode, padding counted in the divisor or not (PyTorch's `count_include_pad`).
 
+use bytemuck::{Pod, Zeroable};
+
+use crate::ir::Pool2d;
 use crate::ir::{expect_arity, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
 use crate::ir::{Graph, TensorId};
-use crate::ops::pool::max_pool2d::{Pool2d, PoolParams};
+use crate::ops::pool::window::PoolWindow;
 use crate::ops::CatalogEntry;
 use crate::shape::Shape;
 use crate::{Error, Result};
 
-/// `shaders/avg_pool2d.wgsl` (same `Params` as `max_pool2d.wgsl`).
+/// `shaders/avg_pool2d.wgsl`.
 pub static SHADER: Shader = Shader::new(
     "avg_pool2d",
     include_str!("../../../shaders/avg_pool2d.wgsl"),
-    size_of::<PoolParams>(),
+    size_of::<Params>(),
 );
+
+/// Mirrors `struct Params` in `shaders/avg_pool2d.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    window: PoolWindow,
+    /// 1 when padding counts in the divisor (`count_include_pad`).
+    include_pad: u32,
+    _pad: [u32; 3],
+}
 
 /// `y[n, c, i, j] = Σ window / divisor`, PyTorch's divisor: the window clipped to the padded
 /// input with `count_include_pad` (padding counts as zeros), else its real inputs.
@@ -35,10 +48,12 @@ pub struct AvgPool2dBackward {
 }
 
 impl AvgPool2d {
-    fn params(&self, x: &Shape, y: &Shape) -> PoolParams {
-        let mut p = self.pool.params(x, y);
-        p.include_pad = u32::from(self.count_include_pad);
-        p
+    fn params(&self, x: &Shape, y: &Shape) -> Params {
+        Params {
+            window: self.pool.window(x, y),
+            include_pad: u32::from(self.count_include_pad),
+            _pad: [0; 3],
+        }
     }
 
     /// Each output's divisor, for the references.

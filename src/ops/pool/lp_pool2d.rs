@@ -1,9 +1,12 @@
 //! `lp_pool2d`, power-average pooling (PyTorch's `LPPool2d`): `y = (Σ_window x^p)^(1/p)`,
 //! `p = 1` a sum pool, `p = 2` the L2 norm of each window, large `p` toward max pooling.
 
+use bytemuck::{Pod, Zeroable};
+
+use crate::ir::Pool2d;
 use crate::ir::{expect_arity, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
 use crate::ir::{Graph, TensorId};
-use crate::ops::pool::max_pool2d::{Pool2d, PoolParams};
+use crate::ops::pool::window::PoolWindow;
 use crate::ops::CatalogEntry;
 use crate::shape::Shape;
 use crate::{Error, Result};
@@ -12,8 +15,18 @@ use crate::{Error, Result};
 pub static SHADER: Shader = Shader::new(
     "lp_pool2d",
     include_str!("../../../shaders/lp_pool2d.wgsl"),
-    size_of::<PoolParams>(),
+    size_of::<Params>(),
 );
+
+/// Mirrors `struct Params` in `shaders/lp_pool2d.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    window: PoolWindow,
+    /// The norm's power `p`.
+    norm: f32,
+    _pad: [u32; 3],
+}
 
 /// `y[o] = ((kh·kw / d[o]) · Σ_window x^p)^(1/p)`, `d[o]` the window's real inputs (1 but
 /// for a partial ceil-mode window, which PyTorch scales up so).
@@ -44,10 +57,12 @@ fn spow(v: f64, e: f64) -> f64 {
 }
 
 impl LpPool2d {
-    fn params(&self, x: &Shape, y: &Shape) -> PoolParams {
-        let mut p = self.pool.params(x, y);
-        p.norm = self.norm;
-        p
+    fn params(&self, x: &Shape, y: &Shape) -> Params {
+        Params {
+            window: self.pool.window(x, y),
+            norm: self.norm,
+            _pad: [0; 3],
+        }
     }
 
     /// `kh·kw / d[o]` for each output.

@@ -5,3 +5,4 @@ pub mod adaptive_pool2d;
 pub mod avg_pool2d;
 pub mod lp_pool2d;
 pub mod max_pool2d;
+mod window;

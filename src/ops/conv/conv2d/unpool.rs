@@ -3,7 +3,7 @@
 //! at each window's argmax and zero elsewhere, so the implicit-GEMM plans form them while
 //! staging (`stage_unpool` in `shaders/conv_stage.wgsl`), from one load of the pooled gradient
 //! and one of the argmax per window, and the weight gradient's window plans
-//! ([`super::windows`]) sum over the windows alone. Other plans run the pool's backward into
+//! ([`crate::kernels::windows`]) sum over the windows alone. Other plans run the pool's backward into
 //! scratch first.
 //!
 //! Inputs `(grad_p, argmax, other)`: the pool's output gradient `[n, c_out, ph, pw]`, its
