@@ -4,9 +4,9 @@
 //   hardtanh:    y = clamp(x, lo, hi)          grad_x = grad_y * (lo < x < hi)   (relu6: lo 0, hi 6)
 //   hardsigmoid: y = clamp(x / 6 + 1/2, 0, 1)  grad_x = grad_y * (-3 < x < 3) / 6
 //   hardswish:   y = x * clamp(x + 3, 0, 6) / 6
-//                grad_x = grad_y * (x < -3 ? 0 : x <= 3 ? x / 3 + 1/2 : 1)
-// At the kinks the derivative is PyTorch's choice: 0 at hardtanh's and hardsigmoid's ends,
-// hardswish's middle piece on both of its ends.
+//                grad_x = grad_y * (x <= -3 ? 0 : x >= 3 ? 1 : x / 3 + 1/2)
+// At the kinks the derivative is PyTorch's (2.15, measured: tests/fixtures/hard_activations.py):
+// the outer pieces' (0 at hardtanh's and hardsigmoid's ends, 0 and 1 at hardswish's).
 //
 // Threads: one invocation per element; grids over 65,535 workgroups fold into y, so the flat
 // index is gid.x + gid.y * nwg.x * WG.
@@ -70,11 +70,11 @@ fn hardswish_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= p.numel) { return; }
     let x = bwd_x[i];
-    var d = 1.0;
-    if (x < -3.0) {
+    var d = x / 3.0 + 0.5;
+    if (x <= -3.0) {
         d = 0.0;
-    } else if (x <= 3.0) {
-        d = x / 3.0 + 0.5;
+    } else if (x >= 3.0) {
+        d = 1.0;
     }
     bwd_grad_x[i] = bwd_grad_y[i] * d;
 }
