@@ -6,7 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 use striate::exec::cpu::CpuInterpreter;
-use striate::graph::{append_backward, schedule::schedule};
+use striate::graph::{append_backward, schedule};
 use striate::prelude::*;
 use striate::rng::Rng;
 
@@ -33,7 +33,7 @@ fn main() -> Result<()> {
     let y = g.flatten(y)?; // [3, 60]
     let fc_w = g.param("fc.weight", random(&mut rng, &[4, 60], 0.2));
     let fc_b = g.param("fc.bias", random(&mut rng, &[4], 0.1));
-    let logits = g.linear(y, fc_w, fc_b, false)?;
+    let logits = g.linear(y, fc_w, fc_b)?;
     let loss = g.cross_entropy(logits, labels, None, 0.0)?;
     assert_eq!(g.shape(loss), &Shape::scalar(), "a loss is a scalar");
 

@@ -189,7 +189,7 @@ impl Predictor {
 /// The convolution layers of the forward that computes `logits`, in order: each node's name
 /// and first output.
 pub(crate) fn conv_outputs(g: &Graph, logits: TensorId) -> Vec<(String, TensorId)> {
-    crate::graph::schedule::schedule(g, &[logits], &[])
+    crate::graph::schedule(g, &[logits], &[])
         .steps
         .iter()
         .map(|s| g.node(s.node))

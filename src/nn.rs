@@ -13,6 +13,7 @@ use crate::ir::{Conv2dSpec, Pair, Pool2d};
 use crate::ir::{Graph, NodeId, TensorId};
 use crate::ops::activation::Activation;
 use crate::ops::norm::batch_norm2d::BatchNormConfig;
+use crate::ops::pool::avg_pool2d::AvgPool2d;
 use crate::rng::Rng;
 use crate::shape::Shape;
 use crate::{Error, Result};
@@ -329,7 +330,9 @@ impl<'g> Net<'g> {
         self.parts.batch_norms.push(name.to_string());
         match self.mode {
             Mode::Train => {
-                let (y, update) = self.g.batch_norm2d(x, weight, bias, mean, var, config)?;
+                let (y, update) = self
+                    .g
+                    .batch_norm2d_tracked(x, weight, bias, mean, var, config)?;
                 self.parts.effects.push(update);
                 if self.parts.bn_count.is_none() {
                     let count = CpuTensor::from_u32([1], vec![0]);
@@ -524,7 +527,11 @@ impl<'g> Net<'g> {
             .map_err(|e| with_layer(e, name))?;
         let w = self.linear_weight(format!("{name}.weight"), out, fan_in);
         let b = self.bias(format!("{name}.bias"), out, fan_in, true);
-        self.g.linear(x, w, b, relu)
+        if relu {
+            self.g.linear_relu(x, w, b)
+        } else {
+            self.g.linear(x, w, b)
+        }
     }
 
     /// `ReLU` (scoped as `name` for errors).
@@ -552,17 +559,17 @@ impl<'g> Net<'g> {
         self.g.max_pool2d(x, pool)
     }
 
-    /// `AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad)` (PyTorch's default
-    /// counts the padding: `true`).
+    /// `AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad)`: `pool` is a window
+    /// alone, any [`Pool2d`], or an [`AvgPool2d`] (`.count_include_pad(false)`; PyTorch's
+    /// default counts the padding).
     pub fn avg_pool2d(
         &mut self,
         name: &str,
         x: TensorId,
-        pool: impl Into<Pool2d>,
-        count_include_pad: bool,
+        pool: impl Into<AvgPool2d>,
     ) -> Result<TensorId> {
         self.g.set_scope(name);
-        self.g.avg_pool2d(x, pool, count_include_pad)
+        self.g.avg_pool2d(x, pool)
     }
 
     /// `LPPool2d(norm_type, kernel, stride, ceil_mode)`: power-average pooling (no padding).

@@ -136,7 +136,7 @@ fn bad_arguments_to_the_graph_and_executable_are_errors() {
 
     // The CPU interpreter checks what it is given and names what is missing.
     let mut cpu = striate::exec::cpu::CpuInterpreter::new(&g);
-    let order = striate::graph::schedule::schedule(&g, &[y], &[]);
+    let order = striate::graph::schedule(&g, &[y], &[]);
     let err = cpu.run(&g, &order).unwrap_err().to_string();
     assert!(err.contains("'x'") && err.contains("has no value"), "{err}");
     let wrong = CpuTensor::from_f32([3, 2], vec![0.0; 6]);

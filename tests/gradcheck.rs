@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use striate::exec::cpu::CpuInterpreter;
-use striate::graph::{append_backward, schedule::schedule};
+use striate::graph::{append_backward, schedule};
 use striate::ir::CpuTensor;
 use striate::ops::catalog;
 use striate::ops::testing::{assert_close, distinct_values, random_inputs};
@@ -244,9 +244,9 @@ fn linear_relu_gives_the_gradients_of_linear_then_relu() {
         let w = g.input("w", w_val.shape.clone());
         let b = g.input("b", b_val.shape.clone());
         let y = if fused {
-            g.linear(x, w, b, true).expect("linear_relu")
+            g.linear_relu(x, w, b).expect("linear_relu")
         } else {
-            let z = g.linear(x, w, b, false).expect("linear");
+            let z = g.linear(x, w, b).expect("linear");
             g.relu(z).expect("relu")
         };
         let seed_val = CpuTensor::from_f32([37, 19], distinct_values(&mut rng, 37 * 19));

@@ -3,7 +3,7 @@
 //! saves memory.
 
 use striate::graph::memory::{overlaps, plan};
-use striate::graph::schedule::schedule;
+use striate::graph::schedule;
 use striate::models::Model;
 use striate::train::{training_graph, Optimizer, TrainConfig};
 

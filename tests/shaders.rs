@@ -147,7 +147,7 @@ fn every_kernel_follows_the_binding_convention() {
     let parsed: BTreeMap<&str, Parsed> =
         shaders().into_iter().map(|s| (s.name, parse(s))).collect();
     let caps = DeviceCaps {
-        subgroups: Some(striate::kernels::SubgroupShare::Blocks),
+        subgroups: Some(striate::ir::SubgroupShare::Blocks),
         max_texture_dim: 8192,
         workgroup_tiles: false,
     };

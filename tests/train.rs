@@ -5,7 +5,7 @@ mod common;
 
 use striate::data::synthetic;
 use striate::exec::cpu::CpuInterpreter;
-use striate::graph::schedule::schedule;
+use striate::graph::schedule;
 use striate::ir::CpuTensor;
 use striate::models::Model;
 use striate::ops::testing::assert_close;

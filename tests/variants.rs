@@ -131,7 +131,7 @@ fn every_variant_matches_the_reference() {
     // allow (`DeviceCaps`): whole-subgroup sums only on subgroups of exactly 8 lanes, block
     // sums on any subgroups of a multiple of 8 lanes; elsewhere none may be offered.
     let caps = gpu.caps();
-    let whole = caps.subgroups == Some(striate::kernels::SubgroupShare::Whole);
+    let whole = caps.subgroups == Some(striate::ir::SubgroupShare::Whole);
     let blocks = caps.subgroups.is_some() || gpu.with_subgroup_blocks().caps().subgroups.is_some();
     assert!(
         n_windows[0] >= 10 && (n_windows[1] >= 10) == whole && (n_windows[2] >= 10) == blocks,

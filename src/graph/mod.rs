@@ -4,7 +4,7 @@
 
 mod autodiff;
 pub mod memory;
-pub mod schedule;
+mod schedule;
 
 pub use autodiff::append_backward;
-pub use schedule::{Schedule, Step};
+pub use schedule::{schedule, Schedule, Step};

@@ -25,9 +25,9 @@ use std::fmt::Write as _;
 use bytemuck::{Pod, Zeroable};
 
 use crate::ir::Conv2dGeometry;
+use crate::ir::SubgroupShare;
 use crate::ir::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
 use crate::kernels::gemm::{self, GemmForm, LINE_TEXELS};
-use crate::kernels::SubgroupShare;
 
 /// `shaders/conv_stage.wgsl`.
 pub static STAGE_SHADER: Shader = Shader::new(

@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 
-use crate::kernels::SubgroupShare;
+use crate::ir::SubgroupShare;
 
 use bytemuck::{Pod, Zeroable};
 

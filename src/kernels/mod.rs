@@ -12,7 +12,7 @@ pub mod gemm;
 pub mod tiled;
 pub mod windows;
 
-pub use crate::ir::SubgroupShare;
+use crate::ir::SubgroupShare;
 
 /// The WGSL each [`SubgroupShare`] form is written in (the enum itself is a device capability,
 /// in `ir`, beside [`crate::ir::DeviceCaps`]).

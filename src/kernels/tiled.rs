@@ -738,7 +738,7 @@ mod tests {
     #[test]
     fn no_tiled_plans_without_workgroup_tiles() {
         let caps = DeviceCaps {
-            subgroups: Some(crate::kernels::SubgroupShare::Blocks),
+            subgroups: Some(crate::ir::SubgroupShare::Blocks),
             max_texture_dim: 16384,
             workgroup_tiles: false,
         };

@@ -25,10 +25,10 @@ use std::fmt::Write as _;
 use bytemuck::{Pod, Zeroable};
 
 use crate::ir::Conv2dGeometry;
+use crate::ir::SubgroupShare;
 use crate::ir::{DeviceCaps, KernelCall, KernelPlan, Operand, ScratchSpec, Shader, DIV_WGSL};
 use crate::kernels::conv_gemm::Staged;
 use crate::kernels::gemm;
-use crate::kernels::SubgroupShare;
 
 /// Mirrors `struct Params` of the generated kernels.
 #[repr(C)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{Executable, ProgramSpec, STORAGE};
 use crate::gpu::GpuContext;
 use crate::graph::memory::{self, MemoryPlan};
-use crate::graph::schedule::{self, Schedule};
+use crate::graph::{schedule, Schedule};
 use crate::ir::{DeviceCaps, Graph, KernelCall, KernelPlan, Node, Operand, TensorId};
 use crate::ir::{ScratchSpec, TextureCopy};
 use crate::shape::Shape;
@@ -197,7 +197,7 @@ impl Executable {
     /// Schedules `spec`, plans its transient memory and bakes it.
     pub(super) fn bake(&self, g: &Graph, spec: &ProgramSpec) -> Result<Program> {
         let gpu = &self.gpu;
-        let schedule = schedule::schedule(g, &spec.outputs, &spec.effects);
+        let schedule = schedule(g, &spec.outputs, &spec.effects);
         let plan = memory::plan(&schedule);
         let slots: Vec<wgpu::Buffer> = plan
             .slot_bytes

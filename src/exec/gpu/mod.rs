@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use crate::gpu::GpuContext;
 use crate::graph::memory::MemoryPlan;
-use crate::graph::schedule::Schedule;
+use crate::graph::Schedule;
 use crate::ir::{Graph, NodeId, TensorId, TensorKind};
 use crate::shape::Shape;
 use crate::{Error, Result};

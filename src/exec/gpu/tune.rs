@@ -44,7 +44,7 @@ impl Executable {
     /// How many of `spec`'s dispatching nodes offer more than one plan here.
     pub(super) fn ops_with_a_choice(&self, g: &Graph, spec: &ProgramSpec) -> usize {
         let caps = self.gpu.caps();
-        schedule::schedule(g, &spec.outputs, &spec.effects)
+        schedule(g, &spec.outputs, &spec.effects)
             .steps
             .iter()
             .filter(|s| s.dispatch)

@@ -887,7 +887,7 @@ mod tests {
         let inputs: Vec<&Shape> = shapes.iter().collect();
         let y = op.infer(&inputs).expect("valid");
         let caps = DeviceCaps {
-            subgroups: Some(crate::kernels::SubgroupShare::Blocks),
+            subgroups: Some(crate::ir::SubgroupShare::Blocks),
             max_texture_dim: 16384,
             workgroup_tiles: true,
         };

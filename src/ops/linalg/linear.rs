@@ -421,15 +421,14 @@ impl OpDef for LinearBackwardWeight {
 }
 
 impl Graph {
-    /// `y = x·wᵀ + b` for `x: [n, in]`, `w: [out, in]`, `b: [out]`, ReLU after when `relu`.
-    pub fn linear(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-        relu: bool,
-    ) -> Result<TensorId> {
-        Ok(self.push(Linear { relu }, &[x, w, b])?[0])
+    /// `y = x·wᵀ + b` (PyTorch's `F.linear`) for `x: [n, in]`, `w: [out, in]`, `b: [out]`.
+    pub fn linear(&mut self, x: TensorId, w: TensorId, b: TensorId) -> Result<TensorId> {
+        Ok(self.push(Linear { relu: false }, &[x, w, b])?[0])
+    }
+
+    /// `y = relu(x·wᵀ + b)` in one kernel (bias and ReLU in the GEMM's epilogue).
+    pub fn linear_relu(&mut self, x: TensorId, w: TensorId, b: TensorId) -> Result<TensorId> {
+        Ok(self.push(Linear { relu: true }, &[x, w, b])?[0])
     }
 }
 

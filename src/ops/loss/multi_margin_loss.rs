@@ -30,7 +30,7 @@ struct Params {
 }
 
 /// `loss = mean_r (1/c) Σ_{j ≠ y} max(0, margin − x_ry + x_rj)`: `logits: [n, c]`,
-/// `labels: [n]` (u32, each `< c`) → `[1]`.
+/// `labels: [n]` (u32, each `< c`) → a 0-d scalar `[]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MultiMarginLoss {
     /// The margin (PyTorch's default: 1).
@@ -174,7 +174,7 @@ impl OpDef for MultiMarginLossBackward {
 }
 
 impl Graph {
-    /// `F.multi_margin_loss(logits, labels, margin=margin)` (p = 1, mean); returns `[1]`.
+    /// `F.multi_margin_loss(logits, labels, margin=margin)` (p = 1, mean); returns a 0-d scalar.
     pub fn multi_margin_loss(
         &mut self,
         logits: TensorId,

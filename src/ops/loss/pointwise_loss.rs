@@ -188,12 +188,12 @@ impl OpDef for PointwiseLossBackward {
 }
 
 impl Graph {
-    /// `F.mse_loss(x, t)`: the mean of `(x − t)²`; `[1]`.
+    /// `F.mse_loss(x, t)`: the mean of `(x − t)²`; a 0-d scalar.
     pub fn mse_loss(&mut self, x: TensorId, t: TensorId) -> Result<TensorId> {
         Ok(self.push(PointwiseLoss::Mse, &[x, t])?[0])
     }
 
-    /// `F.binary_cross_entropy_with_logits(x, t)`, mean; `[1]`.
+    /// `F.binary_cross_entropy_with_logits(x, t)`, mean; a 0-d scalar.
     pub fn binary_cross_entropy_with_logits(
         &mut self,
         x: TensorId,
@@ -202,7 +202,7 @@ impl Graph {
         Ok(self.push(PointwiseLoss::BinaryCrossEntropyWithLogits, &[x, t])?[0])
     }
 
-    /// The mean of `max(0, 1 − t·x)` for targets `t` in {−1, +1}; `[1]`.
+    /// The mean of `max(0, 1 − t·x)` for targets `t` in {−1, +1}; a 0-d scalar.
     pub fn hinge_loss(&mut self, x: TensorId, t: TensorId) -> Result<TensorId> {
         Ok(self.push(PointwiseLoss::Hinge, &[x, t])?[0])
     }

@@ -30,7 +30,7 @@ struct Params {
 /// Cross-entropy of `softmax(logits)` against `labels`, with class weights `w` and label
 /// smoothing `ε`: `loss = Σ_r [(1−ε)·w_y·(lse_r − x_ry) + (ε/c)·Σ_j w_j·(lse_r − x_rj)] / Σ_r w_y`
 /// (PyTorch's definition; all `w` = 1 and `ε` = 0 give the plain mean). Inputs `logits: [n, c]`,
-/// `labels: [n]` (u32, each `< c`), `weight: [c]` (a constant) → `loss: [1]`.
+/// `labels: [n]` (u32, each `< c`), `weight: [c]` (a constant) → `loss`, a 0-d scalar `[]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SoftmaxCrossEntropy {
     /// `ε` in `[0, 1]` (PyTorch's `label_smoothing`, default 0).
@@ -280,7 +280,7 @@ impl OpDef for ClassificationMetrics {
 }
 
 impl Graph {
-    /// Mean softmax cross-entropy of `logits: [n, c]` against `labels: [n]` (u32); returns `[1]`.
+    /// Mean softmax cross-entropy of `logits: [n, c]` against `labels: [n]` (u32); returns a 0-d scalar.
     pub fn softmax_cross_entropy(
         &mut self,
         logits: TensorId,
@@ -290,7 +290,7 @@ impl Graph {
     }
 
     /// `F.cross_entropy(logits, labels, weight, label_smoothing)`, mean: `weight` `[c]` (or
-    /// none: all ones) and `label_smoothing` in `[0, 1]`; returns `[1]`.
+    /// none: all ones) and `label_smoothing` in `[0, 1]`; returns a 0-d scalar.
     pub fn cross_entropy(
         &mut self,
         logits: TensorId,

@@ -597,11 +597,23 @@ impl Default for BatchNormConfig {
 }
 
 impl Graph {
-    /// `BatchNorm2d` in training mode: `x: [n, c, h, w]` normalised by the batch's statistics,
-    /// scaled by `weight: [c]`, shifted by `bias: [c]`. Also returns the node that updates
-    /// `running_mean` and `running_var` (`[c]` state tensors), which a train program must run
-    /// as an effect.
+    /// `F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)`: `x: [n, c, h, w]`
+    /// normalised by the batch's own statistics, scaled by `weight: [c]`, shifted by
+    /// `bias: [c]`; no running statistics are kept (a purely functional batch norm).
     pub fn batch_norm2d(
+        &mut self,
+        x: TensorId,
+        weight: TensorId,
+        bias: TensorId,
+        eps: f32,
+    ) -> Result<TensorId> {
+        Ok(self.push(BatchNorm2d { eps }, &[x, weight, bias])?[0])
+    }
+
+    /// `BatchNorm2d` in training mode with running statistics: as [`Graph::batch_norm2d`],
+    /// and also returns the node that updates `running_mean` and `running_var` (`[c]` state
+    /// tensors) by `config.momentum`, which a train program must run as an effect.
+    pub fn batch_norm2d_tracked(
         &mut self,
         x: TensorId,
         weight: TensorId,

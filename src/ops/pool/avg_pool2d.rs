@@ -3,9 +3,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ir::Pool2d;
 use crate::ir::{expect_arity, BackwardCtx, CpuTensor, KernelCall, OpDef, Shader};
 use crate::ir::{Graph, TensorId};
+use crate::ir::{Pair, Pool2d};
 use crate::ops::pool::window::PoolWindow;
 use crate::ops::CatalogEntry;
 use crate::shape::Shape;
@@ -162,21 +162,43 @@ impl OpDef for AvgPool2dBackward {
     }
 }
 
+impl AvgPool2d {
+    /// Average pooling over `pool` (a window alone, stride equal to it, or any [`Pool2d`]),
+    /// padding counted in the divisor (PyTorch's default).
+    pub fn new(pool: impl Into<Pool2d>) -> Self {
+        AvgPool2d {
+            pool: pool.into(),
+            count_include_pad: true,
+        }
+    }
+
+    /// PyTorch's `count_include_pad`: whether zero padding counts in each window's divisor.
+    pub fn count_include_pad(mut self, on: bool) -> Self {
+        self.count_include_pad = on;
+        self
+    }
+}
+
+/// A window alone (`2`, `(3, 2)`) is average pooling with PyTorch's defaults.
+impl<P: Pair> From<P> for AvgPool2d {
+    fn from(k: P) -> Self {
+        AvgPool2d::new(k)
+    }
+}
+
+impl From<Pool2d> for AvgPool2d {
+    fn from(pool: Pool2d) -> Self {
+        AvgPool2d::new(pool)
+    }
+}
+
 impl Graph {
     /// `F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)` for
-    /// `x: [n, c, h, w]`: `pool` is a window alone (stride equal to it) or any [`Pool2d`];
-    /// `count_include_pad` is PyTorch's (its default: true).
-    pub fn avg_pool2d(
-        &mut self,
-        x: TensorId,
-        pool: impl Into<Pool2d>,
-        count_include_pad: bool,
-    ) -> Result<TensorId> {
-        let op = AvgPool2d {
-            pool: pool.into(),
-            count_include_pad,
-        };
-        Ok(self.push(op, &[x])?[0])
+    /// `x: [n, c, h, w]`: `pool` is a window alone, any [`Pool2d`], or an [`AvgPool2d`] for
+    /// `count_include_pad(false)` (`AvgPool2d::new(Pool2d::new(3).padding(1))
+    /// .count_include_pad(false)`).
+    pub fn avg_pool2d(&mut self, x: TensorId, pool: impl Into<AvgPool2d>) -> Result<TensorId> {
+        Ok(self.push(pool.into(), &[x])?[0])
     }
 }
 
