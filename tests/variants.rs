@@ -3,11 +3,139 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use striate::exec::gpu::VariantChoice;
 use striate::ir::{KernelPlan, TensorData};
-use striate::ops::catalog;
 use striate::ops::testing::{assert_close, random_inputs, run_reference};
-use striate::Shape;
+use striate::ops::{catalog, CatalogEntry};
+use striate::{GpuContext, Shape};
+
+/// What the variant check saw, summed over the worker threads.
+#[derive(Default)]
+struct Checked {
+    n_checked: usize,
+    n_split: usize,
+    // Variants copying inputs into their textures instead of packing them.
+    n_copies: usize,
+    // Window-sum variants checked: without subgroups, summing whole 8-lane subgroups, summing
+    // blocks of 8 lanes.
+    n_windows: [usize; 3],
+    // Ops checked with their split (GPU-filling) per-channel reductions, and those whose bias
+    // gradient ran split.
+    split_ops: BTreeSet<&'static str>,
+    split_bias_ops: BTreeSet<&'static str>,
+    // Variants checked that share values within blocks of 8 lanes (`-sgb`), per op.
+    block_ops: BTreeSet<&'static str>,
+    implicit_ops: BTreeSet<&'static str>,
+    // Ops checked with a workgroup-tiled variant.
+    tiled_ops: BTreeSet<&'static str>,
+}
+
+impl Checked {
+    fn merge(mut self, other: Checked) -> Checked {
+        self.n_checked += other.n_checked;
+        self.n_split += other.n_split;
+        self.n_copies += other.n_copies;
+        for (a, b) in self.n_windows.iter_mut().zip(other.n_windows) {
+            *a += b;
+        }
+        self.split_ops.extend(other.split_ops);
+        self.split_bias_ops.extend(other.split_bias_ops);
+        self.block_ops.extend(other.block_ops);
+        self.implicit_ops.extend(other.implicit_ops);
+        self.tiled_ops.extend(other.tiled_ops);
+        self
+    }
+}
+
+/// Every plan `entry`'s op offers on any of `gpus` (each variant once) against the reference.
+fn check_entry(gpus: &[GpuContext], entry: &CatalogEntry, c: &mut Checked) {
+    if entry.op.is_view() {
+        return;
+    }
+    let inputs_shapes: Vec<&Shape> = entry.inputs.iter().collect();
+    let outs = entry.op.infer(&inputs_shapes).expect("valid");
+    let outputs: Vec<&Shape> = outs.iter().collect();
+    let mut plans = Vec::new();
+    for gpu in gpus {
+        for plan in entry.op.plans(&inputs_shapes, &outputs, &gpu.caps()) {
+            if !plans
+                .iter()
+                .any(|(_, p): &(_, KernelPlan)| p.variant == plan.variant)
+            {
+                plans.push((gpu, plan));
+            }
+        }
+    }
+    if plans.len() < 2 {
+        return;
+    }
+    let inputs = random_inputs(entry, 7000 ^ entry.seed());
+    let want = run_reference(entry.op.as_ref(), &inputs);
+    for (gpu, plan) in plans {
+        let tag = format!("[{}]", plan.variant);
+        let got = common::run_gpu_with(
+            gpu,
+            entry,
+            &inputs,
+            VariantChoice::Named(plan.variant.clone()),
+            |labels| {
+                assert!(
+                    labels.iter().all(|l| l.contains(&tag)),
+                    "{entry:?}: variant {tag} not chosen: {labels:?}"
+                );
+                c.n_split += labels
+                    .iter()
+                    .filter(|l| l.ends_with(":reduce_splits"))
+                    .count();
+                if labels
+                    .iter()
+                    .any(|l| l.ends_with(":bias_add_backward_bias_combine"))
+                {
+                    c.split_bias_ops.insert(entry.op.name());
+                }
+            },
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let label = format!("{entry:?} {tag} output {i}");
+            match (&g.data, &w.data) {
+                (TensorData::F32(g), TensorData::F32(w)) => {
+                    assert_close(&label, g, w, 1e-5, 1e-4);
+                }
+                (TensorData::U32(g), TensorData::U32(w)) => assert_eq!(g, w, "{label}"),
+                _ => panic!("{label}: dtype differs"),
+            }
+        }
+        c.n_checked += 1;
+        if plan.variant.starts_with("implicit-") {
+            c.implicit_ops.insert(entry.op.name());
+        }
+        if plan.variant.starts_with("tiled-") {
+            c.tiled_ops.insert(entry.op.name());
+        }
+        if !plan.copies.is_empty() {
+            c.n_copies += 1;
+        }
+        if plan.variant.starts_with("windows-") {
+            let form = if plan.variant.ends_with("-sg") {
+                1
+            } else if plan.variant.ends_with("-sgb") {
+                2
+            } else {
+                0
+            };
+            c.n_windows[form] += 1;
+        }
+        if plan.variant == "split" {
+            c.split_ops.insert(entry.op.name());
+        }
+        if plan.variant.contains("-sgb") {
+            c.block_ops.insert(entry.op.name());
+        }
+    }
+}
 
 #[test]
 fn every_variant_matches_the_reference() {
@@ -22,107 +150,41 @@ fn every_variant_matches_the_reference() {
         gpu.with_subgroup_blocks(),
         gpu.with_workgroup_tiles(),
     ];
-    let mut n_checked = 0;
-    let mut n_split = 0;
-    // Variants copying inputs into their textures instead of packing them.
-    let mut n_copies = 0;
-    // Window-sum variants checked: without subgroups, summing whole 8-lane subgroups, summing
-    // blocks of 8 lanes.
-    let mut n_windows = [0; 3];
-    // Ops checked with their split (GPU-filling) per-channel reductions, and those whose bias
-    // gradient ran split.
-    let mut split_ops = std::collections::BTreeSet::new();
-    let mut split_bias_ops = std::collections::BTreeSet::new();
-    // Variants checked that share values within blocks of 8 lanes (`-sgb`), per op.
-    let mut block_ops = std::collections::BTreeSet::new();
-    let mut implicit_ops = std::collections::BTreeSet::new();
-    // Ops checked with a workgroup-tiled variant.
-    let mut tiled_ops = std::collections::BTreeSet::new();
-    for entry in &catalog() {
-        if entry.op.is_view() {
-            continue;
-        }
-        let inputs_shapes: Vec<&Shape> = entry.inputs.iter().collect();
-        let outs = entry.op.infer(&inputs_shapes).expect("valid");
-        let outputs: Vec<&Shape> = outs.iter().collect();
-        let mut plans = Vec::new();
-        for gpu in &gpus {
-            for plan in entry.op.plans(&inputs_shapes, &outputs, &gpu.caps()) {
-                if !plans
-                    .iter()
-                    .any(|(_, p): &(_, KernelPlan)| p.variant == plan.variant)
-                {
-                    plans.push((gpu, plan));
-                }
-            }
-        }
-        if plans.len() < 2 {
-            continue;
-        }
-        let inputs = random_inputs(entry, 7000 ^ entry.seed());
-        let want = run_reference(entry.op.as_ref(), &inputs);
-        for (gpu, plan) in plans {
-            let tag = format!("[{}]", plan.variant);
-            let got = common::run_gpu_with(
-                gpu,
-                entry,
-                &inputs,
-                VariantChoice::Named(plan.variant.clone()),
-                |labels| {
-                    assert!(
-                        labels.iter().all(|l| l.contains(&tag)),
-                        "{entry:?}: variant {tag} not chosen: {labels:?}"
-                    );
-                    n_split += labels
-                        .iter()
-                        .filter(|l| l.ends_with(":reduce_splits"))
-                        .count();
-                    if labels
-                        .iter()
-                        .any(|l| l.ends_with(":bias_add_backward_bias_combine"))
-                    {
-                        split_bias_ops.insert(entry.op.name());
+    // Compiling each variant's kernels is most of the work and runs on the calling thread, so
+    // the catalogue's entries are shared out over one worker per core (on GL the context
+    // gives them turns at the device).
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let c = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let entries = catalog();
+                    let mut c = Checked::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(entry) = entries.get(i) else { break c };
+                        check_entry(&gpus, entry, &mut c);
                     }
-                },
-            );
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                let label = format!("{entry:?} {tag} output {i}");
-                match (&g.data, &w.data) {
-                    (TensorData::F32(g), TensorData::F32(w)) => {
-                        assert_close(&label, g, w, 1e-5, 1e-4);
-                    }
-                    (TensorData::U32(g), TensorData::U32(w)) => assert_eq!(g, w, "{label}"),
-                    _ => panic!("{label}: dtype differs"),
-                }
-            }
-            n_checked += 1;
-            if plan.variant.starts_with("implicit-") {
-                implicit_ops.insert(entry.op.name());
-            }
-            if plan.variant.starts_with("tiled-") {
-                tiled_ops.insert(entry.op.name());
-            }
-            if !plan.copies.is_empty() {
-                n_copies += 1;
-            }
-            if plan.variant.starts_with("windows-") {
-                let form = if plan.variant.ends_with("-sg") {
-                    1
-                } else if plan.variant.ends_with("-sgb") {
-                    2
-                } else {
-                    0
-                };
-                n_windows[form] += 1;
-            }
-            if plan.variant == "split" {
-                split_ops.insert(entry.op.name());
-            }
-            if plan.variant.contains("-sgb") {
-                block_ops.insert(entry.op.name());
-            }
-        }
-    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .fold(Checked::default(), Checked::merge)
+    });
+    let Checked {
+        n_checked,
+        n_split,
+        n_copies,
+        n_windows,
+        split_ops,
+        split_bias_ops,
+        block_ops,
+        implicit_ops,
+        tiled_ops,
+    } = c;
     assert!(n_checked >= 20, "only {n_checked} variants checked");
     assert!(n_split > 0, "no split-k GEMM was checked");
     assert!(n_copies >= 10, "only {n_copies} copying variants checked");
