@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use striate::exec::gpu::{Executable, ProgramSpec, VariantChoice};
 use striate::ir::CpuTensor;
 use striate::ops::CatalogEntry;
-use striate::{GpuContext, Graph, NodeId};
+use striate::{GpuContext, Graph};
 
 /// The test GPU. With no adapter this fails with the fix named; it never skips silently.
 /// `STRIATE_SKIP_GPU_TESTS=1` turns GPU tests into printed skips (CI never sets it).
