@@ -55,6 +55,10 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A run's checkpoint directory cannot be read or written, or a checkpoint lacks the run's
+    /// metadata (`train::run_state`); the message names the directory or file.
+    #[error("{0}")]
+    RunState(String),
     /// A call's arguments do not fit the object it was made on.
     #[error("{0}")]
     InvalidArgument(String),

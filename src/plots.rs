@@ -77,7 +77,7 @@ fn draw_series<'b>(
 }
 
 /// One epoch's figures, for [`training_curves`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EpochPoint {
     /// The epoch (from 1).
     pub epoch: f64,

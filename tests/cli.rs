@@ -474,6 +474,157 @@ fn resumed_runs_follow_the_uninterrupted_trajectory() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+/// `train-gpu`'s checkpoints are the library's (`train::run_state`), both ways: what the tool
+/// wrote, `Resume` reads value for value (its command line, position, validation accuracy and
+/// the curves it reported) and restores into a library `Trainer`, which then scores the test
+/// images exactly as the tool printed; what the library's `Saver` writes from that trainer is
+/// the tool's checkpoint again, and `train-gpu --resume` continues it exactly as its own.
+#[test]
+fn checkpoints_pass_between_train_gpu_and_the_library() {
+    use striate::train::run_state::{Curves, Resume, RunPosition, Saver};
+    use striate::train::{TrainConfig, Trainer};
+    let Some(gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("striate-cli-lib-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cli_dir = dir.join("cli");
+    let args = [
+        "--synthetic",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "100",
+        "--val-fraction",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--no-tune",
+        "--json",
+        "--checkpoint",
+        cli_dir.to_str().expect("utf-8 path"),
+    ];
+    let out = train_gpu(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "train-gpu failed:\n{stderr}");
+    let epoch: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one epoch's JSON");
+    let f = |k: &str| epoch[k].as_f64().expect(k);
+
+    // 96 training images after the validation split: 3 steps.
+    let resume = Resume::find(&cli_dir).expect("the tool's checkpoint");
+    assert_eq!(resume.path, cli_dir.join("ckpt-0000000003.safetensors"));
+    let run = &resume.run;
+    assert_eq!(run.args[0], env!("CARGO_BIN_EXE_train-gpu"));
+    assert_eq!(run.args[1..], args);
+    assert_eq!(
+        run.position,
+        RunPosition {
+            next_epoch: 2,
+            skip_steps: 0,
+            global_step: 3
+        }
+    );
+    assert_eq!(run.val_acc, Some(f("val_acc")));
+    assert_eq!(run.curves.epochs.len(), 1);
+    let point = run.curves.epochs[0];
+    assert_eq!(
+        (point.epoch, point.train_loss, point.train_acc),
+        (1.0, f("train_loss"), f("train_acc"))
+    );
+    assert_eq!(point.val, Some((f("val_loss"), f("val_acc"))));
+    assert_eq!(point.test, (f("test_loss"), f("test_acc")));
+    let rate = f64::from(1e-3f32);
+    assert_eq!(
+        run.curves.lr,
+        [(1.0 / 3.0, rate), (2.0 / 3.0, rate), (1.0, rate)]
+    );
+
+    // The library's trainer for the same model, optimizer and data (the tool's defaults:
+    // LeNet-5, Adam 1e-3, seed 0) takes the state and scores the test images as the tool did.
+    let test = striate::data::synthetic(12_000, 2_000, 0)
+        .test
+        .truncate(100);
+    let config = TrainConfig {
+        batch_size: 32,
+        input: test.input_shape(),
+        n_classes: test.n_classes,
+        ..Default::default()
+    };
+    let trainer = Trainer::new(&gpu, &config).expect("trainer");
+    resume.restore(&trainer).expect("the tool's state fits");
+    let scored = trainer.evaluate(&test).expect("evaluate");
+    assert_eq!(
+        (scored.loss, scored.accuracy, scored.count),
+        (f("test_loss"), f("test_acc"), 100)
+    );
+
+    // And back: the library's saver writes the tool's checkpoint again, which the tool
+    // resumes into the same second epoch as its own.
+    let lib_dir = dir.join("library");
+    let mut saver = Saver::new(&lib_dir, 3, run.args.clone()).expect("saver");
+    saver
+        .save(&trainer, run.position, run.val_acc, &run.curves)
+        .expect("save");
+    let written = Resume::find(&lib_dir).expect("the library's checkpoint");
+    assert_eq!(written.path, lib_dir.join("ckpt-0000000003.safetensors"));
+    assert_eq!(written.ckpt.tensors, resume.ckpt.tensors);
+    // Every metadata key as the tool wrote it; the curves to the last bits (serde_json reads
+    // floats without `float_roundtrip`, at times a unit in the last place off, as it always
+    // did: a resumed run's curves are pictures).
+    let without_curves = |c: &striate::checkpoint::Checkpoint| {
+        let mut meta = c.meta.clone();
+        meta.remove("curves");
+        meta
+    };
+    assert_eq!(without_curves(&written.ckpt), without_curves(&resume.ckpt));
+    assert_eq!(
+        (&written.run.args, written.run.position),
+        (&run.args, run.position)
+    );
+    let numbers = |c: &Curves| -> Vec<f64> {
+        let epochs = c.epochs.iter().flat_map(|e| {
+            let (val_loss, val_acc) = e.val.expect("validated");
+            [
+                e.epoch,
+                e.train_loss,
+                e.train_acc,
+                val_loss,
+                val_acc,
+                e.test.0,
+                e.test.1,
+            ]
+        });
+        let pairs = c.running.iter().chain(&c.lr).flat_map(|&(x, y)| [x, y]);
+        epochs.chain(pairs).collect()
+    };
+    let (got, want) = (numbers(&written.run.curves), numbers(&run.curves));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 4.0 * f64::EPSILON * w.abs(),
+            "{got:?} vs {want:?}"
+        );
+    }
+    let second_epoch = |from: &std::path::Path, to: &str| {
+        let to = dir.join(to);
+        let (from, to) = (from.to_str().expect("path"), to.to_str().expect("path"));
+        epochs_of(&[
+            "--resume",
+            from,
+            "--epochs",
+            "2",
+            "--json",
+            "--checkpoint",
+            to,
+        ])
+    };
+    let from_cli = second_epoch(&cli_dir, "cli-2");
+    assert_eq!(from_cli.len(), 1);
+    assert_eq!(from_cli[0].0, 2);
+    assert_eq!(second_epoch(&lib_dir, "library-2"), from_cli);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 /// Killing `train-gpu` (SIGKILL) at moments spread over a run that saves a checkpoint every
 /// step never leaves a checkpoint that does not load, and the run resumes from what is there.
 /// VGG-11 at batch 2 makes the 117 MB saves (weights and Adam's moments) most of the run, so

@@ -979,6 +979,143 @@ fn checkpoints_restore_only_into_the_model_they_came_from() {
     assert_eq!(other.checkpoint().expect("read").tensors, ckpt.tensors);
 }
 
+/// A run's checkpoints through the library (`train::run_state`, what `train-gpu --checkpoint`
+/// and `--resume` use): `Saver` writes the training state with the run's metadata, keeps the
+/// newest, and `best.safetensors` by validation accuracy; `Resume` finds the newest and reads
+/// back every value written, and restoring it into a fresh trainer continues the run exactly.
+#[test]
+fn run_state_saved_through_the_library_reads_back_and_resumes_exactly() {
+    use striate::plots::EpochPoint;
+    use striate::train::run_state::{Curves, Resume, RunMeta, RunPosition, Saver};
+    let Some(gpu) = common::gpu() else { return };
+    let cfg = config(
+        Model::Lenet5,
+        8,
+        Optimizer::adam(1e-3).with_weight_decay(1e-4),
+    );
+    let trainer = Trainer::new(&gpu, &cfg).expect("trainer");
+    let data = synthetic(24, 1, 5).train;
+    let batch = |i: usize| {
+        (
+            data.images(8 * i, 8),
+            data.labels[8 * i..8 * (i + 1)].to_vec(),
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("striate-run-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args: Vec<String> = ["train-gpu", "--synthetic", "--val-fraction", "0.1"]
+        .map(String::from)
+        .to_vec();
+    let mut saver = Saver::new(&dir, 2, args.clone()).expect("saver");
+    assert_eq!(saver.best(), None);
+    let position = |next_epoch, skip_steps, global_step| RunPosition {
+        next_epoch,
+        skip_steps,
+        global_step,
+    };
+    let mut curves = Curves::default();
+    for step in 0..3 {
+        let (images, labels) = batch(step);
+        trainer.train_step(&images, &labels).expect("step");
+        curves.lr.push(((step + 1) as f64 / 3.0, 1e-3));
+    }
+    curves.running.push((1.0, 2.25));
+    curves.epochs.push(EpochPoint {
+        epoch: 1.0,
+        train_loss: 2.25,
+        train_acc: 0.125,
+        val: Some((2.5, 0.375)),
+        test: (2.0, 0.25),
+    });
+    // Mid-epoch, at the epoch's end with a validation accuracy, then one step into epoch 2.
+    saver
+        .save(&trainer, position(1, 2, 2), None, &curves)
+        .expect("save");
+    saver
+        .save(&trainer, position(2, 0, 3), Some(0.375), &curves)
+        .expect("save");
+    let at_best = trainer.checkpoint().expect("state").tensors;
+    let (images, labels) = batch(0);
+    trainer.train_step(&images, &labels).expect("step");
+    saver
+        .save(&trainer, position(2, 1, 4), Some(0.25), &curves)
+        .expect("save");
+    let names: Vec<String> = Saver::checkpoints(&dir)
+        .expect("listed")
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["ckpt-0000000003.safetensors", "ckpt-0000000004.safetensors"],
+        "keep 2"
+    );
+    assert_eq!(saver.best(), Some(0.375), "0.25 is no improvement");
+
+    // The newest, with every value written.
+    let resume = Resume::find(&dir).expect("resume");
+    assert_eq!(resume.path, dir.join("ckpt-0000000004.safetensors"));
+    assert_eq!(resume.dir.as_deref(), Some(dir.as_path()));
+    let want = RunMeta {
+        args: args.clone(),
+        position: position(2, 1, 4),
+        val_acc: Some(0.25),
+        curves: curves.clone(),
+    };
+    assert_eq!(resume.run, want);
+    // The metadata is the plain strings a checkpoint's header holds.
+    assert_eq!(resume.ckpt.meta["global_step"], "4");
+    assert_eq!(
+        resume.ckpt.meta["args"],
+        serde_json::to_string(&args).expect("json")
+    );
+    let mut meta = std::collections::BTreeMap::new();
+    want.write_to(&mut meta);
+    assert_eq!(meta, resume.ckpt.meta);
+    // best.safetensors is the state at the best epoch's end, and a new saver keeps its best.
+    let best = Resume::find(&dir.join("best.safetensors")).expect("best");
+    assert_eq!((best.dir, best.run.position), (None, position(2, 0, 3)));
+    assert_eq!(best.run.val_acc, Some(0.375));
+    assert_eq!(best.ckpt.tensors, at_best);
+    assert_eq!(
+        Saver::new(&dir, 2, args).expect("saver").best(),
+        Some(0.375)
+    );
+
+    // Restored into a fresh trainer (other initial weights), the run goes on exactly as the
+    // original: the same state now, the same parameters after one more step of each.
+    let fresh = Trainer::new(&gpu, &TrainConfig { seed: 7, ..cfg }).expect("trainer");
+    resume.restore(&fresh).expect("restore");
+    assert_eq!(
+        fresh.checkpoint().expect("state").tensors,
+        trainer.checkpoint().expect("state").tensors
+    );
+    let (images, labels) = batch(1);
+    trainer.train_step(&images, &labels).expect("step");
+    fresh.train_step(&images, &labels).expect("step");
+    assert_eq!(
+        fresh.parameters().expect("parameters"),
+        trainer.parameters().expect("parameters")
+    );
+
+    // A directory without checkpoints, and a file without a run's metadata, are named.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let err = Resume::find(&empty).unwrap_err().to_string();
+    assert!(
+        err.contains("empty") && err.contains("no checkpoint (ckpt-*.safetensors) to resume"),
+        "{err}"
+    );
+    let weights = dir.join("weights.safetensors");
+    trainer.save(&weights).expect("save");
+    let err = Resume::find(&weights).unwrap_err().to_string();
+    assert!(
+        err.contains("weights.safetensors") && err.contains("not a train-gpu checkpoint"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 /// `save` writes PyTorch's state_dict (ResNet-20: parameters, running statistics and each
 /// batch norm's `num_batches_tracked` as an I64 scalar); `load_weights` takes it into a fresh
 /// model, which then gives the same logits. A file with a wrong shape, dtype, a missing or an

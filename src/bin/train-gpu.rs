@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use striate::checkpoint::Checkpoint;
 use striate::data::{self, DataSplit, Dataset};
 use striate::models::Model;
 use striate::ops::optim::LrSchedule;
-use striate::train::{Optimizer, TrainConfig, Trainer};
-use striate::{AdapterChoice, GpuContext};
+use striate::train::run_state::{Curves, Resume, RunPosition, Saver};
+use striate::train::{Metrics, Optimizer, TrainConfig, Trainer};
+use striate::{AdapterChoice, Counters, GpuContext};
 
 #[derive(Parser, Debug, Clone)]
 #[command(version, about = "Train a CNN on the GPU with striate (WGSL compute shaders on wgpu)", long_about = None, args_override_self = true)]
@@ -302,92 +302,167 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The tool's steps: the arguments (for `--resume`, the run's own), the data, the trainer
+/// (tuned, and profiled with `--profile`), the run's start (`--init`, or the resumed state),
+/// the epochs (with checkpoints and curves), and the final pictures and model file.
 fn run() -> Result<()> {
-    // Mesa's implicit device-select Vulkan layer probes for a Wayland display and prints an
-    // error on headless machines. striate picks its adapter itself, so the layer has nothing
-    // to do; turn it off unless the user set it. Runs before any other thread exists.
-    if std::env::var_os("NODEVICE_SELECT").is_none() {
-        std::env::set_var("NODEVICE_SELECT", "1");
-    }
-    let matches = Args::command().get_matches();
-    let mut args = Args::from_arg_matches(&matches)?;
-    let argv: Vec<String> = std::env::args().collect();
-    let (resume, argv) = match &args.resume {
-        None => (None, argv),
-        Some(path) => {
-            let resume = Resume::find(path)?;
-            // The run's own arguments, then what this command line says about how long, where
-            // and how to report.
-            let mut run_argv = resume.argv.clone();
-            let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-            if given("epochs") {
-                run_argv.extend(["--epochs".into(), args.epochs.to_string()]);
-            }
-            // Anything else would silently not apply: refuse it.
-            let command = Args::command();
-            let mut fixed: Vec<String> = command
-                .get_arguments()
-                .map(|arg| arg.get_id().as_str())
-                .filter(|id| given(id) && *id != "resume" && !RESUME_OVERRIDES.contains(id))
-                .map(|id| format!("--{}", id.replace('_', "-")))
-                .collect();
-            fixed.sort();
-            anyhow::ensure!(
-                fixed.is_empty(),
-                "{} cannot be given with --resume: a resumed run keeps the arguments it was \
-                 started with (they are stored in its checkpoints), so it follows the same \
-                 trajectory. Beside --resume only {} may be given",
-                fixed.join(", "),
-                RESUME_OVERRIDES
-                    .iter()
-                    .map(|id| format!("--{}", id.replace('_', "-")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut run = Args::try_parse_from(&run_argv)
-                .context("the arguments stored in the checkpoint no longer parse")?;
-            run.json = args.json;
-            run.no_tune |= args.no_tune;
-            if given("adapter") {
-                run.adapter = args.adapter.clone();
-            }
-            if given("data") {
-                anyhow::ensure!(
-                    !run.synthetic,
-                    "--data cannot be given with --resume: the run trains on --synthetic data"
-                );
-                run.data = args.data.clone();
-            }
-            if given("plots") {
-                run.plots = args.plots.clone();
-            }
-            if given("save") {
-                run.save = args.save.clone();
-            }
-            if given("checkpoint_every") {
-                run.checkpoint_every = args.checkpoint_every;
-            }
-            if given("keep_last") {
-                run.keep_last = args.keep_last;
-            }
-            if given("log_every") {
-                run.log_every = args.log_every;
-            }
-            if given("tune_budget") {
-                run.tune_budget = args.tune_budget;
-            }
-            run.checkpoint = args
-                .checkpoint
-                .clone()
-                .or(run.checkpoint)
-                .or_else(|| resume.dir.clone());
-            args = run;
-            (Some(resume), run_argv)
-        }
-    };
+    quiet_device_select();
+    let (args, argv, resume) = parse_command_line()?;
     if args.model == "list" {
         return list_models();
     }
+    let model = check_args(&args)?;
+    let gpu = open_gpu(&args)?;
+    let split = load_data(&args)?;
+    let log = Log { json: args.json };
+    log.line(format!("adapter: {}", gpu.describe()));
+    log.line(format!("data:    {}", split.description));
+    let config = train_config(&args, model, &split)?;
+    let trainer = build_trainer(&args, &gpu, &config, log)?;
+    if args.profile {
+        print_profile(&trainer, &split.train, args.batch_size)?;
+    }
+    let DataSplit {
+        train, val, test, ..
+    } = split;
+    let mut run = Training::start(&args, argv, resume, &gpu, &trainer, train, &config, log)?;
+    print_table_head(&args, val.is_some());
+    for epoch in run.position.next_epoch..=args.epochs {
+        let steps = run.train_epoch(epoch)?;
+        run.end_epoch(epoch, &steps, val.as_ref(), &test)?;
+    }
+    finish(&args, &trainer, &run.train, &test, model, log)
+}
+
+/// Mesa's implicit device-select Vulkan layer probes for a Wayland display and prints an
+/// error on headless machines. striate picks its adapter itself, so the layer has nothing to
+/// do; turn it off unless the user set it. Runs before any other thread exists.
+fn quiet_device_select() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+/// Progress lines: on stdout, or on stderr with `--json` (stdout is then the epochs' JSON).
+#[derive(Clone, Copy)]
+struct Log {
+    json: bool,
+}
+
+impl Log {
+    fn line(self, line: String) {
+        if self.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    }
+}
+
+/// The command line; for `--resume`, the run's own arguments with what this command line may
+/// change. Also the arguments checkpoints store (the run's, with a new `--epochs`) and the
+/// checkpoint to resume from.
+fn parse_command_line() -> Result<(Args, Vec<String>, Option<Resume>)> {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches)?;
+    let argv: Vec<String> = std::env::args().collect();
+    let Some(path) = &args.resume else {
+        return Ok((args, argv, None));
+    };
+    let resume = Resume::find(path)?;
+    // The run's own arguments, then what this command line says about how long, where and how
+    // to report.
+    let mut run_argv = resume.run.args.clone();
+    if given(&matches, "epochs") {
+        run_argv.extend(["--epochs".into(), args.epochs.to_string()]);
+    }
+    refuse_fixed_args(&matches)?;
+    let run = Args::try_parse_from(&run_argv)
+        .context("the arguments stored in the checkpoint no longer parse")?;
+    let run = with_overrides(run, &args, &matches, &resume)?;
+    Ok((run, run_argv, Some(resume)))
+}
+
+/// Whether the command line itself gave the argument `id` (a clap id).
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// Beside `--resume`, anything but [`RESUME_OVERRIDES`] would silently not apply: refuse it.
+fn refuse_fixed_args(matches: &ArgMatches) -> Result<()> {
+    let command = Args::command();
+    let mut fixed: Vec<String> = command
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str())
+        .filter(|id| given(matches, id) && *id != "resume" && !RESUME_OVERRIDES.contains(id))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    fixed.sort();
+    anyhow::ensure!(
+        fixed.is_empty(),
+        "{} cannot be given with --resume: a resumed run keeps the arguments it was \
+         started with (they are stored in its checkpoints), so it follows the same \
+         trajectory. Beside --resume only {} may be given",
+        fixed.join(", "),
+        RESUME_OVERRIDES
+            .iter()
+            .map(|id| format!("--{}", id.replace('_', "-")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// The resumed run's arguments `run` with what the command line `args` gave of
+/// [`RESUME_OVERRIDES`]; checkpoints go where the command line says, else where the run put
+/// them, else into the directory resumed from.
+fn with_overrides(
+    mut run: Args,
+    args: &Args,
+    matches: &ArgMatches,
+    resume: &Resume,
+) -> Result<Args> {
+    let given = |id: &str| given(matches, id);
+    run.json = args.json;
+    run.no_tune |= args.no_tune;
+    if given("adapter") {
+        run.adapter = args.adapter.clone();
+    }
+    if given("data") {
+        anyhow::ensure!(
+            !run.synthetic,
+            "--data cannot be given with --resume: the run trains on --synthetic data"
+        );
+        run.data = args.data.clone();
+    }
+    if given("plots") {
+        run.plots = args.plots.clone();
+    }
+    if given("save") {
+        run.save = args.save.clone();
+    }
+    if given("checkpoint_every") {
+        run.checkpoint_every = args.checkpoint_every;
+    }
+    if given("keep_last") {
+        run.keep_last = args.keep_last;
+    }
+    if given("log_every") {
+        run.log_every = args.log_every;
+    }
+    if given("tune_budget") {
+        run.tune_budget = args.tune_budget;
+    }
+    run.checkpoint = args
+        .checkpoint
+        .clone()
+        .or(run.checkpoint)
+        .or_else(|| resume.dir.clone());
+    Ok(run)
+}
+
+/// The model, once the numbers that must be positive are.
+fn check_args(args: &Args) -> Result<Model> {
     let model: Model = args.model.parse()?;
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(
@@ -399,59 +474,62 @@ fn run() -> Result<()> {
         "--lr must be a positive number, got {}",
         args.lr
     );
+    Ok(model)
+}
+
+/// The `--adapter` (else `$STRIATE_ADAPTER`, else the best adapter).
+fn open_gpu(args: &Args) -> Result<GpuContext> {
     let choice = args
         .adapter
         .as_deref()
         .map(|a| a.parse().expect("infallible"))
         .unwrap_or_else(AdapterChoice::from_env);
-    let gpu = GpuContext::new(&choice)?;
-    let split = load_data(&args)?;
-    let log = |line: String| {
-        if args.json {
-            eprintln!("{line}")
-        } else {
-            println!("{line}")
-        }
-    };
-    log(format!("adapter: {}", gpu.describe()));
-    log(format!("data:    {}", split.description));
+    Ok(GpuContext::new(&choice)?)
+}
 
-    let optimizer = match args.optimizer {
-        OptimizerArg::Adam => Optimizer::Adam {
-            lr: args.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: args.weight_decay.unwrap_or(0.0),
-        },
-        OptimizerArg::Sgd => Optimizer::Sgd {
-            lr: args.lr,
-            momentum: args.momentum,
-            weight_decay: args.weight_decay.unwrap_or(0.0),
-            nesterov: args.nesterov,
-            dampening: args.dampening,
-        },
-        OptimizerArg::Adamw => Optimizer::AdamW {
-            lr: args.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: args.weight_decay.unwrap_or(0.01),
-        },
-        OptimizerArg::Rmsprop => Optimizer::RmsProp {
-            lr: args.lr,
-            alpha: 0.99,
-            eps: 1e-8,
-            weight_decay: args.weight_decay.unwrap_or(0.0),
-            momentum: 0.0,
-        },
+/// The optimizer the flags ask for: the library's defaults for it (PyTorch's), with the
+/// flags' SGD options and weight decay.
+fn optimizer(args: &Args) -> Optimizer {
+    let mut res = match args.optimizer {
+        OptimizerArg::Sgd => Optimizer::sgd(args.lr, args.momentum),
+        OptimizerArg::Adam => Optimizer::adam(args.lr),
+        OptimizerArg::Adamw => Optimizer::adamw(args.lr),
+        OptimizerArg::Rmsprop => Optimizer::rmsprop(args.lr),
     };
+    if let Optimizer::Sgd {
+        nesterov,
+        dampening,
+        ..
+    } = &mut res
+    {
+        *nesterov = args.nesterov;
+        *dampening = args.dampening;
+    }
+    match args.weight_decay {
+        Some(weight_decay) => res.with_weight_decay(weight_decay),
+        None => res,
+    }
+}
+
+/// How the model line names the optimizer.
+fn optimizer_name(args: &Args) -> &'static str {
+    match args.optimizer {
+        OptimizerArg::Sgd if args.nesterov => "SGD (Nesterov)",
+        OptimizerArg::Sgd => "SGD",
+        OptimizerArg::Adam => "Adam",
+        OptimizerArg::Adamw => "AdamW",
+        OptimizerArg::Rmsprop => "RMSprop",
+    }
+}
+
+/// What to train, for the data's images and classes; the schedule spans `--epochs`.
+fn train_config(args: &Args, model: Model, split: &DataSplit) -> Result<TrainConfig> {
     let steps_per_epoch = (split.train.len() / args.batch_size).max(1);
     let schedule = parse_schedule(&args.lr_schedule, args.epochs * steps_per_epoch)?;
-    let config = TrainConfig {
+    Ok(TrainConfig {
         model,
         batch_size: args.batch_size,
-        optimizer,
+        optimizer: optimizer(args),
         seed: args.seed,
         schedule,
         input: split.train.input_shape(),
@@ -459,74 +537,32 @@ fn run() -> Result<()> {
         label_smoothing: args.label_smoothing,
         feature_maps: args.plots.is_some(),
         clip_grad_norm: args.clip_grad_norm,
-    };
+    })
+}
+
+/// Builds the trainer (unless `--no-tune`, timing the kernel variants the tuning cache lacks
+/// first) and reports what was built and tuned.
+fn build_trainer(args: &Args, gpu: &GpuContext, config: &TrainConfig, log: Log) -> Result<Trainer> {
     let cache = striate::exec::tune::cache_path()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "no cache directory".into());
     if !args.no_tune {
-        log(format!(
+        log.line(format!(
             "building: every op's kernel variants not in the tuning cache ({cache}) are timed on this adapter first; --no-tune skips it, --tune-budget SECONDS caps it"
         ));
     }
     let build_start = Instant::now();
     let trainer = if args.no_tune {
-        Trainer::new(&gpu, &config)?
+        Trainer::new(gpu, config)?
     } else {
-        let bar = if args.json {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
-            ProgressStyle::with_template("tuning  [{bar:30}] {pos}/{len} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        let shown = bar.clone();
-        let progress: striate::exec::gpu::ProgressFn = Arc::new(move |p| {
-            shown.set_length(p.total as u64);
-            shown.set_position(p.index as u64 - 1);
-            // "layer op-name": the node's name and the op, without its parameters and shapes.
-            let mut words = p.op.split_whitespace();
-            let layer = words.next().unwrap_or_default();
-            let op: String = words
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .take_while(|c| c.is_alphanumeric())
-                .collect();
-            shown.set_message(format!("{layer} {op}"));
-        });
-        let options = striate::exec::gpu::TuneOptions {
-            budget: args.tune_budget.map(std::time::Duration::from_secs_f64),
-            progress: Some(progress),
-        };
-        let trainer = Trainer::new_tuned_with(&gpu, &config, options);
-        bar.finish_and_clear();
-        trainer?
+        tuned_trainer(args, gpu, config)?
     };
     let tuning = trainer.tuning_report();
-    let n_params: usize = trainer
-        .graph()
-        .tensor_ids()
-        .filter(|&t| {
-            matches!(
-                trainer.graph().tensor(t).kind,
-                striate::ir::TensorKind::Param(_)
-            )
-        })
-        .map(|t| trainer.graph().shape(t).numel())
-        .sum();
-    log(format!(
-        "model:   {} ({n_params} parameters), {}, batch {}; {} dispatches per step, built in {:.2}s",
-        model,
-        match args.optimizer {
-            OptimizerArg::Sgd if args.nesterov => "SGD (Nesterov)",
-            OptimizerArg::Sgd => "SGD",
-            OptimizerArg::Adam => "Adam",
-            OptimizerArg::Adamw => "AdamW",
-            OptimizerArg::Rmsprop => "RMSprop",
-        },
+    log.line(format!(
+        "model:   {} ({} parameters), {}, batch {}; {} dispatches per step, built in {:.2}s",
+        config.model,
+        n_parameters(&trainer),
+        optimizer_name(args),
         args.batch_size,
         trainer.n_dispatches(),
         build_start.elapsed().as_secs_f64()
@@ -540,73 +576,188 @@ fn run() -> Result<()> {
         } else {
             String::new()
         };
-        log(format!(
+        log.line(format!(
             "tuning:  {} ops timed ({:.1}s), {} from the cache ({cache}){over}",
             tuning.tuned, tuning.seconds, tuning.cached,
         ));
     }
-    if args.profile {
-        print_profile(&trainer, &split.train, args.batch_size)?;
+    Ok(trainer)
+}
+
+/// The autotuned trainer, within `--tune-budget`, with a progress bar of the ops being timed.
+fn tuned_trainer(args: &Args, gpu: &GpuContext, config: &TrainConfig) -> Result<Trainer> {
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("tuning  [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let shown = bar.clone();
+    let progress: striate::exec::gpu::ProgressFn = Arc::new(move |p| {
+        shown.set_length(p.total as u64);
+        shown.set_position(p.index as u64 - 1);
+        // "layer op-name": the node's name and the op, without its parameters and shapes.
+        let mut words = p.op.split_whitespace();
+        let layer = words.next().unwrap_or_default();
+        let op: String = words
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
+        shown.set_message(format!("{layer} {op}"));
+    });
+    let options = striate::exec::gpu::TuneOptions {
+        budget: args.tune_budget.map(std::time::Duration::from_secs_f64),
+        progress: Some(progress),
+    };
+    let trainer = Trainer::new_tuned_with(gpu, config, options);
+    bar.finish_and_clear();
+    Ok(trainer?)
+}
+
+/// The trained numbers: every parameter's elements.
+fn n_parameters(trainer: &Trainer) -> usize {
+    let graph = trainer.graph();
+    graph
+        .tensor_ids()
+        .filter(|&t| matches!(graph.tensor(t).kind, striate::ir::TensorKind::Param(_)))
+        .map(|t| graph.shape(t).numel())
+        .sum()
+}
+
+/// The table's head (nothing with `--json`).
+fn print_table_head(args: &Args, with_val: bool) {
+    if args.json {
+        return;
+    }
+    let val_head = if with_val {
+        format!("  {:>9}  {:>8}", "val loss", "val acc")
+    } else {
+        String::new()
+    };
+    println!(
+        "{:>5}  {:>10}  {:>9}{val_head}  {:>9}  {:>8}  {:>7}  {:>9}",
+        "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s"
+    );
+}
+
+/// A run under way: what its epochs share and what each hands on to the next.
+struct Training<'a> {
+    args: &'a Args,
+    gpu: &'a GpuContext,
+    trainer: &'a Trainer,
+    train: Arc<Dataset>,
+    augment: data::Augment,
+    steps_per_epoch: usize,
+    schedule: LrSchedule,
+    saver: Option<Saver>,
+    curves: Curves,
+    /// Where the run stands: the first epoch still to run (and the steps of it already taken)
+    /// before the epochs, and the steps taken in all throughout.
+    position: RunPosition,
+}
+
+/// What an epoch's steps leave for its report.
+struct EpochSteps {
+    /// Loss summed over the images whose metrics were read, and how many of them were right.
+    loss_sum: f64,
+    correct: f64,
+    seen: u64,
+    seconds: f64,
+    /// What the GPU did meanwhile.
+    during: Counters,
+}
+
+impl<'a> Training<'a> {
+    /// Everything before the first step: the loader's augmentation, the checkpoint
+    /// directory, `--init`'s weights, the plot directory, and with `resume` the state and
+    /// position a checkpoint holds (and the run's curves so far).
+    fn start(
+        args: &'a Args,
+        argv: Vec<String>,
+        resume: Option<Resume>,
+        gpu: &'a GpuContext,
+        trainer: &'a Trainer,
+        train: Dataset,
+        config: &TrainConfig,
+        log: Log,
+    ) -> Result<Self> {
+        let train = Arc::new(train);
+        let steps_per_epoch = train.len() / args.batch_size;
+        anyhow::ensure!(
+            steps_per_epoch > 0,
+            "{} training images is less than one batch of {}",
+            train.len(),
+            args.batch_size
+        );
+        let augment = data::Augment {
+            crop_padding: args.random_crop,
+            hflip: args.hflip,
+            erase: args.random_erasing,
+        };
+        if !augment.is_identity() {
+            log.line(format!("augment: {augment}, on the loader thread"));
+        }
+        let saver = args
+            .checkpoint
+            .as_ref()
+            .map(|dir| Saver::new(dir, args.keep_last, argv))
+            .transpose()?;
+        if let Some(path) = &args.init {
+            trainer.load_weights(path)?;
+            log.line(format!("init:    weights from {}", path.display()));
+        }
+        if let Some(dir) = &args.plots {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the plot directory {}", dir.display()))?;
+        }
+        let mut curves = Curves::default();
+        let mut position = RunPosition {
+            next_epoch: 1,
+            skip_steps: 0,
+            global_step: 0,
+        };
+        if let Some(r) = resume {
+            r.restore(trainer)?;
+            // The pictures continue the whole run's history, not only what follows the resume.
+            (curves, position) = (r.run.curves, r.run.position);
+            let RunPosition {
+                next_epoch,
+                skip_steps,
+                global_step,
+            } = position;
+            log.line(format!(
+                "resumed: {} (epoch {next_epoch}, after step {skip_steps} of it; {global_step} steps in all)",
+                r.path.display()
+            ));
+        }
+        Ok(Training {
+            args,
+            gpu,
+            trainer,
+            train,
+            augment,
+            steps_per_epoch,
+            schedule: config.schedule,
+            saver,
+            curves,
+            position,
+        })
     }
 
-    let train = Arc::new(split.train);
-    let steps_per_epoch = train.len() / args.batch_size;
-    anyhow::ensure!(
-        steps_per_epoch > 0,
-        "{} training images is less than one batch of {}",
-        train.len(),
-        args.batch_size
-    );
-    let augment = data::Augment {
-        crop_padding: args.random_crop,
-        hflip: args.hflip,
-        erase: args.random_erasing,
-    };
-    if !augment.is_identity() {
-        log(format!("augment: {augment}, on the loader thread"));
-    }
-    let val = split.val.as_ref();
-    let mut saver = args
-        .checkpoint
-        .as_ref()
-        .map(|dir| Saver::new(dir, args.keep_last, argv.clone()))
-        .transpose()?;
-    if let Some(path) = &args.init {
-        trainer.load_weights(path)?;
-        log(format!("init:    weights from {}", path.display()));
-    }
-    if let Some(dir) = &args.plots {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the plot directory {}", dir.display()))?;
-    }
-    let mut curves = Curves::default();
-    let (mut start_epoch, mut skip, mut global_step) = (1, 0, 0);
-    if let Some(r) = &resume {
-        // The pictures continue the whole run's history, not only what follows the resume.
-        curves = Curves::from_meta(&r.ckpt.meta);
-        trainer.restore(&r.ckpt, &r.path)?;
-        (start_epoch, skip, global_step) = (r.next_epoch, r.skip_steps, r.global_step);
-        log(format!(
-            "resumed: {} (epoch {start_epoch}, after step {skip} of it; {global_step} steps in all)",
-            r.path.display()
-        ));
-    }
-    if !args.json {
-        let val_head = if val.is_some() {
-            format!("  {:>9}  {:>8}", "val loss", "val acc")
-        } else {
-            String::new()
-        };
-        println!(
-            "{:>5}  {:>10}  {:>9}{val_head}  {:>9}  {:>8}  {:>7}  {:>9}",
-            "epoch", "train loss", "train acc", "test loss", "test acc", "seconds", "images/s"
-        );
-    }
-    for epoch in start_epoch..=args.epochs {
+    /// The steps of `epoch` (a resumed one's from where it stopped), with a progress bar
+    /// showing the running loss and a checkpoint every `--checkpoint-every` steps.
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochSteps> {
+        let args = self.args;
         let bar = if args.json {
             ProgressBar::hidden()
         } else {
-            ProgressBar::new(steps_per_epoch as u64)
+            ProgressBar::new(self.steps_per_epoch as u64)
         };
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
@@ -614,34 +765,36 @@ fn run() -> Result<()> {
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("epoch {epoch}"));
-        let before = gpu.counters();
+        let before = self.gpu.counters();
         let start = Instant::now();
         let shuffle_seed = args.seed.wrapping_mul(1000).wrapping_add(epoch as u64);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0u64);
         // A resumed epoch replays the loader's order and augmentation up to where it stopped.
+        let skip = std::mem::take(&mut self.position.skip_steps);
         bar.inc(skip as u64);
-        for (step, batch) in
-            data::train_batches(train.clone(), args.batch_size, shuffle_seed, augment)
-                .into_iter()
-                .enumerate()
-                .skip(std::mem::take(&mut skip))
-        {
-            trainer.train_step(&batch.images, &batch.labels)?;
-            global_step += 1;
+        let batches = data::train_batches(
+            self.train.clone(),
+            args.batch_size,
+            shuffle_seed,
+            self.augment,
+        );
+        for (step, batch) in batches.into_iter().enumerate().skip(skip) {
+            self.trainer.train_step(&batch.images, &batch.labels)?;
+            self.position.global_step += 1;
+            let global_step = self.position.global_step;
             // The loss is read asynchronously: ask every `log_every` steps, show it when the
             // GPU has got there; only the epoch's end waits.
-            let last = step + 1 == steps_per_epoch;
+            let last = step + 1 == self.steps_per_epoch;
             let polled = if last {
-                Some(trainer.take_metrics()?)
+                Some(self.trainer.take_metrics()?)
             } else {
-                trainer.poll_metrics()?
+                self.trainer.poll_metrics()?
             };
-            let at = (epoch - 1) as f64 + (step + 1) as f64 / steps_per_epoch as f64;
-            curves
-                .lr
-                .push((at, f64::from(args.lr) * schedule.factor(global_step - 1)));
+            let at = (epoch - 1) as f64 + (step + 1) as f64 / self.steps_per_epoch as f64;
+            let lr = f64::from(args.lr) * self.schedule.factor(global_step - 1);
+            self.curves.lr.push((at, lr));
             if let Some(m) = polled {
-                curves.running.push((at, m.loss));
+                self.curves.running.push((at, m.loss));
                 loss_sum += m.loss * m.count as f64;
                 correct += m.accuracy * m.count as f64;
                 seen += m.count;
@@ -649,27 +802,55 @@ fn run() -> Result<()> {
                 bar.set_message(format!("loss {:.4}  {rate:.0} img/s", m.loss));
             }
             if !last && (step + 1) % args.log_every.max(1) == 0 {
-                trainer.request_metrics()?;
+                self.trainer.request_metrics()?;
             }
-            if let Some(saver) = saver.as_mut() {
-                if !last && args.checkpoint_every > 0 && global_step % args.checkpoint_every == 0 {
-                    saver.save(&trainer, [epoch, step + 1, global_step], None, &curves)?;
+            if let Some(saver) = self.saver.as_mut() {
+                if !last
+                    && args.checkpoint_every > 0
+                    && global_step.is_multiple_of(args.checkpoint_every)
+                {
+                    let position = RunPosition {
+                        next_epoch: epoch,
+                        skip_steps: step + 1,
+                        global_step,
+                    };
+                    saver.save(self.trainer, position, None, &self.curves)?;
                 }
             }
             bar.inc(1);
         }
         let seconds = start.elapsed().as_secs_f64();
-        let during = gpu.counters() - before;
+        let during = self.gpu.counters() - before;
         bar.finish_and_clear();
-        let images_per_sec = (steps_per_epoch * args.batch_size) as f64 / seconds;
-        let val = val.map(|v| trainer.evaluate(v)).transpose()?;
-        let test = trainer.evaluate(&split.test)?;
-        let (train_loss, train_acc) = (loss_sum / seen.max(1) as f64, correct / seen.max(1) as f64);
+        Ok(EpochSteps {
+            loss_sum,
+            correct,
+            seen,
+            seconds,
+            during,
+        })
+    }
+
+    /// After `epoch`'s steps: evaluates on `val` and `test`, extends the curves (and with
+    /// `--plots` redraws them), saves a checkpoint and prints the epoch's line.
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        steps: &EpochSteps,
+        val: Option<&Dataset>,
+        test: &Dataset,
+    ) -> Result<()> {
+        let args = self.args;
+        let images_per_sec = (self.steps_per_epoch * args.batch_size) as f64 / steps.seconds;
+        let val = val.map(|v| self.trainer.evaluate(v)).transpose()?;
+        let test = self.trainer.evaluate(test)?;
+        let seen = steps.seen.max(1) as f64;
+        let (train_loss, train_acc) = (steps.loss_sum / seen, steps.correct / seen);
         anyhow::ensure!(
             train_loss.is_finite(),
             "training diverged in epoch {epoch}: the loss is {train_loss}; try a smaller --lr"
         );
-        curves.epochs.push(striate::plots::EpochPoint {
+        self.curves.epochs.push(striate::plots::EpochPoint {
             epoch: epoch as f64,
             train_loss,
             train_acc,
@@ -678,22 +859,70 @@ fn run() -> Result<()> {
         });
         if let Some(dir) = &args.plots {
             let path = dir.join("curves.png");
+            let curves = &self.curves;
             striate::plots::training_curves(&path, &curves.epochs, &curves.running, &curves.lr)?;
         }
-        if let Some(saver) = saver.as_mut() {
+        if let Some(saver) = self.saver.as_mut() {
+            let position = RunPosition {
+                next_epoch: epoch + 1,
+                skip_steps: 0,
+                global_step: self.position.global_step,
+            };
             saver.save(
-                &trainer,
-                [epoch + 1, 0, global_step],
+                self.trainer,
+                position,
                 val.map(|v| v.accuracy),
-                &curves,
+                &self.curves,
             )?;
         }
-        if args.json {
+        let report = EpochReport {
+            epoch,
+            train_loss,
+            train_acc,
+            val,
+            test,
+            seconds: steps.seconds,
+            images_per_sec,
+            steps: self.steps_per_epoch,
+            during: steps.during,
+        };
+        report.print(args.json);
+        Ok(())
+    }
+}
+
+/// One epoch's figures, as its line of the table or its JSON object.
+struct EpochReport {
+    epoch: usize,
+    train_loss: f64,
+    train_acc: f64,
+    val: Option<Metrics>,
+    test: Metrics,
+    seconds: f64,
+    images_per_sec: f64,
+    steps: usize,
+    during: Counters,
+}
+
+impl EpochReport {
+    fn print(&self, json: bool) {
+        let EpochReport {
+            epoch,
+            train_loss,
+            train_acc,
+            val,
+            test,
+            seconds,
+            images_per_sec,
+            steps,
+            ref during,
+        } = *self;
+        if json {
             let line = serde_json::json!({
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val.map(|v| v.loss), "val_acc": val.map(|v| v.accuracy),
                 "test_loss": test.loss, "test_acc": test.accuracy,
-                "test_images": test.count, "seconds": seconds, "images_per_sec": images_per_sec, "steps": steps_per_epoch,
+                "test_images": test.count, "seconds": seconds, "images_per_sec": images_per_sec, "steps": steps,
                 "gpu_objects_created": during.gpu_objects_created(), "bytes_uploaded": during.bytes_uploaded,
                 "bytes_downloaded": during.bytes_downloaded, "submissions": during.submissions, "blocking_waits": during.blocking_waits,
                 "backpressure_waits": during.backpressure_waits,
@@ -711,95 +940,26 @@ fn run() -> Result<()> {
             );
         }
     }
+}
+
+/// After the last epoch: `--plots`' final pictures and `--save`'s model file.
+fn finish(
+    args: &Args,
+    trainer: &Trainer,
+    train: &Dataset,
+    test: &Dataset,
+    model: Model,
+    log: Log,
+) -> Result<()> {
     if let Some(dir) = &args.plots {
-        final_plots(dir, &trainer, &split.test)?;
-        log(format!("plots:   {}", dir.display()));
+        final_plots(dir, trainer, test)?;
+        log.line(format!("plots:   {}", dir.display()));
     }
     if let Some(path) = &args.save {
         trainer.save_with_meta(path, &train.model_meta(model.name()))?;
-        log(format!("saved:   {}", path.display()));
+        log.line(format!("saved:   {}", path.display()));
     }
     Ok(())
-}
-
-/// What `--plots` draws the training curves from.
-#[derive(Default)]
-struct Curves {
-    epochs: Vec<striate::plots::EpochPoint>,
-    /// (epoch, running loss) whenever the loss was read.
-    running: Vec<(f64, f64)>,
-    /// (epoch, learning rate) every step.
-    lr: Vec<(f64, f64)>,
-}
-
-impl Curves {
-    /// The curves as checkpoint metadata (`curves`, JSON), so a resumed run draws them whole.
-    fn to_meta(&self) -> String {
-        let epochs: Vec<_> = self
-            .epochs
-            .iter()
-            .map(|e| {
-                let (val_loss, val_acc) = e.val.unzip();
-                serde_json::json!([
-                    e.epoch,
-                    e.train_loss,
-                    e.train_acc,
-                    val_loss,
-                    val_acc,
-                    e.test.0,
-                    e.test.1
-                ])
-            })
-            .collect();
-        serde_json::json!({"epochs": epochs, "running": self.running, "lr": self.lr}).to_string()
-    }
-
-    /// The curves a checkpoint carries; empty for one without (or with unreadable) curves,
-    /// which loses only pictures.
-    fn from_meta(meta: &std::collections::BTreeMap<String, String>) -> Self {
-        use serde_json::Value;
-        let Some(stored) = meta
-            .get("curves")
-            .and_then(|c| serde_json::from_str::<Value>(c).ok())
-        else {
-            return Curves::default();
-        };
-        let rows = |key: &str| -> Vec<Vec<Option<f64>>> {
-            stored[key]
-                .as_array()
-                .map(|rows| {
-                    rows.iter()
-                        .filter_map(Value::as_array)
-                        .map(|row| row.iter().map(Value::as_f64).collect())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let pairs = |key: &str| -> Vec<(f64, f64)> {
-            rows(key)
-                .into_iter()
-                .filter_map(|row| Some((row.first().copied()??, row.get(1).copied()??)))
-                .collect()
-        };
-        let epochs = rows("epochs")
-            .into_iter()
-            .filter_map(|row| {
-                let at = |i: usize| row.get(i).copied().flatten();
-                Some(striate::plots::EpochPoint {
-                    epoch: at(0)?,
-                    train_loss: at(1)?,
-                    train_acc: at(2)?,
-                    val: at(3).zip(at(4)),
-                    test: (at(5)?, at(6)?),
-                })
-            })
-            .collect();
-        Curves {
-            epochs,
-            running: pairs("running"),
-            lr: pairs("lr"),
-        }
-    }
 }
 
 /// The pictures `--plots` writes after training: the first convolution's filters, a test
@@ -911,135 +1071,6 @@ const RESUME_OVERRIDES: &[&str] = &[
     "no_tune",
     "tune_budget",
 ];
-
-/// Where a resumed run starts: the checkpoint and what its metadata says.
-struct Resume {
-    path: PathBuf,
-    /// The checkpoint directory, when `--resume` named one.
-    dir: Option<PathBuf>,
-    ckpt: Checkpoint,
-    argv: Vec<String>,
-    next_epoch: usize,
-    skip_steps: usize,
-    global_step: usize,
-}
-
-impl Resume {
-    /// The newest checkpoint in `path` (a directory), or `path` itself (a file).
-    fn find(path: &Path) -> Result<Self> {
-        let (file, dir) = if path.is_dir() {
-            let newest = Saver::checkpoints(path)?.pop().with_context(|| {
-                format!(
-                    "{}: no checkpoint (ckpt-*.safetensors) to resume",
-                    path.display()
-                )
-            })?;
-            (newest, Some(path.to_path_buf()))
-        } else {
-            (path.to_path_buf(), None)
-        };
-        let ckpt = Checkpoint::read(&file)?;
-        let meta = |key: &str| -> Result<&String> {
-            ckpt.meta.get(key).with_context(|| {
-                format!(
-                    "{}: not a train-gpu checkpoint (no {key:?} in its metadata)",
-                    file.display()
-                )
-            })
-        };
-        let number = |key: &str| -> Result<usize> {
-            meta(key)?
-                .parse()
-                .with_context(|| format!("{}: {key} is not a number", file.display()))
-        };
-        let argv: Vec<String> = serde_json::from_str(meta("args")?)
-            .with_context(|| format!("{}: unreadable args", file.display()))?;
-        Ok(Resume {
-            next_epoch: number("next_epoch")?,
-            skip_steps: number("skip_steps")?,
-            global_step: number("global_step")?,
-            argv,
-            path: file,
-            dir,
-            ckpt,
-        })
-    }
-}
-
-/// Writes `--checkpoint` files: `ckpt-<global step>.safetensors`, the newest `keep` kept, and
-/// `best.safetensors` whenever the validation accuracy improves.
-struct Saver {
-    dir: PathBuf,
-    keep: usize,
-    argv: Vec<String>,
-    best: Option<f64>,
-}
-
-impl Saver {
-    fn new(dir: &Path, keep: usize, argv: Vec<String>) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the checkpoint directory {}", dir.display()))?;
-        // A resumed run keeps the best it had.
-        let best = Checkpoint::read(&dir.join("best.safetensors"))
-            .ok()
-            .and_then(|c| c.meta.get("val_acc")?.parse().ok());
-        Ok(Saver {
-            dir: dir.into(),
-            keep: keep.max(1),
-            argv,
-            best,
-        })
-    }
-
-    /// The checkpoints in `dir`, oldest first.
-    fn checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
-        let mut res: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name().is_some_and(|n| {
-                    let n = n.to_string_lossy();
-                    n.starts_with("ckpt-") && n.ends_with(".safetensors")
-                })
-            })
-            .collect();
-        res.sort();
-        Ok(res)
-    }
-
-    /// Saves the state after `global_step` steps, to continue at step `skip` of epoch
-    /// `next_epoch`; `val_acc` is the epoch's validation accuracy, if any.
-    fn save(
-        &mut self,
-        trainer: &Trainer,
-        [next_epoch, skip, global_step]: [usize; 3],
-        val_acc: Option<f64>,
-        curves: &Curves,
-    ) -> Result<()> {
-        let mut ckpt = trainer.checkpoint()?;
-        ckpt.meta.insert("curves".into(), curves.to_meta());
-        ckpt.meta
-            .insert("args".into(), serde_json::to_string(&self.argv)?);
-        ckpt.meta
-            .insert("next_epoch".into(), next_epoch.to_string());
-        ckpt.meta.insert("skip_steps".into(), skip.to_string());
-        ckpt.meta
-            .insert("global_step".into(), global_step.to_string());
-        if let Some(acc) = val_acc {
-            ckpt.meta.insert("val_acc".into(), acc.to_string());
-        }
-        ckpt.write(&self.dir.join(format!("ckpt-{global_step:010}.safetensors")))?;
-        let all = Self::checkpoints(&self.dir)?;
-        for old in &all[..all.len().saturating_sub(self.keep)] {
-            std::fs::remove_file(old).with_context(|| format!("removing {}", old.display()))?;
-        }
-        if let Some(acc) = val_acc.filter(|&a| self.best.is_none_or(|b| a > b)) {
-            ckpt.write(&self.dir.join("best.safetensors"))?;
-            self.best = Some(acc);
-        }
-        Ok(())
-    }
-}
 
 fn load_data(args: &Args) -> Result<DataSplit> {
     let folder = data::folder::FolderOptions {

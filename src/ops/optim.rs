@@ -6,6 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::ir::{expect_arity, CpuTensor, DeviceCaps, KernelCall, KernelPlan, OpDef, Shader};
+use crate::ir::{Graph, NodeId, TensorId};
 use crate::ops::CatalogEntry;
 use crate::shape::Shape;
 use crate::{Error, Result};
@@ -381,6 +382,66 @@ impl OpDef for OptimizerStepCount {
     }
 }
 
+impl Graph {
+    /// Appends an SGD step on `param` (see [`SgdUpdate`]) from `grad`, its momentum buffer
+    /// `velocity`, the step count `t` (`[1]` u32, read only with dampened momentum, for
+    /// PyTorch's undamped first step) and the step `factors` (`[2]` f32); returns the node, an
+    /// effect that updates `param` and `velocity` in place.
+    pub fn sgd_update(
+        &mut self,
+        param: TensorId,
+        grad: TensorId,
+        velocity: TensorId,
+        t: TensorId,
+        factors: TensorId,
+        update: SgdUpdate,
+    ) -> Result<NodeId> {
+        if update.dampened() {
+            self.push_node(update, &[param, grad, velocity, t, factors])
+        } else {
+            self.push_node(update, &[param, grad, velocity, factors])
+        }
+    }
+
+    /// Appends an Adam (or AdamW) step on `param` (see [`AdamUpdate`]) from `grad`, the
+    /// moments `m` and `v`, the step count `t` (`[1]` u32) and the step `factors` (`[2]` f32);
+    /// returns the node, an effect that updates `param`, `m` and `v` in place.
+    pub fn adam_update(
+        &mut self,
+        param: TensorId,
+        grad: TensorId,
+        m: TensorId,
+        v: TensorId,
+        t: TensorId,
+        factors: TensorId,
+        update: AdamUpdate,
+    ) -> Result<NodeId> {
+        self.push_node(update, &[param, grad, m, v, t, factors])
+    }
+
+    /// Appends an RMSprop step on `param` (see [`RmspropUpdate`]) from `grad`, the
+    /// squared-gradient average `square_avg`, the momentum `buffer` and the step `factors`
+    /// (`[2]` f32); returns the node, an effect that updates `param`, `square_avg` and
+    /// `buffer` in place.
+    pub fn rmsprop_update(
+        &mut self,
+        param: TensorId,
+        grad: TensorId,
+        square_avg: TensorId,
+        buffer: TensorId,
+        factors: TensorId,
+        update: RmspropUpdate,
+    ) -> Result<NodeId> {
+        self.push_node(update, &[param, grad, square_avg, buffer, factors])
+    }
+
+    /// Appends `t += 1` on the `[1]` u32 state tensor `t` (see [`OptimizerStepCount`]);
+    /// returns the node, an effect.
+    pub fn optimizer_step_count(&mut self, t: TensorId) -> Result<NodeId> {
+        self.push_node(OptimizerStepCount, &[t])
+    }
+}
+
 /// `shaders/lr_schedule.wgsl`.
 pub static SCHEDULE_SHADER: Shader = Shader::new(
     "lr_schedule",
@@ -620,6 +681,20 @@ impl OpDef for LrScheduleStep {
     }
 }
 
+impl Graph {
+    /// Appends the node that sets `factors[0]` (`[2]` f32 state) to `schedule`'s rate factor
+    /// for the step count `t` (`[1]` u32, just incremented; see [`LrScheduleStep`]); returns
+    /// the node, an effect.
+    pub fn lr_schedule(
+        &mut self,
+        t: TensorId,
+        factors: TensorId,
+        schedule: LrSchedule,
+    ) -> Result<NodeId> {
+        self.push_node(LrScheduleStep(schedule), &[t, factors])
+    }
+}
+
 /// `shaders/clip_grad.wgsl`.
 pub static CLIP_SHADER: Shader = Shader::new(
     "clip_grad",
@@ -737,6 +812,26 @@ impl OpDef for ClipGradNorm {
 
     fn mutates(&self) -> &'static [usize] {
         &[1]
+    }
+}
+
+impl Graph {
+    /// Appends the node adding `Σ grad²` into the `[1]` f32 accumulator `acc`, replacing what
+    /// it held when `first` (see [`GradSquaredNorm`]); returns the node, an effect.
+    pub fn grad_sq_norm(&mut self, grad: TensorId, acc: TensorId, first: bool) -> Result<NodeId> {
+        self.push_node(GradSquaredNorm { first }, &[grad, acc])
+    }
+
+    /// Appends the node that sets the gradient scale `factors[1]` (`[2]` f32 state) so the
+    /// global norm `√acc` is at most `max_norm` (see [`ClipGradNorm`]); returns the node, an
+    /// effect.
+    pub fn clip_grad_norm(
+        &mut self,
+        acc: TensorId,
+        factors: TensorId,
+        max_norm: f32,
+    ) -> Result<NodeId> {
+        self.push_node(ClipGradNorm { max_norm }, &[acc, factors])
     }
 }
 

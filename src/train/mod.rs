@@ -16,12 +16,11 @@ use crate::ir::CpuTensor;
 use crate::ir::{Graph, NodeId, TensorId, TensorKind};
 use crate::models::Model;
 use crate::nn::{Architecture, Net, NetParts};
-use crate::ops::optim::{
-    AdamUpdate, ClipGradNorm, GradSquaredNorm, LrSchedule, LrScheduleStep, OptimizerStepCount,
-    RmspropUpdate, SgdUpdate,
-};
+use crate::ops::optim::{AdamUpdate, LrSchedule, RmspropUpdate, SgdUpdate};
 use crate::shape::Shape;
 use crate::{Error, Result};
+
+pub mod run_state;
 
 /// The optimizer and its hyper-parameters (PyTorch's semantics).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,6 +121,41 @@ impl Optimizer {
             eps: 1e-8,
             weight_decay: 0.0,
             momentum: 0.0,
+        }
+    }
+
+    /// The same optimizer with weight decay `weight_decay`: the L2 penalty added to the
+    /// gradient (SGD, Adam, RMSprop), or AdamW's decoupled decay.
+    pub fn with_weight_decay(self, weight_decay: f32) -> Self {
+        let mut res = self;
+        match &mut res {
+            Optimizer::Sgd {
+                weight_decay: w, ..
+            }
+            | Optimizer::Adam {
+                weight_decay: w, ..
+            }
+            | Optimizer::AdamW {
+                weight_decay: w, ..
+            }
+            | Optimizer::RmsProp {
+                weight_decay: w, ..
+            } => *w = weight_decay,
+        }
+        res
+    }
+
+    /// Whether the updates read the step count: Adam's bias correction, dampened SGD's
+    /// undamped first step ([`SgdUpdate`]'s rule).
+    fn reads_step_count(&self) -> bool {
+        match *self {
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => true,
+            Optimizer::Sgd {
+                momentum,
+                dampening,
+                ..
+            } => momentum > 0.0 && dampening != 0.0,
+            Optimizer::RmsProp { .. } => false,
         }
     }
 }
@@ -782,32 +816,9 @@ pub fn training_graph_of(
     config: &TrainConfig,
     arch: &dyn Architecture,
 ) -> Result<(Graph, TrainingParts)> {
-    if config.batch_size == 0 {
-        return Err(Error::InvalidArgument(
-            "batch size must be at least 1".into(),
-        ));
-    }
+    check_config(config)?;
     let mut g = Graph::new();
-    if config.n_classes < 2 || config.input.contains(&0) {
-        return Err(Error::InvalidArgument(format!(
-            "a classifier needs at least 2 classes and a non-empty input, got {} classes of {:?}",
-            config.n_classes, config.input
-        )));
-    }
-    let [c, h, w] = config.input;
-    let images = g.input("images", Shape::f32([config.batch_size, c, h, w]));
-    let labels = g.input("labels", Shape::u32([config.batch_size]));
-    let mut net = Net::new(&mut g, config.seed);
-    let logits = arch.build(&mut net, images, config.n_classes)?;
-    let built = net.into_parts();
-    // A model with layers that compute differently in evaluation (batch norm) gets a second
-    // forward for the eval program, sharing every parameter and buffer.
-    let eval_logits = if built.mode_dependent {
-        let mut eval_net = Net::for_eval(&mut g, &built);
-        arch.build(&mut eval_net, images, config.n_classes)?
-    } else {
-        logits
-    };
+    let (forward, built) = model_forward(&mut g, config, arch)?;
     let NetParts {
         params,
         buffers,
@@ -817,7 +828,114 @@ pub fn training_graph_of(
         bn_count,
         ..
     } = built;
+    let scored = loss_and_metrics(&mut g, config, forward)?;
 
+    let ones = g.constant("grad_loss", CpuTensor::scalar(1.0));
+    let param_ids: Vec<TensorId> = params.iter().map(|(_, t)| *t).collect();
+    let grads = append_backward(&mut g, &[(scored.loss, ones)], &param_ids)?;
+
+    let mut train_effects = vec![scored.metrics_node];
+    train_effects.extend(layer_effects);
+    let step = step_state(&mut g, config, &grads, &mut train_effects)?;
+    for ((name, param), &grad) in params.iter().zip(&grads) {
+        g.set_scope(format!("{name}.update"));
+        let update = parameter_update(&mut g, config.optimizer, name, *param, grad, step)?;
+        train_effects.push(update);
+    }
+    layer_counters(&mut g, bn_count, rng_step, &mut train_effects)?;
+    g.set_scope("");
+    let parts = TrainingParts {
+        images: forward.images,
+        labels: forward.labels,
+        logits: forward.logits,
+        eval_logits: forward.eval_logits,
+        loss: scored.loss,
+        metrics: scored.metrics,
+        metrics_node: scored.metrics_node,
+        eval_metrics_node: scored.eval_metrics_node,
+        params,
+        buffers,
+        grads,
+        train_effects,
+        batch_norms,
+        bn_count,
+    };
+    Ok((g, parts))
+}
+
+/// Refuses a configuration no classifier can be built for.
+fn check_config(config: &TrainConfig) -> Result<()> {
+    if config.batch_size == 0 {
+        return Err(Error::InvalidArgument(
+            "batch size must be at least 1".into(),
+        ));
+    }
+    if config.n_classes < 2 || config.input.contains(&0) {
+        return Err(Error::InvalidArgument(format!(
+            "a classifier needs at least 2 classes and a non-empty input, got {} classes of {:?}",
+            config.n_classes, config.input
+        )));
+    }
+    Ok(())
+}
+
+/// The graph's inputs and the model's logits on them.
+#[derive(Clone, Copy)]
+struct Forward {
+    images: TensorId,
+    labels: TensorId,
+    /// The training forward's logits.
+    logits: TensorId,
+    /// The eval forward's (`logits` unless the model has mode-dependent layers).
+    eval_logits: TensorId,
+}
+
+/// The inputs and the model on them: the training forward, and for a model with layers that
+/// compute differently in evaluation (batch norm) a second forward for the eval program,
+/// sharing every parameter and buffer. Also what the training build's layers made.
+fn model_forward(
+    g: &mut Graph,
+    config: &TrainConfig,
+    arch: &dyn Architecture,
+) -> Result<(Forward, NetParts)> {
+    let [c, h, w] = config.input;
+    let images = g.input("images", Shape::f32([config.batch_size, c, h, w]));
+    let labels = g.input("labels", Shape::u32([config.batch_size]));
+    let mut net = Net::new(g, config.seed);
+    let logits = arch.build(&mut net, images, config.n_classes)?;
+    let built = net.into_parts();
+    let eval_logits = if built.mode_dependent {
+        let mut eval_net = Net::for_eval(g, &built);
+        arch.build(&mut eval_net, images, config.n_classes)?
+    } else {
+        logits
+    };
+    let forward = Forward {
+        images,
+        labels,
+        logits,
+        eval_logits,
+    };
+    Ok((forward, built))
+}
+
+/// The loss the backward pass starts from and the metrics both programs add to.
+struct Scored {
+    loss: TensorId,
+    metrics: TensorId,
+    metrics_node: NodeId,
+    eval_metrics_node: NodeId,
+}
+
+/// The training loss and the metric sums (`[3]` state) of each forward: one node when both
+/// programs share the forward.
+fn loss_and_metrics(g: &mut Graph, config: &TrainConfig, forward: Forward) -> Result<Scored> {
+    let Forward {
+        labels,
+        logits,
+        eval_logits,
+        ..
+    } = forward;
     g.set_scope("loss");
     let loss = g.cross_entropy(logits, labels, None, config.label_smoothing)?;
     let metrics = g.state("metrics", CpuTensor::zeros(&Shape::f32([3])));
@@ -827,150 +945,150 @@ pub fn training_graph_of(
     } else {
         g.classification_metrics(eval_logits, labels, metrics)?
     };
+    Ok(Scored {
+        loss,
+        metrics,
+        metrics_node,
+        eval_metrics_node,
+    })
+}
 
-    let ones = g.constant("grad_loss", CpuTensor::scalar(1.0));
-    let param_ids: Vec<TensorId> = params.iter().map(|(_, t)| *t).collect();
-    let grads = append_backward(&mut g, &[(loss, ones)], &param_ids)?;
+/// The optimizer's per-step state every update reads.
+#[derive(Clone, Copy)]
+struct StepState {
+    /// `optimizer.step`, `[1]` u32: Adam's `t`, dampened SGD's first step.
+    count: TensorId,
+    /// `optimizer.step_factors`, `[2]` f32: the schedule's rate factor, the clipping's
+    /// gradient scale.
+    factors: TensorId,
+}
 
-    let mut train_effects = vec![metrics_node];
-    train_effects.extend(layer_effects);
+/// The step count and the step factors, all on the GPU: a step increments the one and sets
+/// the others before any update reads them (the nodes go into `effects`). Each runs only where
+/// something reads it (a constant schedule leaves the rate factor at 1, no clipping the scale).
+fn step_state(
+    g: &mut Graph,
+    config: &TrainConfig,
+    grads: &[TensorId],
+    effects: &mut Vec<NodeId>,
+) -> Result<StepState> {
     g.set_scope("optimizer");
-    // The step count (Adam's t, dampened SGD's first step) and the step factors (the
-    // schedule's rate factor, the clipping's gradient scale), all on the GPU: a step
-    // increments the one and sets the others before any update reads them. Each runs only
-    // where something reads it (a constant schedule leaves the rate factor at 1, no clipping
-    // the scale).
-    let step_count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
+    let count = g.state("optimizer.step", CpuTensor::from_u32([1], vec![0]));
     let factors = g.state(
         "optimizer.step_factors",
         CpuTensor::from_f32([2], vec![1.0, 1.0]),
     );
-    let reads_count = match config.optimizer {
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => true,
-        Optimizer::Sgd {
-            momentum,
-            dampening,
-            ..
-        } => momentum > 0.0 && dampening != 0.0,
-        Optimizer::RmsProp { .. } => false,
-    };
     let scheduled = config.schedule != LrSchedule::Constant;
-    if reads_count || scheduled {
-        train_effects.push(g.push_node(OptimizerStepCount, &[step_count])?);
+    if config.optimizer.reads_step_count() || scheduled {
+        effects.push(g.optimizer_step_count(count)?);
     }
     if scheduled {
-        train_effects.push(g.push_node(LrScheduleStep(config.schedule), &[step_count, factors])?);
+        effects.push(g.lr_schedule(count, factors, config.schedule)?);
     }
     if let Some(max_norm) = config.clip_grad_norm {
+        // The global norm over every gradient, then the scale that brings it to `max_norm`.
         g.set_scope("clip_grad_norm");
         let acc = g.state("optimizer.grad_sq_norm", CpuTensor::zeros(&Shape::f32([1])));
         for (i, &grad) in grads.iter().enumerate() {
-            train_effects.push(g.push_node(GradSquaredNorm { first: i == 0 }, &[grad, acc])?);
+            effects.push(g.grad_sq_norm(grad, acc, i == 0)?);
         }
-        train_effects.push(g.push_node(ClipGradNorm { max_norm }, &[acc, factors])?);
+        effects.push(g.clip_grad_norm(acc, factors, max_norm)?);
     }
-    for ((name, param), &grad) in params.iter().zip(&grads) {
-        g.set_scope(format!("{name}.update"));
-        let zeros = CpuTensor::zeros(g.shape(*param));
-        let update = match config.optimizer {
-            Optimizer::Sgd {
+    Ok(StepState { count, factors })
+}
+
+/// The update of the parameter `name` by its gradient, with the optimizer's state for it
+/// (named `{name}.momentum`, `{name}.exp_avg`, ..., zero at the start).
+fn parameter_update(
+    g: &mut Graph,
+    optimizer: Optimizer,
+    name: &str,
+    param: TensorId,
+    grad: TensorId,
+    step: StepState,
+) -> Result<NodeId> {
+    let zeros = CpuTensor::zeros(g.shape(param));
+    let StepState { count, factors } = step;
+    match optimizer {
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+            nesterov,
+            dampening,
+        } => {
+            let velocity = g.state(&format!("{name}.momentum"), zeros);
+            let update = SgdUpdate {
                 lr,
                 momentum,
                 weight_decay,
                 nesterov,
                 dampening,
-            } => {
-                let velocity = g.state(&format!("{name}.momentum"), zeros);
-                let op = SgdUpdate {
-                    lr,
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                    dampening,
-                };
-                if reads_count {
-                    g.push_node(op, &[*param, grad, velocity, step_count, factors])?
-                } else {
-                    g.push_node(op, &[*param, grad, velocity, factors])?
-                }
-            }
-            Optimizer::Adam {
+            };
+            g.sgd_update(param, grad, velocity, count, factors, update)
+        }
+        Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        }
+        | Optimizer::AdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            let m = g.state(&format!("{name}.exp_avg"), zeros.clone());
+            let v = g.state(&format!("{name}.exp_avg_sq"), zeros);
+            let update = AdamUpdate {
                 lr,
                 beta1,
                 beta2,
                 eps,
                 weight_decay,
-            }
-            | Optimizer::AdamW {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => {
-                let m = g.state(&format!("{name}.exp_avg"), zeros.clone());
-                let v = g.state(&format!("{name}.exp_avg_sq"), zeros);
-                let decoupled = matches!(config.optimizer, Optimizer::AdamW { .. });
-                g.push_node(
-                    AdamUpdate {
-                        lr,
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay,
-                        decoupled,
-                    },
-                    &[*param, grad, m, v, step_count, factors],
-                )?
-            }
-            Optimizer::RmsProp {
+                decoupled: matches!(optimizer, Optimizer::AdamW { .. }),
+            };
+            g.adam_update(param, grad, m, v, count, factors, update)
+        }
+        Optimizer::RmsProp {
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+        } => {
+            let square_avg = g.state(&format!("{name}.square_avg"), zeros.clone());
+            let buffer = g.state(&format!("{name}.momentum_buffer"), zeros);
+            let update = RmspropUpdate {
                 lr,
                 alpha,
                 eps,
                 weight_decay,
                 momentum,
-            } => {
-                let square_avg = g.state(&format!("{name}.square_avg"), zeros.clone());
-                let buffer = g.state(&format!("{name}.momentum_buffer"), zeros);
-                g.push_node(
-                    RmspropUpdate {
-                        lr,
-                        alpha,
-                        eps,
-                        weight_decay,
-                        momentum,
-                    },
-                    &[*param, grad, square_avg, buffer, factors],
-                )?
-            }
-        };
-        train_effects.push(update);
+            };
+            g.rmsprop_update(param, grad, square_avg, buffer, factors, update)
+        }
     }
+}
+
+/// The layers' step counters (into `effects`): batch norm's `num_batches_tracked`, and the
+/// dropout step after the backward pass, which regenerates the masks from it.
+fn layer_counters(
+    g: &mut Graph,
+    bn_count: Option<TensorId>,
+    rng_step: Option<TensorId>,
+    effects: &mut Vec<NodeId>,
+) -> Result<()> {
     if let Some(count) = bn_count {
         g.set_scope("batch_norm");
-        train_effects.push(g.push_node(OptimizerStepCount, &[count])?);
+        effects.push(g.optimizer_step_count(count)?);
     }
     if let Some(step) = rng_step {
-        // After the backward pass, which regenerates the dropout masks from this step.
         g.set_scope("dropout");
-        train_effects.push(g.push_node(OptimizerStepCount, &[step])?);
+        effects.push(g.optimizer_step_count(step)?);
     }
-    g.set_scope("");
-    let parts = TrainingParts {
-        images,
-        labels,
-        logits,
-        eval_logits,
-        loss,
-        metrics,
-        metrics_node,
-        eval_metrics_node,
-        params,
-        buffers,
-        grads,
-        train_effects,
-        batch_norms,
-        bn_count,
-    };
-    Ok((g, parts))
+    Ok(())
 }
