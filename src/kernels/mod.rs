@@ -12,7 +12,75 @@ pub mod gemm;
 pub mod tiled;
 pub mod windows;
 
+use std::fmt::Display;
+
 use crate::ir::SubgroupShare;
+
+/// `template` with its holes filled, so a generator's kernel text reads as WGSL.
+///
+/// A hole is `{name}`: a brace, a name of letters, digits and underscores, a brace, nothing
+/// else between; every other brace (WGSL's own blocks, `{ return x; }`) is text. A hole alone
+/// on its line stands for whole lines: its value (each line ending in a newline, or none at
+/// all: a section the tile does not have) replaces that line. Any other hole is replaced by
+/// its value in place. Panics on a hole `holes` does not fill and on a name in `holes` the
+/// template does not have, in every build: either is a generator bug, and the kernels are
+/// generated once per tile.
+pub(crate) fn fill(template: &str, holes: &[(&str, &dyn Display)]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut used = vec![false; holes.len()];
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if len == 0 || !after[len..].starts_with('}') {
+            out.push_str(&rest[..=open]);
+            rest = after;
+            continue;
+        }
+        let name = &after[..len];
+        out.push_str(&rest[..open]);
+        rest = &after[len + 1..];
+        let i = holes
+            .iter()
+            .position(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("template hole {{{name}}} not filled"));
+        used[i] = true;
+        let value = holes[i].1.to_string();
+        let line_start = out.is_empty() || out.ends_with('\n');
+        match rest.strip_prefix('\n') {
+            Some(next) if line_start => {
+                push_lines(&mut out, &value);
+                rest = next;
+            }
+            _ => out.push_str(&value),
+        }
+    }
+    out.push_str(rest);
+    if let Some(i) = used.iter().position(|u| !u) {
+        panic!("template has no hole {{{}}}", holes[i].0);
+    }
+    out
+}
+
+/// The lines of `items` (each may be several lines or none), each ending in a newline: the
+/// unrolled parts of a kernel, one item per register or step.
+pub(crate) fn lines(items: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::new();
+    for item in items {
+        push_lines(&mut out, &item);
+    }
+    out
+}
+
+/// Appends `text` as whole lines: a newline after it unless it is empty or ends in one.
+fn push_lines(out: &mut String, text: &str) {
+    out.push_str(text);
+    if !text.is_empty() && !text.ends_with('\n') {
+        out.push('\n');
+    }
+}
 
 /// The WGSL each [`SubgroupShare`] form is written in (the enum itself is a device capability,
 /// in `ir`, beside [`crate::ir::DeviceCaps`]).
@@ -77,5 +145,35 @@ impl SubgroupShare {
             SubgroupShare::Whole => format!("subgroupAdd({v})"),
             SubgroupShare::Blocks => format!("block_sum({v})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_fills_holes_and_keeps_wgsl_braces() {
+        let t = "fn f() { return {v}u; }\n{body}\n{none}\n}\n";
+        let body = lines((0..2).map(|i| format!("  let x{i} = {i}u;")));
+        let got = fill(t, &[("v", &3), ("body", &body), ("none", &"")]);
+        assert_eq!(
+            got,
+            "fn f() { return 3u; }\n  let x0 = 0u;\n  let x1 = 1u;\n}\n"
+        );
+        // A single-line value on a line of its own gets its newline back.
+        assert_eq!(fill("a\n{b}\nc", &[("b", &"x")]), "a\nx\nc");
+    }
+
+    #[test]
+    #[should_panic(expected = "not filled")]
+    fn fill_panics_on_an_unfilled_hole() {
+        fill("let x = {x};", &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no hole")]
+    fn fill_panics_on_an_unknown_hole() {
+        fill("let x = 1;", &[("x", &1)]);
     }
 }

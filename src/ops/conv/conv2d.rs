@@ -286,17 +286,13 @@ impl OpDef for Conv2dReluPool {
     fn plans(&self, inputs: &[&Shape], outputs: &[&Shape], caps: &DeviceCaps) -> Vec<KernelPlan> {
         let conv = self.conv_shape(inputs).expect("infer checked the shapes");
         let (x, wt) = (dims(inputs[0]), dims(inputs[1]));
-        let mut res = conv_gemm::outer_plans(
-            caps,
-            self.0,
-            x,
-            wt,
-            false,
-            Some(Operand::Input(2)),
-            true,
-            Some(dims(&conv)),
-            None,
-        );
+        let opts = conv_gemm::OuterOptions {
+            bias: Some(Operand::Input(2)),
+            relu: true,
+            pool_of: Some(dims(&conv)),
+            ..Default::default()
+        };
+        let mut res = conv_gemm::outer_plans(caps, self.0, x, wt, opts);
         // Unfused: any convolution plan into a scratch buffer, then the pool over it.
         let pool = MaxPool2d {
             pool: FUSED_POOL,
@@ -422,17 +418,12 @@ fn forward_plans(
     let weights = MatrixView::strided(wt[0], im2col.rows(), im2col.rows(), 1);
     // On GPUs, first the workgroup-tiled implicit GEMM.
     let mut res = tiled::conv_forward_plans(caps, g, (x, wt, y), true, relu);
-    res.extend(conv_gemm::outer_plans(
-        caps,
-        g,
-        x,
-        wt,
-        false,
-        Some(Operand::Input(2)),
+    let opts = conv_gemm::OuterOptions {
+        bias: Some(Operand::Input(2)),
         relu,
-        None,
-        None,
-    ));
+        ..Default::default()
+    };
+    res.extend(conv_gemm::outer_plans(caps, g, x, wt, opts));
     res.extend(gemm_plans(
         caps,
         GemmForm::Outer,
@@ -495,9 +486,11 @@ impl OpDef for Conv2dBackwardInput {
         let (gy, wt, x) = (dims(inputs[0]), dims(inputs[1]), dims(outputs[0]));
         let g = self.geometry;
         let mut res = tiled::conv_backward_input_plans(caps, g, (gy, wt, x));
-        res.extend(conv_gemm::outer_plans(
-            caps, g, gy, wt, true, None, false, None, None,
-        ));
+        let opts = conv_gemm::OuterOptions {
+            transposed: true,
+            ..Default::default()
+        };
+        res.extend(conv_gemm::outer_plans(caps, g, gy, wt, opts));
         let reach = g.dilation * (wt[2] - 1);
         if g.stride != 1 || wt[2] != wt[3] || reach < g.pad {
             res.push(direct);
@@ -612,14 +605,17 @@ impl OpDef for Conv2dBackwardWeight {
         });
         let mut res =
             tiled::conv_backward_weight_plans(caps, self.geometry, (gy, x, wt), bias_plan.as_ref());
+        let opts = conv_gemm::DotOptions {
+            bias: self.bias,
+            unpool: None,
+        };
         res.extend(conv_gemm::dot_plans(
             caps,
             self.geometry,
             gy,
             x,
             [wt[2], wt[3]],
-            self.bias,
-            None,
+            opts,
         ));
         let mut others = gemm_plans(
             caps,

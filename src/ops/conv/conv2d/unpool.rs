@@ -58,17 +58,12 @@ impl ConvGradient for Conv2dBackwardInput {
         _outputs: &[&Shape],
     ) -> Vec<KernelPlan> {
         let pooled = [gy[2] / 2, gy[3] / 2];
-        conv_gemm::outer_plans(
-            caps,
-            self.geometry,
-            gy,
-            wt,
-            true,
-            None,
-            false,
-            None,
-            Some(pooled),
-        )
+        let opts = conv_gemm::OuterOptions {
+            transposed: true,
+            unpool: Some(pooled),
+            ..Default::default()
+        };
+        conv_gemm::outer_plans(caps, self.geometry, gy, wt, opts)
     }
 }
 
@@ -92,14 +87,17 @@ impl ConvGradient for Conv2dBackwardWeight {
     ) -> Vec<KernelPlan> {
         let pooled = [gy[2] / 2, gy[3] / 2];
         let mut res = windows::plans(caps, self.geometry, gy, x, [self.kh, self.kw], self.bias);
+        let opts = conv_gemm::DotOptions {
+            bias: self.bias,
+            unpool: Some(pooled),
+        };
         res.extend(conv_gemm::dot_plans(
             caps,
             self.geometry,
             gy,
             x,
             [self.kh, self.kw],
-            self.bias,
-            Some(pooled),
+            opts,
         ));
         res
     }
