@@ -196,6 +196,7 @@ fn write_meta(
     curves: &Curves,
 ) {
     ckpt_meta.insert(meta::CURVES.into(), curves.to_meta());
+    // Serialising a slice of strings cannot fail (no maps with non-string keys, no I/O).
     let args = serde_json::to_string(args).expect("a list of strings is JSON");
     ckpt_meta.insert(meta::ARGS.into(), args);
     ckpt_meta.insert(meta::NEXT_EPOCH.into(), position.next_epoch.to_string());
